@@ -1,0 +1,333 @@
+//! The `sequin` command (library part, so that tests can drive it in-process): fine-tune, evaluate and run Hugging Face sequence classifiers.
+//!
+//! The backend is picked here and only here, by Cargo feature: `cpu` (burn's flex, the
+//! default), `wgpu` or `cuda`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
+use clap::{Args, Parser, Subcommand};
+use sequin_data::Columns;
+use sequin_tokenize::EncodeOptions;
+use sequin_train::{Classifier, TrainConfig};
+use serde_json::{Map, Value};
+
+#[derive(Parser)]
+#[command(
+    name = "sequin",
+    version,
+    about = "Fine-tune a Hugging Face encoder into a sequence classifier, evaluate it, and predict with it.",
+    long_about = "Fine-tune a Hugging Face encoder into a sequence classifier, evaluate it, and \
+predict with it.\n\nModel folders are read and written in Hugging Face layout (config.json, \
+model.safetensors, tokenizer.json), so transformers loads what sequin trains and sequin runs \
+what transformers saved. Data files are Parquet, CSV/TSV or JSONL; columns are chosen by name.\n\n\
+Backend of this build: see `sequin --version` and the Cargo features cpu | wgpu | cuda."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Fine-tune a model on labelled data and write a Hugging Face model folder.
+    Train(TrainArgs),
+    /// Evaluate a classifier folder on labelled data; prints one JSON object.
+    Eval(EvalArgs),
+    /// Predict labels for a data file; writes one JSON object per row, in input order.
+    Predict(PredictArgs),
+}
+
+#[derive(Args)]
+struct ColumnArgs {
+    /// Column with the text.
+    #[arg(long, default_value = "text")]
+    text_column: String,
+    /// Column with the second text of a pair (rows where it is null are encoded alone).
+    #[arg(long)]
+    text_pair_column: Option<String>,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Base model: a local folder (config.json, model.safetensors, tokenizer.json or vocab.txt)
+    /// or a Hugging Face Hub id such as sentence-transformers/all-MiniLM-L6-v2.
+    #[arg(long)]
+    model: Option<String>,
+    /// Training data (.parquet, .csv, .tsv, .jsonl). Its labels define the label set.
+    #[arg(long)]
+    train: Option<PathBuf>,
+    /// Validation data, evaluated after every epoch; the best epoch's weights are kept.
+    #[arg(long)]
+    validation: Option<PathBuf>,
+    /// Test data, evaluated once at the end with the kept weights.
+    #[arg(long)]
+    test: Option<PathBuf>,
+    /// Output folder for the trained model (Hugging Face layout).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Column with the text [default: text].
+    #[arg(long)]
+    text_column: Option<String>,
+    /// Column with the second text of a pair.
+    #[arg(long)]
+    text_pair_column: Option<String>,
+    /// Column with the label (strings or integers) [default: label].
+    #[arg(long)]
+    label_column: Option<String>,
+    /// Number of epochs [default: 2].
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Training batch size [default: 32].
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Peak learning rate of AdamW [default: 5e-5].
+    #[arg(long)]
+    lr: Option<f64>,
+    /// AdamW weight decay, not applied to biases and LayerNorm [default: 0.01].
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Fraction of the steps spent warming the learning rate up linearly; it then decays
+    /// linearly to zero [default: 0.1].
+    #[arg(long)]
+    warmup_ratio: Option<f64>,
+    /// Maximum tokens per example, special tokens included; longer texts are truncated
+    /// (pairs longest-first) [default: 128].
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// Seed for head initialisation, dropout and shuffling [default: 42].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop after this many optimizer steps (smoke tests).
+    #[arg(long)]
+    max_steps: Option<usize>,
+    /// Use only this many training examples (a seeded random subset).
+    #[arg(long)]
+    max_train_samples: Option<usize>,
+    /// A JSON file with any of the options above (snake_case keys); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// Classifier folder (saved by sequin or by transformers).
+    #[arg(long)]
+    model: PathBuf,
+    /// Labelled data file.
+    #[arg(long)]
+    data: PathBuf,
+    #[command(flatten)]
+    columns: ColumnArgs,
+    /// Column with the label.
+    #[arg(long, default_value = "label")]
+    label_column: String,
+    /// Maximum tokens per example [default: the folder's model_max_length, else 128].
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    /// Classifier folder (saved by sequin or by transformers).
+    #[arg(long)]
+    model: PathBuf,
+    /// Data file to classify.
+    #[arg(long)]
+    input: PathBuf,
+    /// Output JSONL file: {"label", "score", "logits"} per input row, in input order.
+    #[arg(long)]
+    output: PathBuf,
+    #[command(flatten)]
+    columns: ColumnArgs,
+    /// Maximum tokens per example [default: the folder's model_max_length, else 128].
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+}
+
+/// The one place where a backend is chosen.
+fn device() -> Device {
+    #[cfg(feature = "cuda")]
+    {
+        Device::cuda(0)
+    }
+    #[cfg(all(feature = "wgpu", not(feature = "cuda")))]
+    {
+        Device::wgpu(Default::default())
+    }
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    {
+        Device::flex()
+    }
+}
+
+fn backend_name() -> &'static str {
+    if cfg!(feature = "cuda") {
+        "cuda"
+    } else if cfg!(feature = "wgpu") {
+        "wgpu"
+    } else if cfg!(feature = "x86-v4") {
+        "cpu (flex, x86-v4)"
+    } else {
+        "cpu (flex)"
+    }
+}
+
+fn train_config(a: TrainArgs) -> Result<TrainConfig> {
+    let mut map: Map<String, Value> = match &a.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("{}: not a JSON object", p.display()))?
+        }
+        None => Map::new(),
+    };
+    let mut set = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            map.insert(k.into(), v);
+        }
+    };
+    let path = |p: Option<PathBuf>| p.map(|p| Value::from(p.to_string_lossy().into_owned()));
+    set("model", a.model.map(Value::from));
+    set("train", path(a.train));
+    set("validation", path(a.validation));
+    set("test", path(a.test));
+    set("output", path(a.output));
+    set("text_column", a.text_column.map(Value::from));
+    set("text_pair_column", a.text_pair_column.map(Value::from));
+    set("label_column", a.label_column.map(Value::from));
+    set("epochs", a.epochs.map(Value::from));
+    set("batch_size", a.batch_size.map(Value::from));
+    set("lr", a.lr.map(Value::from));
+    set("weight_decay", a.weight_decay.map(Value::from));
+    set("warmup_ratio", a.warmup_ratio.map(Value::from));
+    set("max_length", a.max_length.map(Value::from));
+    set("seed", a.seed.map(Value::from));
+    set("max_steps", a.max_steps.map(Value::from));
+    set("max_train_samples", a.max_train_samples.map(Value::from));
+    for required in ["model", "train", "output"] {
+        if !map.contains_key(required) {
+            bail!("--{required} is required (as a flag or in --config)");
+        }
+    }
+    let src = a
+        .config
+        .as_deref()
+        .map_or("the command line".to_string(), |p| p.display().to_string());
+    serde_json::from_value(Value::Object(map)).with_context(|| format!("invalid options in {src}"))
+}
+
+fn encode_opts(c: &Classifier, max_length: Option<usize>) -> Result<EncodeOptions> {
+    let max_length = max_length.unwrap_or_else(|| c.default_max_length());
+    if max_length > c.config.bert.max_position_embeddings {
+        bail!(
+            "--max-length {max_length} exceeds the model's max_position_embeddings {}",
+            c.config.bert.max_position_embeddings
+        );
+    }
+    Ok(EncodeOptions {
+        max_length,
+        pad_to_multiple_of: None,
+    })
+}
+
+fn write_jsonl_atomic(path: &Path, lines: impl Iterator<Item = String>) -> Result<()> {
+    let mut buf = Vec::new();
+    for l in lines {
+        buf.extend_from_slice(l.as_bytes());
+        buf.push(b'\n');
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    sequin_hf::write_atomic(path, &buf)?;
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let device = device();
+    match cli.cmd {
+        Cmd::Train(a) => {
+            let cfg = train_config(a)?;
+            eprintln!("sequin train on {}", backend_name());
+            let s = sequin_train::train(&cfg, &device)?;
+            let out = serde_json::json!({
+                "output": cfg.output,
+                "best_epoch": s.best_epoch,
+                "validation": s.epochs.get(s.best_epoch.saturating_sub(1)).and_then(|e| e.validation),
+                "test": s.test,
+                "train_seconds": (s.train_seconds * 10.0).round() / 10.0,
+                "steps": s.steps,
+            });
+            println!("{out}");
+        }
+        Cmd::Eval(a) => {
+            let c = Classifier::load(&a.model, &device)?;
+            let opts = encode_opts(&c, a.max_length)?;
+            let cols = Columns {
+                text: a.columns.text_column,
+                text_pair: a.columns.text_pair_column,
+                label: Some(a.label_column),
+            };
+            let recs = c.read(&a.data, &cols)?;
+            let m = c.evaluate(&recs, &a.data, opts, a.batch_size)?;
+            println!("{}", serde_json::to_string(&m)?);
+        }
+        Cmd::Predict(a) => {
+            let c = Classifier::load(&a.model, &device)?;
+            let opts = encode_opts(&c, a.max_length)?;
+            let cols = Columns {
+                text: a.columns.text_column,
+                text_pair: a.columns.text_pair_column,
+                label: None,
+            };
+            let recs = c.read(&a.input, &cols)?;
+            let preds = c.predict(&recs, opts, a.batch_size)?;
+            write_jsonl_atomic(
+                &a.output,
+                preds.iter().map(|p| serde_json::to_string(p).expect("json")),
+            )?;
+            eprintln!("wrote {} predictions to {}", preds.len(), a.output.display());
+        }
+    }
+    Ok(())
+}
+
+/// Parses `args` (the first is the program name) and runs the command.
+pub fn run_args<I, T>(args: I) -> Result<()>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+            print!("{e}");
+            return Ok(());
+        }
+        Err(e) => bail!("{}", e.to_string().trim_end()),
+    };
+    run(cli)
+}
+
+/// The binary's entry point: runs the process arguments, prints any error with its causes,
+/// and returns a non-zero exit code on failure.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = std::io::stdout().flush();
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Records → tensors.
+
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use sequin_tokenize::{EncodeOptions, Tokenizer};
+
+use crate::{Record, Result};
+
+/// A tokenized, padded batch on a device.
+#[derive(Debug, Clone)]
+pub struct EncodedBatch {
+    /// `[batch, seq]`
+    pub input_ids: Tensor<2, Int>,
+    /// `[batch, seq]`
+    pub token_type_ids: Tensor<2, Int>,
+    /// `[batch, seq]`, `true` = padding (burn convention).
+    pub pad_mask: Tensor<2, Bool>,
+    /// `[batch]` class ids, when the records were labelled.
+    pub labels: Option<Tensor<1, Int>>,
+}
+
+/// HF attention mask (1 = real token) → burn pad mask (`true` = padding).
+///
+/// This is the only place in sequin where the two conventions meet.
+pub fn to_pad_mask(attention_mask: &[u32], rows: usize, seq_len: usize, device: &Device) -> Tensor<2, Bool> {
+    let pad: Vec<bool> = attention_mask.iter().map(|&m| m == 0).collect();
+    Tensor::from_data(TensorData::new(pad, [rows, seq_len]), device)
+}
+
+fn int_tensor(v: &[u32], rows: usize, seq_len: usize, device: &Device) -> Tensor<2, Int> {
+    let data: Vec<i64> = v.iter().map(|&x| x as i64).collect();
+    Tensor::from_data(TensorData::new(data, [rows, seq_len]), device)
+}
+
+impl EncodedBatch {
+    /// Tokenizes `records` (padded to the longest row) and moves them to `device`.
+    pub fn new(
+        tokenizer: &Tokenizer,
+        records: &[&Record],
+        labels: Option<&[usize]>,
+        opts: EncodeOptions,
+        device: &Device,
+    ) -> Result<Self> {
+        let items: Vec<(&str, Option<&str>)> = records
+            .iter()
+            .map(|r| (r.text.as_str(), r.text_pair.as_deref()))
+            .collect();
+        let b = tokenizer.encode_batch(&items, opts)?;
+        Ok(Self {
+            input_ids: int_tensor(&b.input_ids, b.rows, b.seq_len, device),
+            token_type_ids: int_tensor(&b.token_type_ids, b.rows, b.seq_len, device),
+            pad_mask: to_pad_mask(&b.attention_mask, b.rows, b.seq_len, device),
+            labels: labels.map(|l| {
+                let data: Vec<i64> = l.iter().map(|&x| x as i64).collect();
+                Tensor::from_data(TensorData::new(data, [l.len()]), device)
+            }),
+        })
+    }
+}
+
+/// A permutation of `0..n`, determined by `seed` and `epoch` alone.
+pub fn shuffled_indices(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    idx.shuffle(&mut rng);
+    idx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shuffle_is_seeded() {
+        assert_eq!(shuffled_indices(50, 7, 1), shuffled_indices(50, 7, 1));
+        assert_ne!(shuffled_indices(50, 7, 1), shuffled_indices(50, 7, 2));
+        let mut s = shuffled_indices(50, 7, 1);
+        s.sort();
+        assert_eq!(s, (0..50).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn pad_mask_inverts_attention_mask() {
+        let d = Device::flex();
+        let m = to_pad_mask(&[1, 1, 0, 1, 0, 0], 2, 3, &d);
+        let v: Vec<bool> = m.into_data().to_vec().unwrap();
+        assert_eq!(v, vec![false, false, true, false, true, true]);
+    }
+}

@@ -1,0 +1,91 @@
+//! The label map: built from the training data, checked against every other split.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use crate::{DataError, Record, Result};
+
+/// Class names in id order, and their ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelMap {
+    names: Vec<String>,
+    ids: HashMap<String, usize>,
+}
+
+impl LabelMap {
+    /// From class names in id order.
+    pub fn new(names: Vec<String>) -> Self {
+        let ids = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect();
+        Self { names, ids }
+    }
+
+    /// Builds the map from training records: sorted names (numeric order when every label is
+    /// an integer), as transformers' examples do.
+    pub fn from_train(records: &[Record], path: &Path) -> Result<Self> {
+        let set: BTreeSet<&str> = records.iter().filter_map(|r| r.label.as_deref()).collect();
+        let mut names: Vec<String> = set.into_iter().map(String::from).collect();
+        if names.iter().all(|n| n.parse::<i64>().is_ok()) {
+            names.sort_by_key(|n| n.parse::<i64>().unwrap_or(0));
+        }
+        if names.len() < 2 {
+            return Err(DataError::TooFewLabels {
+                path: path.to_path_buf(),
+                labels: names,
+            });
+        }
+        Ok(Self::new(names))
+    }
+
+    /// Class names in id order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Number of classes.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether there are no classes.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The id of a class name.
+    pub fn id(&self, name: &str) -> Option<usize> {
+        self.ids.get(name).copied()
+    }
+
+    /// Ids of every record's label; any label the map lacks is an error naming all of them.
+    pub fn encode(&self, records: &[Record], path: &Path) -> Result<Vec<usize>> {
+        let mut unknown = BTreeSet::new();
+        let mut out = Vec::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            let Some(l) = r.label.as_deref() else {
+                return Err(DataError::BadRow {
+                    path: path.to_path_buf(),
+                    row: i + 1,
+                    problem: "the label is missing (null)".into(),
+                });
+            };
+            match self.id(l) {
+                Some(id) => out.push(id),
+                None => {
+                    unknown.insert(l.to_string());
+                }
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(DataError::UnknownLabels {
+                path: path.to_path_buf(),
+                labels: unknown.into_iter().collect(),
+                known: self.names.clone(),
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,321 @@
+//! Reading records from Parquet, CSV/TSV and JSONL, choosing columns by name.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::DataType;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+use serde_json::Value;
+
+use crate::{DataError, Result};
+
+/// Which columns hold the text, the optional second text and the label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Columns {
+    /// The text column.
+    pub text: String,
+    /// The optional text-pair column.
+    pub text_pair: Option<String>,
+    /// The label column; `None` when reading data to predict on.
+    pub label: Option<String>,
+}
+
+impl Default for Columns {
+    fn default() -> Self {
+        Self {
+            text: "text".into(),
+            text_pair: None,
+            label: Some("label".into()),
+        }
+    }
+}
+
+/// One example.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The text.
+    pub text: String,
+    /// The second text of a pair; `None` (null or absent) encodes the row as a single text.
+    pub text_pair: Option<String>,
+    /// The label as a string (integer labels are written in decimal); `None` when no label
+    /// column was asked for or the cell is null.
+    pub label: Option<String>,
+}
+
+enum Format {
+    Parquet,
+    Csv(u8),
+    Jsonl,
+}
+
+fn format_of(path: &Path) -> Result<Format> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    Ok(match ext.as_deref() {
+        Some("parquet" | "pq") => Format::Parquet,
+        Some("csv") => Format::Csv(b','),
+        Some("tsv") => Format::Csv(b'\t'),
+        Some("jsonl" | "json" | "ndjson") => Format::Jsonl,
+        _ => {
+            return Err(DataError::Format {
+                path: path.to_path_buf(),
+            });
+        }
+    })
+}
+
+/// Reads every record of a data file, chosen by its extension (`.parquet`, `.csv`, `.tsv`,
+/// `.jsonl`). Every row is checked: an empty text, a missing label or a column of the wrong
+/// type is an error that names the file, the row or column, and the problem.
+pub fn read_records(path: &Path, cols: &Columns) -> Result<Vec<Record>> {
+    let records = match format_of(path)? {
+        Format::Parquet => read_parquet(path, cols)?,
+        Format::Csv(delim) => read_csv(path, cols, delim)?,
+        Format::Jsonl => read_jsonl(path, cols)?,
+    };
+    if records.is_empty() {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    for (i, r) in records.iter().enumerate() {
+        if r.text.trim().is_empty() {
+            return Err(DataError::BadRow {
+                path: path.to_path_buf(),
+                row: i + 1,
+                problem: format!("the text (column `{}`) is empty", cols.text),
+            });
+        }
+        if cols.label.is_some() && r.label.is_none() {
+            return Err(DataError::BadRow {
+                path: path.to_path_buf(),
+                row: i + 1,
+                problem: format!(
+                    "the label (column `{}`) is missing",
+                    cols.label.as_deref().unwrap_or_default()
+                ),
+            });
+        }
+    }
+    Ok(records)
+}
+
+fn open(path: &Path) -> Result<File> {
+    File::open(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn corrupt(path: &Path, format: &'static str) -> impl Fn(String) -> DataError + '_ {
+    move |message| DataError::Corrupt {
+        path: path.to_path_buf(),
+        format,
+        message,
+    }
+}
+
+fn missing(path: &Path, column: &str, role: &'static str, available: Vec<String>) -> DataError {
+    DataError::MissingColumn {
+        path: path.to_path_buf(),
+        column: column.into(),
+        role,
+        available,
+    }
+}
+
+/// Converts an arrow column into optional strings: text types as they are, integers in decimal.
+fn strings(path: &Path, name: &str, arr: &ArrayRef, allow_int: bool) -> Result<Vec<Option<String>>> {
+    let expected = if allow_int {
+        "a string or integer column"
+    } else {
+        "a string column"
+    };
+    let ok = matches!(
+        arr.data_type(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    ) || (allow_int && arr.data_type().is_integer());
+    if !ok {
+        return Err(DataError::ColumnType {
+            path: path.to_path_buf(),
+            column: name.into(),
+            found: arr.data_type().to_string(),
+            expected,
+        });
+    }
+    let as_str = arrow::compute::cast(arr, &DataType::Utf8).map_err(|e| DataError::ColumnType {
+        path: path.to_path_buf(),
+        column: name.into(),
+        found: format!("{} ({e})", arr.data_type()),
+        expected,
+    })?;
+    let s = as_str.as_string::<i32>();
+    Ok((0..s.len())
+        .map(|i| s.is_valid(i).then(|| s.value(i).to_string()))
+        .collect())
+}
+
+fn read_parquet(path: &Path, cols: &Columns) -> Result<Vec<Record>> {
+    let err = corrupt(path, "Parquet");
+    let builder = ParquetRecordBatchReaderBuilder::try_new(open(path)?).map_err(|e| err(e.to_string()))?;
+    let schema = builder.schema().clone();
+    let available: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let idx = |name: &str, role| {
+        schema
+            .index_of(name)
+            .map_err(|_| missing(path, name, role, available.clone()))
+    };
+    let text_i = idx(&cols.text, "text")?;
+    let pair_i = cols.text_pair.as_deref().map(|c| idx(c, "text pair")).transpose()?;
+    let label_i = cols.label.as_deref().map(|c| idx(c, "label")).transpose()?;
+    let wanted: Vec<usize> = [Some(text_i), pair_i, label_i].into_iter().flatten().collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), wanted.clone());
+    let reader = builder
+        .with_projection(mask)
+        .build()
+        .map_err(|e| err(e.to_string()))?;
+    // After projection, columns keep their relative order.
+    let mut order = wanted.clone();
+    order.sort_unstable();
+    let pos = |i: usize| order.iter().position(|&o| o == i).expect("projected");
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| err(e.to_string()))?;
+        let texts = strings(path, &cols.text, batch.column(pos(text_i)), false)?;
+        let pairs = match (pair_i, &cols.text_pair) {
+            (Some(i), Some(name)) => Some(strings(path, name, batch.column(pos(i)), false)?),
+            _ => None,
+        };
+        let labels = match (label_i, &cols.label) {
+            (Some(i), Some(name)) => Some(strings(path, name, batch.column(pos(i)), true)?),
+            _ => None,
+        };
+        for (r, text) in texts.into_iter().enumerate() {
+            let row = out.len() + 1;
+            let text = text.ok_or_else(|| DataError::BadRow {
+                path: path.to_path_buf(),
+                row,
+                problem: format!("the text (column `{}`) is null", cols.text),
+            })?;
+            out.push(Record {
+                text,
+                text_pair: pairs.as_ref().and_then(|p| p[r].clone()),
+                label: labels.as_ref().and_then(|l| l[r].clone()),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn read_csv(path: &Path, cols: &Columns, delim: u8) -> Result<Vec<Record>> {
+    let err = corrupt(path, "CSV");
+    let mut rdr = csv::ReaderBuilder::new()
+        .delimiter(delim)
+        .from_reader(open(path)?);
+    let headers: Vec<String> = rdr
+        .headers()
+        .map_err(|e| err(e.to_string()))?
+        .iter()
+        .map(String::from)
+        .collect();
+    let idx = |name: &str, role| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| missing(path, name, role, headers.clone()))
+    };
+    let text_i = idx(&cols.text, "text")?;
+    let pair_i = cols.text_pair.as_deref().map(|c| idx(c, "text pair")).transpose()?;
+    let label_i = cols.label.as_deref().map(|c| idx(c, "label")).transpose()?;
+    let mut out = Vec::new();
+    for (row, rec) in rdr.records().enumerate() {
+        let rec = rec.map_err(|e| DataError::BadRow {
+            path: path.to_path_buf(),
+            row: row + 1,
+            problem: format!("cannot parse CSV: {e}"),
+        })?;
+        let get = |i: usize| rec.get(i).filter(|s| !s.is_empty()).map(String::from);
+        out.push(Record {
+            text: rec.get(text_i).unwrap_or_default().to_string(),
+            text_pair: pair_i.and_then(get),
+            label: label_i.and_then(get),
+        });
+    }
+    Ok(out)
+}
+
+fn json_field(
+    path: &Path,
+    row: usize,
+    obj: &serde_json::Map<String, Value>,
+    name: &str,
+    allow_int: bool,
+) -> Result<Option<String>> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) if allow_int && n.is_i64() => Ok(Some(n.to_string())),
+        Some(other) => Err(DataError::BadRow {
+            path: path.to_path_buf(),
+            row,
+            problem: format!(
+                "field `{name}` is {other}; expected {}",
+                if allow_int { "a string or an integer" } else { "a string" }
+            ),
+        }),
+    }
+}
+
+fn read_jsonl(path: &Path, cols: &Columns) -> Result<Vec<Record>> {
+    let reader = BufReader::new(open(path)?);
+    let mut out = Vec::new();
+    for (line_no, line) in reader.lines().enumerate() {
+        let row = line_no + 1;
+        let line = line.map_err(|e| DataError::BadRow {
+            path: path.to_path_buf(),
+            row,
+            problem: format!("cannot read line: {e}"),
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&line).map_err(|e| DataError::BadRow {
+            path: path.to_path_buf(),
+            row,
+            problem: format!("invalid JSON: {e}"),
+        })?;
+        let Value::Object(obj) = v else {
+            return Err(DataError::BadRow {
+                path: path.to_path_buf(),
+                row,
+                problem: "expected a JSON object per line".into(),
+            });
+        };
+        let text = json_field(path, row, &obj, &cols.text, false)?;
+        if !obj.contains_key(&cols.text) {
+            return Err(missing(path, &cols.text, "text", obj.keys().cloned().collect()));
+        }
+        if let Some(l) = &cols.label {
+            if !obj.contains_key(l) {
+                return Err(missing(path, l, "label", obj.keys().cloned().collect()));
+            }
+        }
+        out.push(Record {
+            text: text.unwrap_or_default(),
+            text_pair: match &cols.text_pair {
+                Some(c) => json_field(path, row, &obj, c, false)?,
+                None => None,
+            },
+            label: match &cols.label {
+                Some(c) => json_field(path, row, &obj, c, true)?,
+                None => None,
+            },
+        });
+    }
+    Ok(out)
+}

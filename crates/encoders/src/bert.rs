@@ -1,0 +1,427 @@
+//! BERT, as `transformers`' `BertModel` (post-norm encoder, absolute positions, pooler).
+//!
+//! Module fields carry the HF checkpoint names (`embeddings.word_embeddings`,
+//! `encoder.layer.N.attention.output.LayerNorm`, ...), so a checkpoint loads with one remap:
+//! `attention.self` is spelt `attention.self_attn`, since `self` is a Rust keyword.
+
+#![allow(non_snake_case)]
+
+use burn::module::Module;
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
+    Linear, LinearConfig,
+};
+use burn::tensor::activation::tanh;
+use burn::tensor::{Bool, Device, Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::common::{self, Activation};
+use crate::EncoderError;
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+fn default_max_pos() -> usize {
+    512
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_init_range() -> f64 {
+    0.02
+}
+fn default_pos_type() -> String {
+    "absolute".into()
+}
+
+/// The architecture fields of a BERT `config.json`. Unknown keys are ignored; missing optional
+/// keys take the defaults of `transformers.BertConfig`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BertConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Hidden size.
+    pub hidden_size: usize,
+    /// Number of encoder layers.
+    pub num_hidden_layers: usize,
+    /// Number of attention heads.
+    pub num_attention_heads: usize,
+    /// Feed-forward size.
+    pub intermediate_size: usize,
+    /// Activation of the feed-forward (`gelu`, `gelu_new`, `relu`, ...).
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    /// Dropout on embeddings and sub-layer outputs.
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    /// Dropout on attention probabilities.
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f64,
+    /// Number of position embeddings.
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
+    /// Number of token types.
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    /// LayerNorm epsilon.
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    /// Std of the normal initialiser.
+    #[serde(default = "default_init_range")]
+    pub initializer_range: f64,
+    /// Padding token id.
+    #[serde(default)]
+    pub pad_token_id: usize,
+    /// Only `absolute` is supported.
+    #[serde(default = "default_pos_type")]
+    pub position_embedding_type: String,
+    /// Dropout before the classifier; falls back to `hidden_dropout_prob`.
+    #[serde(default)]
+    pub classifier_dropout: Option<f64>,
+}
+
+impl BertConfig {
+    /// Checks the values that the model cannot run with.
+    pub fn validate(&self) -> Result<Activation, EncoderError> {
+        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+            return Err(EncoderError::Config(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            )));
+        }
+        if self.position_embedding_type != "absolute" {
+            return Err(EncoderError::Config(format!(
+                "position_embedding_type `{}` is not supported (only `absolute`)",
+                self.position_embedding_type
+            )));
+        }
+        Activation::from_hf(&self.hidden_act)
+    }
+
+    fn normal(&self) -> Initializer {
+        Initializer::Normal {
+            mean: 0.0,
+            std: self.initializer_range,
+        }
+    }
+
+    /// A linear layer initialised as HF does (normal with `initializer_range`).
+    pub fn linear(&self, d_in: usize, d_out: usize, device: &Device) -> Linear {
+        LinearConfig::new(d_in, d_out)
+            .with_initializer(self.normal())
+            .init(device)
+    }
+
+    /// A LayerNorm with `layer_norm_eps`.
+    pub fn layer_norm(&self, device: &Device) -> LayerNorm {
+        LayerNormConfig::new(self.hidden_size)
+            .with_epsilon(self.layer_norm_eps)
+            .init(device)
+    }
+
+    fn embedding(&self, n: usize, device: &Device) -> Embedding {
+        EmbeddingConfig::new(n, self.hidden_size)
+            .with_initializer(self.normal())
+            .init(device)
+    }
+
+    /// Builds a randomly initialised [`BertModel`] (with pooler).
+    pub fn init(&self, device: &Device) -> Result<BertModel, EncoderError> {
+        let act = self.validate()?;
+        let drop = DropoutConfig::new(self.hidden_dropout_prob).init();
+        let h = self.hidden_size;
+        let layer = (0..self.num_hidden_layers)
+            .map(|_| BertLayer {
+                attention: BertAttention {
+                    self_attn: BertSelfAttention {
+                        query: self.linear(h, h, device),
+                        key: self.linear(h, h, device),
+                        value: self.linear(h, h, device),
+                        dropout: DropoutConfig::new(self.attention_probs_dropout_prob).init(),
+                        num_attention_heads: self.num_attention_heads,
+                    },
+                    output: BertSelfOutput {
+                        dense: self.linear(h, h, device),
+                        LayerNorm: self.layer_norm(device),
+                        dropout: drop.clone(),
+                    },
+                },
+                intermediate: BertIntermediate {
+                    dense: self.linear(h, self.intermediate_size, device),
+                    act,
+                },
+                output: BertOutput {
+                    dense: self.linear(self.intermediate_size, h, device),
+                    LayerNorm: self.layer_norm(device),
+                    dropout: drop.clone(),
+                },
+            })
+            .collect();
+        Ok(BertModel {
+            embeddings: BertEmbeddings {
+                word_embeddings: self.embedding(self.vocab_size, device),
+                position_embeddings: self.embedding(self.max_position_embeddings, device),
+                token_type_embeddings: self.embedding(self.type_vocab_size.max(1), device),
+                LayerNorm: self.layer_norm(device),
+                dropout: drop,
+            },
+            encoder: BertEncoder { layer },
+            pooler: BertPooler {
+                dense: self.linear(h, h, device),
+            },
+        })
+    }
+}
+
+/// Word + position + token-type embeddings, then LayerNorm and dropout.
+#[derive(Module, Debug)]
+pub struct BertEmbeddings {
+    /// `embeddings.word_embeddings`
+    pub word_embeddings: Embedding,
+    /// `embeddings.position_embeddings`
+    pub position_embeddings: Embedding,
+    /// `embeddings.token_type_embeddings`
+    pub token_type_embeddings: Embedding,
+    /// `embeddings.LayerNorm`
+    pub LayerNorm: LayerNorm,
+    /// Dropout (`hidden_dropout_prob`).
+    pub dropout: Dropout,
+}
+
+impl BertEmbeddings {
+    /// # Shapes
+    /// - input_ids, token_type_ids: `[batch, seq]`
+    /// - output: `[batch, seq, hidden]`
+    pub fn forward(&self, input_ids: Tensor<2, Int>, token_type_ids: Option<Tensor<2, Int>>) -> Tensor<3> {
+        let [b, s] = input_ids.dims();
+        let device = input_ids.device();
+        let positions = Tensor::<1, Int>::arange(0..s as i64, &device)
+            .reshape([1, s])
+            .expand([b, s]);
+        let types = token_type_ids.unwrap_or_else(|| Tensor::<2, Int>::zeros([b, s], &device));
+        let x = self.word_embeddings.forward(input_ids)
+            + self.token_type_embeddings.forward(types)
+            + self.position_embeddings.forward(positions);
+        self.dropout.forward(self.LayerNorm.forward(x))
+    }
+}
+
+/// Multi-head self-attention projections (`attention.self`).
+#[derive(Module, Debug)]
+pub struct BertSelfAttention {
+    /// `query`
+    pub query: Linear,
+    /// `key`
+    pub key: Linear,
+    /// `value`
+    pub value: Linear,
+    /// Dropout on attention probabilities.
+    pub dropout: Dropout,
+    /// Number of heads.
+    pub num_attention_heads: usize,
+}
+
+impl BertSelfAttention {
+    /// # Shapes
+    /// - x: `[batch, seq, hidden]`, pad_mask: `[batch, seq]` (true = pad)
+    /// - output: `[batch, seq, hidden]`
+    pub fn forward(&self, x: Tensor<3>, pad_mask: Option<Tensor<2, Bool>>) -> Tensor<3> {
+        let h = self.num_attention_heads;
+        let q = common::split_heads(self.query.forward(x.clone()), h);
+        let k = common::split_heads(self.key.forward(x.clone()), h);
+        let v = common::split_heads(self.value.forward(x), h);
+        common::merge_heads(common::attention(q, k, v, pad_mask, &self.dropout))
+    }
+}
+
+/// Output projection + residual + LayerNorm after attention (`attention.output`).
+#[derive(Module, Debug)]
+pub struct BertSelfOutput {
+    /// `dense`
+    pub dense: Linear,
+    /// `LayerNorm`
+    pub LayerNorm: LayerNorm,
+    /// Dropout (`hidden_dropout_prob`).
+    pub dropout: Dropout,
+}
+
+/// `attention`: self-attention then its output block.
+#[derive(Module, Debug)]
+pub struct BertAttention {
+    /// `attention.self` in the checkpoint.
+    pub self_attn: BertSelfAttention,
+    /// `attention.output`
+    pub output: BertSelfOutput,
+}
+
+/// `intermediate`: the first feed-forward projection and activation.
+#[derive(Module, Debug)]
+pub struct BertIntermediate {
+    /// `dense`
+    pub dense: Linear,
+    /// `hidden_act`
+    #[module(skip)]
+    pub act: Activation,
+}
+
+/// `output`: the second feed-forward projection + residual + LayerNorm.
+#[derive(Module, Debug)]
+pub struct BertOutput {
+    /// `dense`
+    pub dense: Linear,
+    /// `LayerNorm`
+    pub LayerNorm: LayerNorm,
+    /// Dropout (`hidden_dropout_prob`).
+    pub dropout: Dropout,
+}
+
+/// One post-norm transformer layer (`encoder.layer.N`).
+#[derive(Module, Debug)]
+pub struct BertLayer {
+    /// `attention`
+    pub attention: BertAttention,
+    /// `intermediate`
+    pub intermediate: BertIntermediate,
+    /// `output`
+    pub output: BertOutput,
+}
+
+impl BertLayer {
+    /// # Shapes
+    /// - x: `[batch, seq, hidden]`, pad_mask: `[batch, seq]` (true = pad)
+    pub fn forward(&self, x: Tensor<3>, pad_mask: Option<Tensor<2, Bool>>) -> Tensor<3> {
+        let a = self.attention.self_attn.forward(x.clone(), pad_mask);
+        let o = &self.attention.output;
+        let x = o
+            .LayerNorm
+            .forward(o.dropout.forward(o.dense.forward(a)) + x);
+        let i = self
+            .intermediate
+            .act
+            .forward(self.intermediate.dense.forward(x.clone()));
+        let f = &self.output;
+        f.LayerNorm.forward(f.dropout.forward(f.dense.forward(i)) + x)
+    }
+}
+
+/// The stack of layers (`encoder`).
+#[derive(Module, Debug)]
+pub struct BertEncoder {
+    /// `encoder.layer.N`
+    pub layer: Vec<BertLayer>,
+}
+
+/// `pooler`: dense + tanh on the first token.
+#[derive(Module, Debug)]
+pub struct BertPooler {
+    /// `pooler.dense`
+    pub dense: Linear,
+}
+
+impl BertPooler {
+    /// # Shapes
+    /// - hidden: `[batch, seq, hidden]` → `[batch, hidden]`
+    pub fn forward(&self, hidden: Tensor<3>) -> Tensor<2> {
+        let [b, _, h] = hidden.dims();
+        let first = hidden.slice([0..b, 0..1, 0..h]).reshape([b, h]);
+        tanh(self.dense.forward(first))
+    }
+}
+
+/// `transformers.BertModel`.
+#[derive(Module, Debug)]
+pub struct BertModel {
+    /// `embeddings`
+    pub embeddings: BertEmbeddings,
+    /// `encoder`
+    pub encoder: BertEncoder,
+    /// `pooler`
+    pub pooler: BertPooler,
+}
+
+impl BertModel {
+    /// Runs the encoder and returns the last hidden state.
+    ///
+    /// # Shapes
+    /// - input_ids, token_type_ids: `[batch, seq]`
+    /// - pad_mask: `[batch, seq]`, `true` = padding (burn convention)
+    /// - output: `[batch, seq, hidden]`
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Option<Tensor<2, Int>>,
+        pad_mask: Option<Tensor<2, Bool>>,
+    ) -> Tensor<3> {
+        let mut x = self.embeddings.forward(input_ids, token_type_ids);
+        for layer in &self.encoder.layer {
+            x = layer.forward(x, pad_mask.clone());
+        }
+        x
+    }
+
+    /// Runs the encoder and the pooler: `(last_hidden_state, pooler_output)`.
+    pub fn forward_pooled(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Option<Tensor<2, Int>>,
+        pad_mask: Option<Tensor<2, Bool>>,
+    ) -> (Tensor<3>, Tensor<2>) {
+        let hidden = self.forward(input_ids, token_type_ids, pad_mask);
+        let pooled = self.pooler.forward(hidden.clone());
+        (hidden, pooled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+
+    fn tiny() -> BertConfig {
+        serde_json::from_str(
+            r#"{"vocab_size": 30, "hidden_size": 8, "num_hidden_layers": 2,
+                "num_attention_heads": 2, "intermediate_size": 16, "some_unknown_key": 1}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn config_defaults_follow_transformers() {
+        let c = tiny();
+        assert_eq!(c.layer_norm_eps, 1e-12);
+        assert_eq!(c.hidden_act, "gelu");
+        assert_eq!(c.max_position_embeddings, 512);
+        assert_eq!(c.classifier_dropout, None);
+    }
+
+    #[test]
+    fn padding_does_not_change_real_tokens() {
+        let device = Device::flex();
+        let model = tiny().init(&device).unwrap();
+        let ids = Tensor::<2, Int>::from_data(TensorData::from([[2i64, 5, 6, 3]]), &device);
+        let short = model.forward(ids, None, None);
+        let ids = Tensor::<2, Int>::from_data(TensorData::from([[2i64, 5, 6, 3, 0, 0]]), &device);
+        let mask = Tensor::<2, Bool>::from_data(
+            TensorData::from([[false, false, false, false, true, true]]),
+            &device,
+        );
+        let padded = model.forward(ids, None, Some(mask)).slice([0..1, 0..4, 0..8]);
+        short
+            .into_data()
+            .assert_approx_eq::<f32>(&padded.into_data(), burn::tensor::Tolerance::absolute(1e-5));
+    }
+
+    #[test]
+    fn bad_heads_is_a_config_error() {
+        let mut c = tiny();
+        c.num_attention_heads = 3;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("num_attention_heads 3"), "{err}");
+    }
+}

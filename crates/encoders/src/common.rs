@@ -1,0 +1,122 @@
+//! Shared math for every encoder family: activations, masks and attention.
+//!
+//! Mask convention: everything in this crate takes burn's *pad mask*, `true` = padding. The
+//! conversion from Hugging Face's `attention_mask` (1 = real token) happens once, in
+//! `sequin-data`.
+
+use burn::nn::Dropout;
+use burn::tensor::activation;
+use burn::tensor::{Bool, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::EncoderError;
+
+/// Activation functions named as in HF `config.json` (`hidden_act`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Activation {
+    /// Exact GELU, `x·Φ(x)` (HF `gelu`).
+    #[serde(rename = "gelu")]
+    Gelu,
+    /// Tanh approximation of GELU (HF `gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`).
+    #[serde(rename = "gelu_new")]
+    GeluNew,
+    /// ReLU.
+    #[serde(rename = "relu")]
+    Relu,
+    /// SiLU / swish.
+    #[serde(rename = "silu")]
+    Silu,
+    /// tanh.
+    #[serde(rename = "tanh")]
+    Tanh,
+}
+
+impl Activation {
+    /// Every name accepted by [`Activation::from_hf`].
+    pub const NAMES: [&'static str; 8] = [
+        "gelu",
+        "gelu_new",
+        "gelu_pytorch_tanh",
+        "gelu_fast",
+        "relu",
+        "silu",
+        "swish",
+        "tanh",
+    ];
+
+    /// Parses an HF activation name.
+    pub fn from_hf(name: &str) -> Result<Self, EncoderError> {
+        Ok(match name {
+            "gelu" | "gelu_python" => Self::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Self::GeluNew,
+            "relu" => Self::Relu,
+            "silu" | "swish" => Self::Silu,
+            "tanh" => Self::Tanh,
+            other => {
+                return Err(EncoderError::Config(format!(
+                    "unsupported activation `{other}`; supported: {}",
+                    Self::NAMES.join(", ")
+                )));
+            }
+        })
+    }
+
+    /// Applies the activation element-wise.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Self::Gelu => activation::gelu(x),
+            Self::GeluNew => activation::gelu_approximate(x),
+            Self::Relu => activation::relu(x),
+            Self::Silu => activation::silu(x),
+            Self::Tanh => activation::tanh(x),
+        }
+    }
+}
+
+/// Splits `[batch, seq, heads * head_dim]` into `[batch, heads, seq, head_dim]`.
+pub fn split_heads(x: Tensor<3>, heads: usize) -> Tensor<4> {
+    let [b, s, d] = x.dims();
+    x.reshape([b, s, heads, d / heads]).swap_dims(1, 2)
+}
+
+/// Merges `[batch, heads, seq, head_dim]` back into `[batch, seq, heads * head_dim]`.
+pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
+    let [b, h, s, d] = x.dims();
+    x.swap_dims(1, 2).reshape([b, s, h * d])
+}
+
+/// Broadcasts a key pad mask `[batch, seq_k]` (true = pad) to `[batch, heads, seq_q, seq_k]`.
+pub fn expand_pad_mask(pad_mask: Tensor<2, Bool>, heads: usize, seq_q: usize) -> Tensor<4, Bool> {
+    let [b, k] = pad_mask.dims();
+    pad_mask
+        .reshape([b, 1, 1, k])
+        .expand([b, heads, seq_q, k])
+}
+
+/// Scaled dot-product attention as HF's eager implementation computes it:
+/// `softmax(QKᵀ/√d + mask) · V`, with dropout on the probabilities (training only).
+///
+/// Masked scores are set to `f32::MIN`, as HF's extended attention mask does.
+///
+/// # Shapes
+/// - q, k, v: `[batch, heads, seq, head_dim]`
+/// - pad_mask: `[batch, seq_k]`, `true` = padding
+/// - output: `[batch, heads, seq_q, head_dim]`
+pub fn attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    pad_mask: Option<Tensor<2, Bool>>,
+    dropout: &Dropout,
+) -> Tensor<4> {
+    let [_, heads, seq_q, head_dim] = q.dims();
+    let scores = q
+        .matmul(k.swap_dims(2, 3))
+        .div_scalar((head_dim as f64).sqrt());
+    let scores = match pad_mask {
+        Some(mask) => scores.mask_fill(expand_pad_mask(mask, heads, seq_q), f32::MIN),
+        None => scores,
+    };
+    let probs = activation::softmax(scores, 3);
+    dropout.forward(probs).matmul(v)
+}

@@ -1,0 +1,22 @@
+//! Encoder backbones for sequin, built on burn's backend-generic tensors.
+//!
+//! One file per encoder family; module fields are named after the Hugging Face checkpoint
+//! keys so that loading needs almost no remapping. Shared math lives in [`common`].
+//!
+//! This crate knows nothing of strings or files: configs are plain serde structs that the
+//! caller fills (usually `sequin-hf` from `config.json`), inputs are tensors.
+
+pub mod bert;
+pub mod common;
+
+pub use bert::{BertConfig, BertModel};
+pub use EncoderError as Error;
+pub use common::Activation;
+
+/// Errors raised when a configuration cannot build a model.
+#[derive(Debug, thiserror::Error)]
+pub enum EncoderError {
+    /// A configuration value is invalid or unsupported.
+    #[error("invalid encoder config: {0}")]
+    Config(String),
+}

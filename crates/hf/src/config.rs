@@ -1,0 +1,163 @@
+//! `config.json`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use sequin_encoders::BertConfig;
+use sequin_heads::ProblemType;
+use serde_json::{Map, Value};
+
+use crate::{HfError, Result, io_err};
+
+/// Class names in id order (`id2label`).
+pub type LabelNames = Vec<String>;
+
+/// A model folder's `config.json`: the typed fields sequin uses, plus every other key kept
+/// as it was.
+#[derive(Debug, Clone)]
+pub struct HfConfig {
+    /// `model_type`, e.g. `bert`.
+    pub model_type: String,
+    /// The BERT architecture fields.
+    pub bert: BertConfig,
+    /// `id2label` in id order, if the folder is a classifier.
+    pub labels: Option<LabelNames>,
+    /// `problem_type`.
+    pub problem_type: Option<ProblemType>,
+    /// `architectures`.
+    pub architectures: Vec<String>,
+    /// The whole JSON object as read.
+    pub raw: Map<String, Value>,
+}
+
+/// The model types this version can load.
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert"];
+
+impl HfConfig {
+    /// Reads `dir/config.json`.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        Self::parse(&text, &path)
+    }
+
+    /// Parses config text; `path` is only used in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let cfg_err = |message: String| HfError::Config {
+            path: path.to_path_buf(),
+            message,
+        };
+        let raw: Map<String, Value> =
+            serde_json::from_str(text).map_err(|e| cfg_err(e.to_string()))?;
+        let model_type = raw
+            .get("model_type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| cfg_err("no `model_type` key".into()))?
+            .to_string();
+        if !SUPPORTED_MODEL_TYPES.contains(&model_type.as_str()) {
+            return Err(HfError::UnsupportedModel {
+                path: path.to_path_buf(),
+                model_type,
+                supported: SUPPORTED_MODEL_TYPES.join(", "),
+            });
+        }
+        let bert: BertConfig = serde_json::from_value(Value::Object(raw.clone()))
+            .map_err(|e| cfg_err(e.to_string()))?;
+        bert.validate().map_err(|e| cfg_err(e.to_string()))?;
+        let labels = match raw.get("id2label") {
+            Some(Value::Object(m)) if !m.is_empty() => {
+                let mut by_id = BTreeMap::new();
+                for (k, v) in m {
+                    let id: usize = k
+                        .parse()
+                        .map_err(|_| cfg_err(format!("id2label key `{k}` is not an integer")))?;
+                    let name = v
+                        .as_str()
+                        .ok_or_else(|| cfg_err(format!("id2label[{k}] is not a string")))?;
+                    by_id.insert(id, name.to_string());
+                }
+                if by_id.keys().copied().ne(0..by_id.len()) {
+                    return Err(cfg_err("id2label ids are not 0..n".into()));
+                }
+                Some(by_id.into_values().collect())
+            }
+            _ => None,
+        };
+        let problem_type = match raw.get("problem_type") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                serde_json::from_value(v.clone())
+                    .map_err(|e| cfg_err(format!("problem_type: {e}")))?,
+            ),
+        };
+        let architectures = raw
+            .get("architectures")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        Ok(Self {
+            model_type,
+            bert,
+            labels,
+            problem_type,
+            architectures,
+            raw,
+        })
+    }
+
+    /// Whether the folder holds a sequence classifier (and not a bare encoder).
+    pub fn is_classifier(&self) -> bool {
+        self.architectures
+            .iter()
+            .any(|a| a.ends_with("ForSequenceClassification"))
+    }
+
+    /// The config to write for a trained classifier: the original keys, with `architectures`,
+    /// `id2label`, `label2id` and `problem_type` set.
+    pub fn for_classifier(&self, labels: &[String], problem_type: ProblemType) -> Map<String, Value> {
+        let mut out = self.raw.clone();
+        out.insert(
+            "architectures".into(),
+            Value::Array(vec![Value::String("BertForSequenceClassification".into())]),
+        );
+        out.insert(
+            "id2label".into(),
+            Value::Object(
+                labels
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| (i.to_string(), Value::String(l.clone())))
+                    .collect(),
+            ),
+        );
+        out.insert(
+            "label2id".into(),
+            Value::Object(
+                labels
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| (l.clone(), Value::from(i)))
+                    .collect(),
+            ),
+        );
+        out.insert(
+            "problem_type".into(),
+            serde_json::to_value(problem_type).expect("enum serialises"),
+        );
+        out.remove("_name_or_path");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsupported_model_type_lists_supported() {
+        let err = HfConfig::parse(r#"{"model_type": "gpt2"}"#, Path::new("x/config.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("gpt2") && err.contains("bert") && err.contains("x/config.json"), "{err}");
+    }
+}

