@@ -85,7 +85,7 @@ mod tests {
     fn pad_mask_inverts_attention_mask() {
         let d = Device::flex();
         let m = to_pad_mask(&[1, 1, 0, 1, 0, 0], 2, 3, &d);
-        let v: Vec<bool> = m.into_data().to_vec().unwrap();
+        let v: Vec<bool> = m.into_data().try_into_vec_as().unwrap();
         assert_eq!(v, vec![false, false, true, false, true, true]);
     }
 }

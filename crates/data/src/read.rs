@@ -112,7 +112,7 @@ fn open(path: &Path) -> Result<File> {
     })
 }
 
-fn corrupt(path: &Path, format: &'static str) -> impl Fn(String) -> DataError + '_ {
+fn corrupt<'a>(path: &'a Path, format: &'static str) -> impl Fn(String) -> DataError + 'a {
     move |message| DataError::Corrupt {
         path: path.to_path_buf(),
         format,

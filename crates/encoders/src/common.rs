@@ -65,12 +65,24 @@ impl Activation {
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match self {
             Self::Gelu => activation::gelu(x),
-            Self::GeluNew => activation::gelu_approximate(x),
+            Self::GeluNew => gelu_tanh(x),
             Self::Relu => activation::relu(x),
             Self::Silu => activation::silu(x),
             Self::Tanh => activation::tanh(x),
         }
     }
+}
+
+/// The tanh approximation of GELU (HF `gelu_new`):
+/// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+///
+/// burn's `gelu_approximate` computes `x³` with `powf`, which is NaN for negative `x` on some
+/// backends; this spells the cube as products.
+pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+    let cube = x.clone() * x.clone() * x.clone();
+    let inner = (x.clone() + cube * 0.044715) * SQRT_2_OVER_PI;
+    x * (inner.tanh() + 1.0) * 0.5
 }
 
 /// Splits `[batch, seq, heads * head_dim]` into `[batch, heads, seq, head_dim]`.

@@ -185,7 +185,7 @@ fn apply_error(path: &PathBuf, e: &ApplyError) -> HfError {
             expected,
             found,
         } => {
-            let (mut exp, mut fnd) = (expected.dims.to_vec(), found.dims.to_vec());
+            let (mut exp, mut fnd) = (expected.to_vec(), found.to_vec());
             let key = to_hf_key(p);
             // Linear weights are stored [out, in] by HF and [in, out] by burn: speak HF.
             if key.ends_with(".weight") && exp.len() == 2 && !key.contains("embeddings") {

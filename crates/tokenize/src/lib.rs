@@ -216,6 +216,14 @@ impl Tokenizer {
                 ("[CLS]".into(), cls),
             )))
             .with_decoder(Some(tokenizers::decoders::wordpiece::WordPiece::default()));
+        // As BertTokenizerFast: the special tokens present in the vocabulary are matched whole
+        // in raw text, before normalisation.
+        let specials: Vec<tokenizers::AddedToken> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+            .iter()
+            .filter(|t| inner.token_to_id(t).is_some())
+            .map(|t| tokenizers::AddedToken::from(*t, true))
+            .collect();
+        inner.add_special_tokens(&specials);
         Self::finish(inner, vocab.to_path_buf(), None)
     }
 
@@ -315,6 +323,7 @@ impl Tokenizer {
     /// Encodes one text (or text pair), truncated but not padded.
     pub fn encode(&self, text: &str, pair: Option<&str>, opts: EncodeOptions) -> Result<Encoded> {
         let tok = self.configured(opts, false)?;
+        let pair = no_empty(pair);
         let enc = match pair {
             Some(p) => tok.encode((text, p), true),
             None => tok.encode(text, true),
@@ -329,6 +338,7 @@ impl Tokenizer {
 
     /// Encodes without truncation (for long-document policies that split the ids themselves).
     pub fn encode_full(&self, text: &str, pair: Option<&str>) -> Result<Encoded> {
+        let pair = no_empty(pair);
         let enc = match pair {
             Some(p) => self.inner.encode((text, p), true),
             None => self.inner.encode(text, true),
@@ -348,8 +358,8 @@ impl Tokenizer {
         let tok = self.configured(opts, true)?;
         let inputs: Vec<tokenizers::EncodeInput> = items
             .iter()
-            .map(|(t, p)| match p {
-                Some(p) => (*t, *p).into(),
+            .map(|(t, p)| match no_empty(*p) {
+                Some(p) => (*t, p).into(),
                 None => (*t).into(),
             })
             .collect();
@@ -394,6 +404,11 @@ impl Tokenizer {
     pub fn pad_token(&self) -> &str {
         &self.pad_token
     }
+}
+
+/// transformers encodes a pair whose second text is empty as a single text.
+fn no_empty(pair: Option<&str>) -> Option<&str> {
+    pair.filter(|p| !p.is_empty())
 }
 
 fn read_tokenizer_config(dir: &Path) -> TokenizerConfig {

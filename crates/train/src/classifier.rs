@@ -113,7 +113,7 @@ impl Classifier {
             let recs: Vec<&Record> = chunk.iter().map(|&i| &records[i]).collect();
             let logits = self.forward(&recs, opts)?;
             let k = logits.dims()[1];
-            let flat: Vec<f32> = logits.into_data().to_vec().expect("f32 logits");
+            let flat: Vec<f32> = logits.into_data().try_into_vec_as().expect("f32 logits");
             for (j, &i) in chunk.iter().enumerate() {
                 out[i] = flat[j * k..(j + 1) * k].to_vec();
             }
@@ -135,7 +135,7 @@ impl Classifier {
             .into_iter()
             .map(|l| {
                 let t = Tensor::<1>::from_floats(l.as_slice(), &self.device);
-                let p: Vec<f32> = softmax(t, 0).into_data().to_vec().expect("f32");
+                let p: Vec<f32> = softmax(t, 0).into_data().try_into_vec_as().expect("f32");
                 let (best, score) = p
                     .iter()
                     .copied()
@@ -190,7 +190,7 @@ pub(crate) fn evaluate_model(
         let targets = b.labels.expect("labelled");
         let loss: f32 = loss::cross_entropy(logits.clone(), targets).into_scalar();
         conf.add_loss(loss as f64 * chunk.len() as f64);
-        let preds: Vec<i64> = logits.argmax(1).into_data().to_vec().expect("int argmax");
+        let preds: Vec<i64> = logits.argmax(1).into_data().try_into_vec_as().expect("int argmax");
         for (p, t) in preds.iter().zip(&ids) {
             conf.add(*t, *p as usize);
         }

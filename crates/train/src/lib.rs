@@ -16,7 +16,7 @@ mod trainer;
 pub use classifier::{Classifier, Prediction};
 pub use config::TrainConfig;
 pub use metrics::{Confusion, EvalMetrics};
-pub use trainer::{EpochReport, TrainSummary, train};
+pub use trainer::{EpochReport, TrainSummary, train, train_model};
 
 /// Errors of training, evaluation and prediction.
 #[derive(Debug, thiserror::Error)]

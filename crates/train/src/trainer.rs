@@ -8,12 +8,12 @@ use burn::optim::GradientsParams;
 use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use sequin_data::{EncodedBatch, LabelMap, Record, read_records, shuffled_indices};
-use sequin_heads::{ProblemType, loss};
+use sequin_heads::{BertForSequenceClassification, ProblemType, loss};
 use sequin_hf::{load_bert_classifier, resolve, save_classifier_folder, write_atomic};
 use sequin_tokenize::{EncodeOptions, Tokenizer};
 use serde::Serialize;
 
-use crate::classifier::evaluate_model;
+use crate::classifier::{Classifier, evaluate_model};
 use crate::metrics::EvalMetrics;
 use crate::optim::{adamw, clip_global_norm, linear_schedule};
 use crate::{Result, TrainConfig, TrainError};
@@ -74,6 +74,11 @@ fn bar(len: u64, msg: &str) -> ProgressBar {
 /// `device` is the inference device (e.g. `Device::flex()`); training runs on its autodiff
 /// counterpart.
 pub fn train(cfg: &TrainConfig, device: &Device) -> Result<TrainSummary> {
+    train_model(cfg, device).map(|(s, _)| s)
+}
+
+/// As [`train`], and also returns the kept model, in memory, ready for inference.
+pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, Classifier)> {
     cfg.validate()?;
     // Fail on an unwritable output before any work is done.
     std::fs::create_dir_all(&cfg.output).map_err(|source| TrainError::Io {
@@ -135,8 +140,9 @@ pub fn train(cfg: &TrainConfig, device: &Device) -> Result<TrainSummary> {
     let mut step = 0usize;
     let mut epochs = Vec::new();
     let mut best: Option<(f64, usize)> = None;
+    let mut kept: Option<BertForSequenceClassification> = None;
     let started = Instant::now();
-    let save = |m: &sequin_heads::BertForSequenceClassification| -> Result<()> {
+    let save = |m: &BertForSequenceClassification| -> Result<()> {
         save_classifier_folder(
             &cfg.output,
             m,
@@ -210,26 +216,29 @@ pub fn train(cfg: &TrainConfig, device: &Device) -> Result<TrainSummary> {
         let score = validation.map_or(epoch as f64, |v| v.accuracy);
         if best.is_none_or(|(s, _)| score > s) {
             best = Some((score, epoch));
-            save(&model.valid())?;
+            let m = model.valid();
+            save(&m)?;
+            kept = Some(m);
         }
         epochs.push(rep);
     }
-    if epochs.len() < cfg.epochs && best.is_none_or(|(_, e)| e < epochs.len()) {
-        // Stopped by max_steps mid-epoch: the partial epoch was not evaluated; keep it only
-        // when nothing was saved.
-        if best.is_none() {
-            save(&model.valid())?;
+    let kept = match kept {
+        Some(m) => m,
+        // Stopped by max_steps before an epoch ended: keep the weights as they are.
+        None => {
+            let m = model.valid();
+            save(&m)?;
             best = Some((0.0, epochs.len() + 1));
+            m
         }
-    }
+    };
     let train_seconds = started.elapsed().as_secs_f64();
     let best_epoch = best.map_or(0, |b| b.1);
 
     let test_metrics = match &test {
         Some((r, ids)) => {
-            let (kept, _, _) = load_bert_classifier(&cfg.output, None, device)?;
             Some(evaluate_model(
-                &kept.valid(),
+                &kept,
                 &tokenizer,
                 r,
                 ids,
@@ -256,5 +265,6 @@ pub fn train(cfg: &TrainConfig, device: &Device) -> Result<TrainSummary> {
         &cfg.output.join("sequin_train.json"),
         serde_json::to_string_pretty(&json).expect("json").as_bytes(),
     )?;
-    Ok(summary)
+    let classifier = Classifier::from_parts(kept, tokenizer, labels, base_config, cfg.output.clone(), device);
+    Ok((summary, classifier))
 }

@@ -1,0 +1,192 @@
+//! Bad input: every case fails with a message that names the file, the row, column or tensor,
+//! and the problem, and nothing panics (the command runs in-process: a panic fails the test).
+
+use std::path::{Path, PathBuf};
+
+use crate::common::*;
+
+struct Tmp(PathBuf);
+impl Tmp {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("sequin-bad-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Tmp(p)
+    }
+    fn file(&self, name: &str, content: &[u8]) -> String {
+        let p = self.0.join(name);
+        std::fs::write(&p, content).unwrap();
+        p.to_string_lossy().into_owned()
+    }
+    fn path(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+}
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tiny() -> String {
+    fixture("bert-tiny-cls").to_string_lossy().into_owned()
+}
+
+fn train_err(t: &Tmp, train: &str, extra: &[&str]) -> String {
+    let out = t.path("out");
+    let mut args = vec!["train", "--model", &*Box::leak(tiny().into_boxed_str()), "--train", train, "--output", &out, "--max-steps", "1"];
+    args.extend_from_slice(extra);
+    sequin_err(&args)
+}
+
+fn assert_has(msg: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(msg.contains(p), "message lacks {p:?}: {msg}");
+    }
+}
+
+#[test]
+fn missing_text_column_names_it_and_lists_columns() {
+    let t = Tmp::new("col");
+    let train = dataset("amazon-food", "train");
+    let msg = train_err(&t, train.to_str().unwrap(), &["--text-column", "review"]);
+    assert_has(&msg, &["train.parquet", "no column `review`", "text, label, product"]);
+}
+
+#[test]
+fn unknown_validation_label_is_named() {
+    let t = Tmp::new("label");
+    let train = t.file("train.jsonl", b"{\"text\": \"good\", \"label\": \"pos\"}\n{\"text\": \"bad\", \"label\": \"neg\"}\n");
+    let val = t.file("val.jsonl", b"{\"text\": \"meh\", \"label\": \"neutral\"}\n{\"text\": \"ok\", \"label\": \"pos\"}\n");
+    let msg = train_err(&t, &train, &["--validation", &val]);
+    assert_has(&msg, &["val.jsonl", "not seen in the training data: neutral", "known: neg, pos"]);
+}
+
+#[test]
+fn empty_files_are_reported() {
+    let t = Tmp::new("empty");
+    for (name, content) in [("e.jsonl", &b""[..]), ("e.csv", b"text,label\n")] {
+        let f = t.file(name, content);
+        let msg = train_err(&t, &f, &[]);
+        assert_has(&msg, &[name, "no data rows"]);
+    }
+    let f = t.file("e.parquet", b"");
+    let msg = train_err(&t, &f, &[]);
+    assert_has(&msg, &["e.parquet", "cannot parse as Parquet"]);
+}
+
+#[test]
+fn corrupt_parquet_is_reported() {
+    let t = Tmp::new("corrupt");
+    let bytes = std::fs::read(dataset("amazon-food", "train")).unwrap();
+    let f = t.file("cut.parquet", &bytes[..bytes.len() / 2]);
+    let msg = train_err(&t, &f, &[]);
+    assert_has(&msg, &["cut.parquet", "cannot parse as Parquet"]);
+    let mut garbled = bytes.clone();
+    for b in garbled.iter_mut().skip(4).take(bytes.len() - 8) {
+        *b = b.wrapping_mul(31).wrapping_add(7);
+    }
+    let f = t.file("garbled.parquet", &garbled);
+    let msg = train_err(&t, &f, &[]);
+    assert_has(&msg, &["garbled.parquet", "Parquet"]);
+}
+
+#[test]
+fn empty_text_and_bad_json_name_the_row() {
+    let t = Tmp::new("rows");
+    let f = t.file("t.jsonl", b"{\"text\": \"fine\", \"label\": \"a\"}\n{\"text\": \"  \", \"label\": \"b\"}\n");
+    assert_has(&train_err(&t, &f, &[]), &["t.jsonl", "row 2", "empty"]);
+    let f = t.file("j.jsonl", b"{\"text\": \"fine\", \"label\": \"a\"}\n{\"text\": \"oops\", \n");
+    assert_has(&train_err(&t, &f, &[]), &["j.jsonl", "row 2", "invalid JSON"]);
+    let f = t.file("l.jsonl", b"{\"text\": \"fine\", \"label\": \"a\"}\n{\"text\": \"x\", \"label\": [1]}\n");
+    assert_has(&train_err(&t, &f, &[]), &["l.jsonl", "row 2", "label"]);
+    let f = t.file("n.csv", b"text,label\nfine,a\nno label here,\n");
+    assert_has(&train_err(&t, &f, &[]), &["n.csv", "row 2", "label"]);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+fn rewrite_tensors(dir: &Path, edit: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>)) {
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut ts: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    edit(&mut ts);
+    let views: Vec<(String, safetensors::tensor::TensorView)> = ts
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    let out = safetensors::serialize(views, None).unwrap();
+    std::fs::write(&path, out).unwrap();
+}
+
+#[test]
+fn checkpoint_problems_name_the_tensor() {
+    let t = Tmp::new("ckpt");
+    let input = t.file("in.jsonl", b"{\"text\": \"hello\"}\n");
+    let out = t.path("pred.jsonl");
+    let predict = |dir: &Path| sequin_err(&["predict", "--model", dir.to_str().unwrap(), "--input", &input, "--output", &out]);
+
+    // Wrong shapes: config.json says another intermediate size than the weights have.
+    let d = t.0.join("shape");
+    copy_dir(&fixture("bert-tiny-cls"), &d);
+    let cfg = std::fs::read_to_string(d.join("config.json")).unwrap();
+    std::fs::write(d.join("config.json"), cfg.replace("\"intermediate_size\": 37", "\"intermediate_size\": 40")).unwrap();
+    assert_has(&predict(&d), &["model.safetensors", "intermediate.dense", "[37, 32]", "[40, 32]"]);
+
+    // A missing tensor.
+    let d = t.0.join("missing");
+    copy_dir(&fixture("bert-tiny-cls"), &d);
+    rewrite_tensors(&d, |ts| ts.retain(|t| t.0 != "bert.encoder.layer.1.output.dense.bias"));
+    assert_has(&predict(&d), &["missing tensors", "bert.encoder.layer.1.output.dense.bias"]);
+
+    // An unexpected tensor.
+    let d = t.0.join("unused");
+    copy_dir(&fixture("bert-tiny-cls"), &d);
+    rewrite_tensors(&d, |ts| ts.push(("bert.mystery.weight".into(), safetensors::Dtype::F32, vec![2], vec![0; 8])));
+    assert_has(&predict(&d), &["unexpected tensors", "bert.mystery.weight"]);
+
+    // A corrupt file.
+    let d = t.0.join("corrupt");
+    copy_dir(&fixture("bert-tiny-cls"), &d);
+    std::fs::write(d.join("model.safetensors"), b"\x10\x00\x00\x00\x00\x00\x00\x00{not json").unwrap();
+    assert_has(&predict(&d), &["model.safetensors", "cannot read safetensors"]);
+
+    // An unsupported architecture.
+    let d = t.0.join("arch");
+    copy_dir(&fixture("bert-tiny-cls"), &d);
+    let cfg = std::fs::read_to_string(d.join("config.json")).unwrap();
+    std::fs::write(d.join("config.json"), cfg.replace("\"model_type\": \"bert\"", "\"model_type\": \"gpt2\"")).unwrap();
+    assert_has(&predict(&d), &["config.json", "gpt2", "supported: bert"]);
+
+    // No model folder at all.
+    assert_has(&predict(&t.0.join("nope")), &["nope"]);
+}
+
+#[test]
+fn config_file_with_unknown_key_is_rejected() {
+    let t = Tmp::new("cfg");
+    let cfg = t.file("run.json", b"{\"epochs\": 1, \"learning_rate\": 0.1}");
+    let msg = sequin_err(&["train", "--config", &cfg, "--model", &tiny(), "--train", "x.parquet", "--output", &t.path("o")]);
+    assert_has(&msg, &["run.json", "unknown field `learning_rate`"]);
+}
+
+#[test]
+fn bad_option_values_are_rejected() {
+    let t = Tmp::new("opts");
+    let train = dataset("amazon-food", "train");
+    let msg = train_err(&t, train.to_str().unwrap(), &["--max-length", "1000"]);
+    assert_has(&msg, &["--max-length 1000", "max_position_embeddings 64"]);
+    let msg = train_err(&t, train.to_str().unwrap(), &["--lr", "-1"]);
+    assert_has(&msg, &["--lr"]);
+}

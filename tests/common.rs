@@ -1,0 +1,56 @@
+//! Helpers shared by the test modules.
+
+use std::path::{Path, PathBuf};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures").join(name)
+}
+
+pub fn dataset(name: &str, split: &str) -> PathBuf {
+    root().join("datasets").join(name).join(format!("{split}.parquet"))
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Runs the `sequin` command in-process and returns its error message, which must exist.
+pub fn sequin_err(args: &[&str]) -> String {
+    let mut all = vec!["sequin"];
+    all.extend_from_slice(args);
+    match sequin_cli::run_args(all) {
+        Ok(()) => panic!("sequin {args:?} succeeded but should have failed"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+/// Runs the `sequin` command in-process; it must succeed.
+pub fn sequin_ok(args: &[&str]) {
+    let mut all = vec!["sequin"];
+    all.extend_from_slice(args);
+    if let Err(e) = sequin_cli::run_args(all) {
+        panic!("sequin {args:?} failed: {e:#}");
+    }
+}
+
+pub fn flat_f32(v: &serde_json::Value) -> Vec<f32> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<f32>) {
+        match v {
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            serde_json::Value::Number(n) => out.push(n.as_f64().unwrap() as f32),
+            other => panic!("not a number: {other}"),
+        }
+    }
+    let mut out = Vec::new();
+    walk(v, &mut out);
+    out
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length differs");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}

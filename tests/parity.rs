@@ -1,0 +1,160 @@
+//! Hugging Face parity: token ids exactly, logits and hidden states within 1e-4.
+
+use burn::tensor::{Device, Tensor};
+use sequin_data::{EncodedBatch, Record};
+use sequin_hf::load_bert_classifier;
+use sequin_tokenize::{EncodeOptions, Tokenizer};
+use sequin_train::Classifier;
+
+use crate::common::*;
+
+fn records(fx: &serde_json::Value) -> Vec<Record> {
+    fx["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| Record {
+            text: i["text"].as_str().unwrap().to_string(),
+            text_pair: i["text_pair"].as_str().map(String::from),
+            label: None,
+        })
+        .collect()
+}
+
+fn u32s(v: &serde_json::Value) -> Vec<u32> {
+    flat_f32(v).into_iter().map(|x| x as u32).collect()
+}
+
+fn check_tokenizer(tok: &Tokenizer, fx: &serde_json::Value) {
+    let max_length = fx["max_length"].as_u64().unwrap() as usize;
+    let opts = EncodeOptions { max_length, pad_to_multiple_of: None };
+    let recs = records(fx);
+    for (i, (r, want)) in recs.iter().zip(fx["rows"].as_array().unwrap()).enumerate() {
+        let got = tok.encode(&r.text, r.text_pair.as_deref(), opts).unwrap();
+        assert_eq!(got.input_ids, u32s(&want["input_ids"]), "input_ids of row {i}: {:?}", r.text);
+        assert_eq!(got.attention_mask, u32s(&want["attention_mask"]), "mask of row {i}");
+        assert_eq!(got.token_type_ids, u32s(&want["token_type_ids"]), "types of row {i}");
+    }
+    let items: Vec<(&str, Option<&str>)> = recs.iter().map(|r| (r.text.as_str(), r.text_pair.as_deref())).collect();
+    let b = tok
+        .encode_batch(&items, EncodeOptions { max_length, pad_to_multiple_of: Some(8) })
+        .unwrap();
+    assert_eq!(b.input_ids, u32s(&fx["batch"]["input_ids"]));
+    assert_eq!(b.attention_mask, u32s(&fx["batch"]["attention_mask"]));
+    assert_eq!(b.token_type_ids, u32s(&fx["batch"]["token_type_ids"]));
+}
+
+#[test]
+fn tokenizer_json_ids_match_transformers() {
+    let fx = read_json(&fixture("parity.json"));
+    // The fixture's tokenizer.json was saved by transformers from MiniLM's, padding/truncation
+    // baked at 128; ours must override both.
+    check_tokenizer(&Tokenizer::from_dir(fixture("bert-tiny-cls")).unwrap(), &fx);
+}
+
+#[test]
+fn vocab_txt_only_folder_ids_match_transformers() {
+    let fx = read_json(&fixture("parity.json"));
+    let dir = fixture("vocab-only");
+    assert!(!dir.join("tokenizer.json").exists());
+    check_tokenizer(&Tokenizer::from_dir(&dir).unwrap(), &fx);
+}
+
+#[test]
+fn classifier_logits_match_transformers_batched_and_single() {
+    let fx = read_json(&fixture("parity.json"));
+    let device = Device::flex();
+    let c = Classifier::load(&fixture("bert-tiny-cls"), &device).unwrap();
+    assert!(c.report.newly_initialized.is_empty(), "{}", c.report);
+    assert_eq!(c.labels.names(), ["negative", "neutral", "positive"]);
+    let recs = records(&fx);
+    let max_length = fx["max_length"].as_u64().unwrap() as usize;
+
+    // The padded batch exactly as transformers built it.
+    let refs: Vec<&Record> = recs.iter().collect();
+    let b = EncodedBatch::new(&c.tokenizer, &refs, None, EncodeOptions { max_length, pad_to_multiple_of: Some(8) }, &device).unwrap();
+    let logits: Tensor<2> = c.model.forward(b.input_ids, Some(b.token_type_ids), Some(b.pad_mask));
+    let got: Vec<f32> = logits.into_data().try_into_vec_as().unwrap();
+    let diff = max_abs_diff(&got, &flat_f32(&fx["cls_logits_batch"]));
+    assert!(diff < 1e-4, "batched logits differ by {diff}");
+
+    // One row at a time, through the public predict path (length-sorted batches of 5).
+    let preds = c.predict(&recs, EncodeOptions { max_length, pad_to_multiple_of: None }, 5).unwrap();
+    let got: Vec<f32> = preds.iter().flat_map(|p| p.logits.clone()).collect();
+    let diff = max_abs_diff(&got, &flat_f32(&fx["cls_logits_single"]));
+    assert!(diff < 1e-4, "per-row logits differ by {diff}");
+    for p in &preds {
+        assert!(p.score > 0.0 && p.score <= 1.0);
+    }
+}
+
+#[test]
+fn bert_model_without_prefix_matches_hidden_states() {
+    let fx = read_json(&fixture("parity.json"));
+    let device = Device::flex();
+    let dir = fixture("bert-tiny-base");
+    // A bare BertModel: the head is new and reported as such; the pooler is loaded.
+    let (model, cfg, report) = load_bert_classifier(&dir, Some(2), &device).unwrap();
+    assert_eq!(cfg.bert.hidden_act, "gelu_new");
+    assert_eq!(report.newly_initialized, ["classifier.bias", "classifier.weight"]);
+    let tok = Tokenizer::from_dir(&dir).unwrap();
+    let recs = records(&fx);
+    let refs: Vec<&Record> = recs.iter().collect();
+    let max_length = fx["max_length"].as_u64().unwrap() as usize;
+    let b = EncodedBatch::new(&tok, &refs, None, EncodeOptions { max_length, pad_to_multiple_of: Some(8) }, &device).unwrap();
+    let (hidden, pooled) = model.bert.forward_pooled(b.input_ids, Some(b.token_type_ids), Some(b.pad_mask.clone()));
+    // Compare only real tokens: HF's values at padded positions are not meaningful.
+    let mask: Vec<bool> = b.pad_mask.into_data().try_into_vec_as().unwrap();
+    let got: Vec<f32> = hidden.into_data().try_into_vec_as().unwrap();
+    let want = flat_f32(&fx["base_last_hidden_state"]);
+    let h = cfg.bert.hidden_size;
+    let mut diff = 0f32;
+    for (pos, pad) in mask.iter().enumerate() {
+        if !pad {
+            diff = diff.max(max_abs_diff(&got[pos * h..(pos + 1) * h], &want[pos * h..(pos + 1) * h]));
+        }
+    }
+    assert!(diff < 1e-4, "hidden states differ by {diff}");
+    let got: Vec<f32> = pooled.into_data().try_into_vec_as().unwrap();
+    let diff = max_abs_diff(&got, &flat_f32(&fx["base_pooler_output"]));
+    assert!(diff < 1e-4, "pooler output differs by {diff}");
+}
+
+/// The real all-MiniLM-L6-v2 weights, whenever `cargo xtask fetch-model` has put them in
+/// `models/` (`cargo xtask test` does so first).
+#[test]
+fn minilm_real_weights_match_hidden_states() {
+    let dir = root().join("models/all-MiniLM-L6-v2");
+    if !dir.join("model.safetensors").is_file() {
+        eprintln!("models/all-MiniLM-L6-v2 not fetched: run `cargo xtask fetch-model`; not checked");
+        return;
+    }
+    let fx = read_json(&fixture("minilm.json"));
+    let device = Device::flex();
+    let (model, _, report) = load_bert_classifier(&dir, Some(2), &device).unwrap();
+    assert_eq!(report.discarded, ["embeddings.position_ids"]);
+    let ids = u32s(&fx["batch"]["input_ids"]);
+    let types = u32s(&fx["batch"]["token_type_ids"]);
+    let mask = u32s(&fx["batch"]["attention_mask"]);
+    let rows = fx["batch"]["input_ids"].as_array().unwrap().len();
+    let seq = ids.len() / rows;
+    let t = |v: &[u32]| {
+        let d: Vec<i64> = v.iter().map(|&x| x as i64).collect();
+        Tensor::<2, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(d, [rows, seq]), &device)
+    };
+    let pad = sequin_data::to_pad_mask(&mask, rows, seq, &device);
+    let (hidden, pooled) = model.bert.forward_pooled(t(&ids), Some(t(&types)), Some(pad));
+    let got: Vec<f32> = hidden.into_data().try_into_vec_as().unwrap();
+    let want = flat_f32(&fx["last_hidden_state"]);
+    let h = 384;
+    let mut diff = 0f32;
+    for (pos, m) in mask.iter().enumerate() {
+        if *m == 1 {
+            diff = diff.max(max_abs_diff(&got[pos * h..(pos + 1) * h], &want[pos * h..(pos + 1) * h]));
+        }
+    }
+    assert!(diff < 1e-4, "MiniLM hidden states differ by {diff}");
+    let got: Vec<f32> = pooled.into_data().try_into_vec_as().unwrap();
+    let diff = max_abs_diff(&got, &flat_f32(&fx["pooler_output"]));
+    assert!(diff < 1e-4, "MiniLM pooler differs by {diff}");
+}
