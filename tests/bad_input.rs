@@ -187,6 +187,6 @@ fn bad_option_values_are_rejected() {
     let train = dataset("amazon-food", "train");
     let msg = train_err(&t, train.to_str().unwrap(), &["--max-length", "1000"]);
     assert_has(&msg, &["--max-length 1000", "max_position_embeddings 64"]);
-    let msg = train_err(&t, train.to_str().unwrap(), &["--lr", "-1"]);
+    let msg = train_err(&t, train.to_str().unwrap(), &["--lr=-1"]);
     assert_has(&msg, &["--lr"]);
 }

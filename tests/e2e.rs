@@ -16,22 +16,23 @@ fn train_save_reload_predict_on_amazon_food_slice() {
         &out,
     );
     cfg.validation = Some(dataset("amazon-food", "validation"));
-    cfg.max_train_samples = Some(512);
-    cfg.epochs = 4;
-    cfg.batch_size = 16;
-    cfg.lr = 2e-3;
-    cfg.max_length = 48;
-    cfg.warmup_ratio = 0.1;
+    // A 2-layer, hidden-32 random BERT learns this slice in a few seconds.
+    cfg.max_train_samples = Some(1024);
+    cfg.epochs = 5;
+    cfg.batch_size = 32;
+    cfg.lr = 3e-3;
+    cfg.max_length = 64;
     let device = Device::flex();
     let (summary, in_memory) = train_model(&cfg, &device).unwrap();
 
     // The loss falls.
     let first = summary.epochs.first().unwrap().train_loss;
     let last = summary.epochs.last().unwrap().train_loss;
-    assert!(last < first * 0.9, "training loss did not fall: {first} -> {last}");
-    // Better than chance on held-out data (binary task).
+    assert!(last < first * 0.5, "training loss did not fall: {first} -> {last}");
+    // Better than always answering the majority class on held-out data (259 of 398 `great`).
     let best = summary.epochs[summary.best_epoch - 1].validation.unwrap();
-    assert!(best.accuracy > 0.5, "validation accuracy {} is not above chance", best.accuracy);
+    assert!(best.accuracy > 0.66, "validation accuracy {} is not above the majority rate", best.accuracy);
+    assert!(best.macro_f1 > 0.5, "macro-F1 {} shows a collapsed classifier", best.macro_f1);
 
     // The folder is an HF classifier with our labels, and reloads to identical logits.
     let config = read_json(&out.join("config.json"));
@@ -66,7 +67,7 @@ fn train_save_reload_predict_on_amazon_food_slice() {
     let pred = out.join("pred.jsonl");
     sequin_ok(&[
         "predict", "--model", out.to_str().unwrap(), "--input", dataset("amazon-food", "validation").to_str().unwrap(),
-        "--output", pred.to_str().unwrap(), "--max-length", "48",
+        "--output", pred.to_str().unwrap(), "--max-length", "64",
     ]);
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&pred)
         .unwrap()
@@ -81,7 +82,8 @@ fn train_save_reload_predict_on_amazon_food_slice() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
-/// Same seed, same data: bit-identical weights on CPU.
+/// Same seed, same data: bit-identical weights on CPU (tensor bytes; the safetensors header's
+/// metadata order may vary).
 #[test]
 fn training_is_reproducible_on_cpu() {
     let run = |tag: &str| {
@@ -96,5 +98,15 @@ fn training_is_reproducible_on_cpu() {
         let _ = std::fs::remove_dir_all(&out);
         bytes
     };
-    assert!(run("a") == run("b"), "two runs with the same seed differ");
+    let (a, b) = (run("a"), run("b"));
+    let sa = safetensors::SafeTensors::deserialize(&a).unwrap();
+    let sb = safetensors::SafeTensors::deserialize(&b).unwrap();
+    let mut names = sa.names();
+    names.sort();
+    assert_eq!(names.len(), 41);
+    let differ: Vec<&str> = names
+        .into_iter()
+        .filter(|n| sa.tensor(n).unwrap().data() != sb.tensor(n).unwrap().data())
+        .collect();
+    assert!(differ.is_empty(), "two runs with the same seed differ in {differ:?}");
 }

@@ -7,7 +7,7 @@
 
 pub mod loss;
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::{Bool, Device, Int, Tensor};
 use sequin_encoders::{BertConfig, BertModel, EncoderError};
@@ -45,9 +45,7 @@ impl BertForSequenceClassification {
     /// `initializer_range`, zero bias, as transformers initialises it).
     pub fn new(bert: BertModel, config: &BertConfig, num_labels: usize, device: &Device) -> Self {
         let mut classifier = config.linear(config.hidden_size, num_labels, device);
-        classifier.bias = classifier
-            .bias
-            .map(|b| b.map(|t| t.zeros_like()));
+        classifier.bias = Some(Param::from_tensor(Tensor::zeros([num_labels], device)));
         Self {
             bert,
             dropout: DropoutConfig::new(

@@ -159,8 +159,14 @@ pub fn load_bert_classifier(
     }
     let mut unused = Vec::new();
     for p in &result.unused {
-        let key = to_hf_key(p);
-        let key = key.strip_prefix(DISCARDED).map(String::from).unwrap_or(key);
+        // Report the name as the checkpoint spells it.
+        let mut key = to_hf_key(p);
+        if let Some(k) = key.strip_prefix(DISCARDED) {
+            key = k.to_string();
+        }
+        if !has_prefix && let Some(k) = key.strip_prefix("bert.") {
+            key = k.to_string();
+        }
         if is_expected_unused(p) {
             report.discarded.push(key);
         } else {

@@ -77,8 +77,14 @@ pub fn train(cfg: &TrainConfig, device: &Device) -> Result<TrainSummary> {
     train_model(cfg, device).map(|(s, _)| s)
 }
 
+/// Serialises training runs within a process: burn's CPU backend draws every random number
+/// (head initialisation, dropout) from one process-wide seeded generator, so two runs at once
+/// would interleave their draws and neither would be reproducible.
+static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// As [`train`], and also returns the kept model, in memory, ready for inference.
 pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, Classifier)> {
+    let _one_at_a_time = TRAINING.lock().unwrap_or_else(|p| p.into_inner());
     cfg.validate()?;
     // Fail on an unwritable output before any work is done.
     std::fs::create_dir_all(&cfg.output).map_err(|source| TrainError::Io {
