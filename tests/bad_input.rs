@@ -34,7 +34,17 @@ fn tiny() -> String {
 
 fn train_err(t: &Tmp, train: &str, extra: &[&str]) -> String {
     let out = t.path("out");
-    let mut args = vec!["train", "--model", &*Box::leak(tiny().into_boxed_str()), "--train", train, "--output", &out, "--max-steps", "1"];
+    let mut args = vec![
+        "train",
+        "--model",
+        &*Box::leak(tiny().into_boxed_str()),
+        "--train",
+        train,
+        "--output",
+        &out,
+        "--max-steps",
+        "1",
+    ];
     args.extend_from_slice(extra);
     sequin_err(&args)
 }
@@ -50,16 +60,36 @@ fn missing_text_column_names_it_and_lists_columns() {
     let t = Tmp::new("col");
     let train = dataset("amazon-food", "train");
     let msg = train_err(&t, train.to_str().unwrap(), &["--text-column", "review"]);
-    assert_has(&msg, &["train.parquet", "no column `review`", "text, label, product"]);
+    assert_has(
+        &msg,
+        &[
+            "train.parquet",
+            "no column `review`",
+            "text, label, product",
+        ],
+    );
 }
 
 #[test]
 fn unknown_validation_label_is_named() {
     let t = Tmp::new("label");
-    let train = t.file("train.jsonl", b"{\"text\": \"good\", \"label\": \"pos\"}\n{\"text\": \"bad\", \"label\": \"neg\"}\n");
-    let val = t.file("val.jsonl", b"{\"text\": \"meh\", \"label\": \"neutral\"}\n{\"text\": \"ok\", \"label\": \"pos\"}\n");
+    let train = t.file(
+        "train.jsonl",
+        b"{\"text\": \"good\", \"label\": \"pos\"}\n{\"text\": \"bad\", \"label\": \"neg\"}\n",
+    );
+    let val = t.file(
+        "val.jsonl",
+        b"{\"text\": \"meh\", \"label\": \"neutral\"}\n{\"text\": \"ok\", \"label\": \"pos\"}\n",
+    );
     let msg = train_err(&t, &train, &["--validation", &val]);
-    assert_has(&msg, &["val.jsonl", "not seen in the training data: neutral", "known: neg, pos"]);
+    assert_has(
+        &msg,
+        &[
+            "val.jsonl",
+            "not seen in the training data: neutral",
+            "known: neg, pos",
+        ],
+    );
 }
 
 #[test]
@@ -94,11 +124,23 @@ fn corrupt_parquet_is_reported() {
 #[test]
 fn empty_text_and_bad_json_name_the_row() {
     let t = Tmp::new("rows");
-    let f = t.file("t.jsonl", b"{\"text\": \"fine\", \"label\": \"a\"}\n{\"text\": \"  \", \"label\": \"b\"}\n");
+    let f = t.file(
+        "t.jsonl",
+        b"{\"text\": \"fine\", \"label\": \"a\"}\n{\"text\": \"  \", \"label\": \"b\"}\n",
+    );
     assert_has(&train_err(&t, &f, &[]), &["t.jsonl", "row 2", "empty"]);
-    let f = t.file("j.jsonl", b"{\"text\": \"fine\", \"label\": \"a\"}\n{\"text\": \"oops\", \n");
-    assert_has(&train_err(&t, &f, &[]), &["j.jsonl", "row 2", "invalid JSON"]);
-    let f = t.file("l.jsonl", b"{\"text\": \"fine\", \"label\": \"a\"}\n{\"text\": \"x\", \"label\": [1]}\n");
+    let f = t.file(
+        "j.jsonl",
+        b"{\"text\": \"fine\", \"label\": \"a\"}\n{\"text\": \"oops\", \n",
+    );
+    assert_has(
+        &train_err(&t, &f, &[]),
+        &["j.jsonl", "row 2", "invalid JSON"],
+    );
+    let f = t.file(
+        "l.jsonl",
+        b"{\"text\": \"fine\", \"label\": \"a\"}\n{\"text\": \"x\", \"label\": [1]}\n",
+    );
     assert_has(&train_err(&t, &f, &[]), &["l.jsonl", "row 2", "label"]);
     let f = t.file("n.csv", b"text,label\nfine,a\nno label here,\n");
     assert_has(&train_err(&t, &f, &[]), &["n.csv", "row 2", "label"]);
@@ -112,7 +154,10 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn rewrite_tensors(dir: &Path, edit: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>)) {
+fn rewrite_tensors(
+    dir: &Path,
+    edit: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>),
+) {
     let path = dir.join("model.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -124,7 +169,12 @@ fn rewrite_tensors(dir: &Path, edit: impl FnOnce(&mut Vec<(String, safetensors::
     edit(&mut ts);
     let views: Vec<(String, safetensors::tensor::TensorView)> = ts
         .iter()
-        .map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
         .collect();
     let out = safetensors::serialize(views, None).unwrap();
     std::fs::write(&path, out).unwrap();
@@ -135,38 +185,80 @@ fn checkpoint_problems_name_the_tensor() {
     let t = Tmp::new("ckpt");
     let input = t.file("in.jsonl", b"{\"text\": \"hello\"}\n");
     let out = t.path("pred.jsonl");
-    let predict = |dir: &Path| sequin_err(&["predict", "--model", dir.to_str().unwrap(), "--input", &input, "--output", &out]);
+    let predict = |dir: &Path| {
+        sequin_err(&[
+            "predict",
+            "--model",
+            dir.to_str().unwrap(),
+            "--input",
+            &input,
+            "--output",
+            &out,
+        ])
+    };
 
     // Wrong shapes: config.json says another intermediate size than the weights have.
     let d = t.0.join("shape");
     copy_dir(&fixture("bert-tiny-cls"), &d);
     let cfg = std::fs::read_to_string(d.join("config.json")).unwrap();
-    std::fs::write(d.join("config.json"), cfg.replace("\"intermediate_size\": 37", "\"intermediate_size\": 40")).unwrap();
-    assert_has(&predict(&d), &["model.safetensors", "intermediate.dense", "[37, 32]", "[40, 32]"]);
+    std::fs::write(
+        d.join("config.json"),
+        cfg.replace("\"intermediate_size\": 37", "\"intermediate_size\": 40"),
+    )
+    .unwrap();
+    assert_has(
+        &predict(&d),
+        &[
+            "model.safetensors",
+            "intermediate.dense",
+            "[37, 32]",
+            "[40, 32]",
+        ],
+    );
 
     // A missing tensor.
     let d = t.0.join("missing");
     copy_dir(&fixture("bert-tiny-cls"), &d);
-    rewrite_tensors(&d, |ts| ts.retain(|t| t.0 != "bert.encoder.layer.1.output.dense.bias"));
-    assert_has(&predict(&d), &["missing tensors", "bert.encoder.layer.1.output.dense.bias"]);
+    rewrite_tensors(&d, |ts| {
+        ts.retain(|t| t.0 != "bert.encoder.layer.1.output.dense.bias")
+    });
+    assert_has(
+        &predict(&d),
+        &["missing tensors", "bert.encoder.layer.1.output.dense.bias"],
+    );
 
     // An unexpected tensor.
     let d = t.0.join("unused");
     copy_dir(&fixture("bert-tiny-cls"), &d);
-    rewrite_tensors(&d, |ts| ts.push(("bert.mystery.weight".into(), safetensors::Dtype::F32, vec![2], vec![0; 8])));
+    rewrite_tensors(&d, |ts| {
+        ts.push((
+            "bert.mystery.weight".into(),
+            safetensors::Dtype::F32,
+            vec![2],
+            vec![0; 8],
+        ))
+    });
     assert_has(&predict(&d), &["unexpected tensors", "bert.mystery.weight"]);
 
     // A corrupt file.
     let d = t.0.join("corrupt");
     copy_dir(&fixture("bert-tiny-cls"), &d);
-    std::fs::write(d.join("model.safetensors"), b"\x10\x00\x00\x00\x00\x00\x00\x00{not json").unwrap();
-    assert_has(&predict(&d), &["model.safetensors", "cannot read safetensors"]);
+    std::fs::write(
+        d.join("model.safetensors"),
+        b"\x10\x00\x00\x00\x00\x00\x00\x00{not json",
+    )
+    .unwrap();
+    assert_has(&predict(&d), &["model.safetensors", "cannot read weights"]);
 
     // An unsupported architecture.
     let d = t.0.join("arch");
     copy_dir(&fixture("bert-tiny-cls"), &d);
     let cfg = std::fs::read_to_string(d.join("config.json")).unwrap();
-    std::fs::write(d.join("config.json"), cfg.replace("\"model_type\": \"bert\"", "\"model_type\": \"gpt2\"")).unwrap();
+    std::fs::write(
+        d.join("config.json"),
+        cfg.replace("\"model_type\": \"bert\"", "\"model_type\": \"gpt2\""),
+    )
+    .unwrap();
     assert_has(&predict(&d), &["config.json", "gpt2", "supported: bert"]);
 
     // No model folder at all.
@@ -177,7 +269,17 @@ fn checkpoint_problems_name_the_tensor() {
 fn config_file_with_unknown_key_is_rejected() {
     let t = Tmp::new("cfg");
     let cfg = t.file("run.json", b"{\"epochs\": 1, \"learning_rate\": 0.1}");
-    let msg = sequin_err(&["train", "--config", &cfg, "--model", &tiny(), "--train", "x.parquet", "--output", &t.path("o")]);
+    let msg = sequin_err(&[
+        "train",
+        "--config",
+        &cfg,
+        "--model",
+        &tiny(),
+        "--train",
+        "x.parquet",
+        "--output",
+        &t.path("o"),
+    ]);
     assert_has(&msg, &["run.json", "unknown field `learning_rate`"]);
 }
 

@@ -11,7 +11,10 @@ pub fn fixture(name: &str) -> PathBuf {
 }
 
 pub fn dataset(name: &str, split: &str) -> PathBuf {
-    root().join("datasets").join(name).join(format!("{split}.parquet"))
+    root()
+        .join("datasets")
+        .join(name)
+        .join(format!("{split}.parquet"))
 }
 
 pub fn read_json(path: &Path) -> serde_json::Value {
@@ -52,5 +55,8 @@ pub fn flat_f32(v: &serde_json::Value) -> Vec<f32> {
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length differs");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }

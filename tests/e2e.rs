@@ -28,11 +28,22 @@ fn train_save_reload_predict_on_amazon_food_slice() {
     // The loss falls.
     let first = summary.epochs.first().unwrap().train_loss;
     let last = summary.epochs.last().unwrap().train_loss;
-    assert!(last < first * 0.5, "training loss did not fall: {first} -> {last}");
+    assert!(
+        last < first * 0.5,
+        "training loss did not fall: {first} -> {last}"
+    );
     // Better than always answering the majority class on held-out data (259 of 398 `great`).
     let best = summary.epochs[summary.best_epoch - 1].validation.unwrap();
-    assert!(best.accuracy > 0.66, "validation accuracy {} is not above the majority rate", best.accuracy);
-    assert!(best.macro_f1 > 0.5, "macro-F1 {} shows a collapsed classifier", best.macro_f1);
+    assert!(
+        best.accuracy > 0.66,
+        "validation accuracy {} is not above the majority rate",
+        best.accuracy
+    );
+    assert!(
+        best.macro_f1 > 0.5,
+        "macro-F1 {} shows a collapsed classifier",
+        best.macro_f1
+    );
 
     // The folder is an HF classifier with our labels, and reloads to identical logits.
     let config = read_json(&out.join("config.json"));
@@ -40,14 +51,23 @@ fn train_save_reload_predict_on_amazon_food_slice() {
     assert_eq!(config["id2label"]["0"], "great");
     assert_eq!(config["label2id"]["other"], 1);
     assert_eq!(config["problem_type"], "single_label_classification");
-    for f in ["model.safetensors", "tokenizer.json", "tokenizer_config.json", "sequin_train.json"] {
+    for f in [
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "sequin_train.json",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     let reloaded = Classifier::load(&out, &device).unwrap();
     assert!(reloaded.report.newly_initialized.is_empty() && reloaded.report.discarded.is_empty());
-    let val = sequin_data::read_records(&dataset("amazon-food", "validation"), &Default::default()).unwrap();
+    let val = sequin_data::read_records(&dataset("amazon-food", "validation"), &Default::default())
+        .unwrap();
     let val = &val[..40];
-    let opts = EncodeOptions { max_length: cfg.max_length, pad_to_multiple_of: None };
+    let opts = EncodeOptions {
+        max_length: cfg.max_length,
+        pad_to_multiple_of: None,
+    };
     let a = in_memory.predict(val, opts, 16).unwrap();
     let b = reloaded.predict(val, opts, 16).unwrap();
     assert_eq!(a, b, "reloaded model predicts differently");
@@ -55,19 +75,32 @@ fn train_save_reload_predict_on_amazon_food_slice() {
     // `sequin eval` on the saved folder reproduces the kept epoch's validation accuracy.
     let m = reloaded
         .evaluate(
-            &sequin_data::read_records(&dataset("amazon-food", "validation"), &Default::default()).unwrap(),
+            &sequin_data::read_records(&dataset("amazon-food", "validation"), &Default::default())
+                .unwrap(),
             &dataset("amazon-food", "validation"),
             opts,
             64,
         )
         .unwrap();
-    assert!((m.accuracy - best.accuracy).abs() < 1e-9, "{} vs {}", m.accuracy, best.accuracy);
+    assert!(
+        (m.accuracy - best.accuracy).abs() < 1e-9,
+        "{} vs {}",
+        m.accuracy,
+        best.accuracy
+    );
 
     // And the CLI predicts to JSONL in input order.
     let pred = out.join("pred.jsonl");
     sequin_ok(&[
-        "predict", "--model", out.to_str().unwrap(), "--input", dataset("amazon-food", "validation").to_str().unwrap(),
-        "--output", pred.to_str().unwrap(), "--max-length", "64",
+        "predict",
+        "--model",
+        out.to_str().unwrap(),
+        "--input",
+        dataset("amazon-food", "validation").to_str().unwrap(),
+        "--output",
+        pred.to_str().unwrap(),
+        "--max-length",
+        "64",
     ]);
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&pred)
         .unwrap()
@@ -88,7 +121,11 @@ fn train_save_reload_predict_on_amazon_food_slice() {
 fn training_is_reproducible_on_cpu() {
     let run = |tag: &str| {
         let out = std::env::temp_dir().join(format!("sequin-repro-{tag}-{}", std::process::id()));
-        let mut cfg = TrainConfig::new(fixture("bert-tiny-cls").to_string_lossy(), dataset("amazon-food", "train"), &out);
+        let mut cfg = TrainConfig::new(
+            fixture("bert-tiny-cls").to_string_lossy(),
+            dataset("amazon-food", "train"),
+            &out,
+        );
         cfg.max_train_samples = Some(48);
         cfg.epochs = 1;
         cfg.batch_size = 16;
@@ -108,5 +145,8 @@ fn training_is_reproducible_on_cpu() {
         .into_iter()
         .filter(|n| sa.tensor(n).unwrap().data() != sb.tensor(n).unwrap().data())
         .collect();
-    assert!(differ.is_empty(), "two runs with the same seed differ in {differ:?}");
+    assert!(
+        differ.is_empty(),
+        "two runs with the same seed differ in {differ:?}"
+    );
 }

@@ -27,17 +27,42 @@ fn u32s(v: &serde_json::Value) -> Vec<u32> {
 
 fn check_tokenizer(tok: &Tokenizer, fx: &serde_json::Value) {
     let max_length = fx["max_length"].as_u64().unwrap() as usize;
-    let opts = EncodeOptions { max_length, pad_to_multiple_of: None };
+    let opts = EncodeOptions {
+        max_length,
+        pad_to_multiple_of: None,
+    };
     let recs = records(fx);
     for (i, (r, want)) in recs.iter().zip(fx["rows"].as_array().unwrap()).enumerate() {
         let got = tok.encode(&r.text, r.text_pair.as_deref(), opts).unwrap();
-        assert_eq!(got.input_ids, u32s(&want["input_ids"]), "input_ids of row {i}: {:?}", r.text);
-        assert_eq!(got.attention_mask, u32s(&want["attention_mask"]), "mask of row {i}");
-        assert_eq!(got.token_type_ids, u32s(&want["token_type_ids"]), "types of row {i}");
+        assert_eq!(
+            got.input_ids,
+            u32s(&want["input_ids"]),
+            "input_ids of row {i}: {:?}",
+            r.text
+        );
+        assert_eq!(
+            got.attention_mask,
+            u32s(&want["attention_mask"]),
+            "mask of row {i}"
+        );
+        assert_eq!(
+            got.token_type_ids,
+            u32s(&want["token_type_ids"]),
+            "types of row {i}"
+        );
     }
-    let items: Vec<(&str, Option<&str>)> = recs.iter().map(|r| (r.text.as_str(), r.text_pair.as_deref())).collect();
+    let items: Vec<(&str, Option<&str>)> = recs
+        .iter()
+        .map(|r| (r.text.as_str(), r.text_pair.as_deref()))
+        .collect();
     let b = tok
-        .encode_batch(&items, EncodeOptions { max_length, pad_to_multiple_of: Some(8) })
+        .encode_batch(
+            &items,
+            EncodeOptions {
+                max_length,
+                pad_to_multiple_of: Some(8),
+            },
+        )
         .unwrap();
     assert_eq!(b.input_ids, u32s(&fx["batch"]["input_ids"]));
     assert_eq!(b.attention_mask, u32s(&fx["batch"]["attention_mask"]));
@@ -72,20 +97,76 @@ fn classifier_logits_match_transformers_batched_and_single() {
 
     // The padded batch exactly as transformers built it.
     let refs: Vec<&Record> = recs.iter().collect();
-    let b = EncodedBatch::new(&c.tokenizer, &refs, None, EncodeOptions { max_length, pad_to_multiple_of: Some(8) }, &device).unwrap();
-    let logits: Tensor<2> = c.model.forward(b.input_ids, Some(b.token_type_ids), Some(b.pad_mask));
+    let b = EncodedBatch::new(
+        &c.tokenizer,
+        &refs,
+        None,
+        EncodeOptions {
+            max_length,
+            pad_to_multiple_of: Some(8),
+        },
+        &device,
+    )
+    .unwrap();
+    let logits: Tensor<2> = c
+        .model
+        .forward(b.input_ids, Some(b.token_type_ids), Some(b.pad_mask));
     let got: Vec<f32> = logits.into_data().try_into_vec_as().unwrap();
     let diff = max_abs_diff(&got, &flat_f32(&fx["cls_logits_batch"]));
     assert!(diff < 1e-4, "batched logits differ by {diff}");
 
     // One row at a time, through the public predict path (length-sorted batches of 5).
-    let preds = c.predict(&recs, EncodeOptions { max_length, pad_to_multiple_of: None }, 5).unwrap();
+    let preds = c
+        .predict(
+            &recs,
+            EncodeOptions {
+                max_length,
+                pad_to_multiple_of: None,
+            },
+            5,
+        )
+        .unwrap();
     let got: Vec<f32> = preds.iter().flat_map(|p| p.logits.clone()).collect();
     let diff = max_abs_diff(&got, &flat_f32(&fx["cls_logits_single"]));
     assert!(diff < 1e-4, "per-row logits differ by {diff}");
     for p in &preds {
         assert!(p.score > 0.0 && p.score <= 1.0);
     }
+}
+
+/// Batched logits of a classifier folder on the fixture inputs, padded as transformers padded.
+fn batched_logits(dir: &str, fx: &serde_json::Value) -> Vec<f32> {
+    let device = Device::flex();
+    let c = Classifier::load(&fixture(dir), &device).unwrap();
+    assert!(c.report.newly_initialized.is_empty(), "{}", c.report);
+    let recs = records(fx);
+    let refs: Vec<&Record> = recs.iter().collect();
+    let max_length = fx["max_length"].as_u64().unwrap() as usize;
+    let opts = EncodeOptions {
+        max_length,
+        pad_to_multiple_of: Some(8),
+    };
+    let b = EncodedBatch::new(&c.tokenizer, &refs, None, opts, &device).unwrap();
+    let logits: Tensor<2> = c
+        .model
+        .forward(b.input_ids, Some(b.token_type_ids), Some(b.pad_mask));
+    logits.into_data().try_into_vec_as().unwrap()
+}
+
+/// Folders transformers writes in other ways: pickled `pytorch_model.bin`, and float16 weights.
+#[test]
+fn pytorch_bin_and_float16_folders_match_transformers() {
+    let fx = read_json(&fixture("parity.json"));
+    let diff = max_abs_diff(
+        &batched_logits("bert-tiny-cls-bin", &fx),
+        &flat_f32(&fx["cls_logits_batch"]),
+    );
+    assert!(diff < 1e-4, "pytorch_model.bin logits differ by {diff}");
+    let diff = max_abs_diff(
+        &batched_logits("bert-tiny-cls-fp16", &fx),
+        &flat_f32(&fx["cls_fp16_logits_batch"]),
+    );
+    assert!(diff < 1e-4, "float16 folder logits differ by {diff}");
 }
 
 #[test]
@@ -96,13 +177,30 @@ fn bert_model_without_prefix_matches_hidden_states() {
     // A bare BertModel: the head is new and reported as such; the pooler is loaded.
     let (model, cfg, report) = load_bert_classifier(&dir, Some(2), &device).unwrap();
     assert_eq!(cfg.bert.hidden_act, "gelu_new");
-    assert_eq!(report.newly_initialized, ["classifier.bias", "classifier.weight"]);
+    assert_eq!(
+        report.newly_initialized,
+        ["classifier.bias", "classifier.weight"]
+    );
     let tok = Tokenizer::from_dir(&dir).unwrap();
     let recs = records(&fx);
     let refs: Vec<&Record> = recs.iter().collect();
     let max_length = fx["max_length"].as_u64().unwrap() as usize;
-    let b = EncodedBatch::new(&tok, &refs, None, EncodeOptions { max_length, pad_to_multiple_of: Some(8) }, &device).unwrap();
-    let (hidden, pooled) = model.bert.forward_pooled(b.input_ids, Some(b.token_type_ids), Some(b.pad_mask.clone()));
+    let b = EncodedBatch::new(
+        &tok,
+        &refs,
+        None,
+        EncodeOptions {
+            max_length,
+            pad_to_multiple_of: Some(8),
+        },
+        &device,
+    )
+    .unwrap();
+    let (hidden, pooled) = model.bert.forward_pooled(
+        b.input_ids,
+        Some(b.token_type_ids),
+        Some(b.pad_mask.clone()),
+    );
     // Compare only real tokens: HF's values at padded positions are not meaningful.
     let mask: Vec<bool> = b.pad_mask.into_data().try_into_vec_as().unwrap();
     let got: Vec<f32> = hidden.into_data().try_into_vec_as().unwrap();
@@ -111,7 +209,10 @@ fn bert_model_without_prefix_matches_hidden_states() {
     let mut diff = 0f32;
     for (pos, pad) in mask.iter().enumerate() {
         if !pad {
-            diff = diff.max(max_abs_diff(&got[pos * h..(pos + 1) * h], &want[pos * h..(pos + 1) * h]));
+            diff = diff.max(max_abs_diff(
+                &got[pos * h..(pos + 1) * h],
+                &want[pos * h..(pos + 1) * h],
+            ));
         }
     }
     assert!(diff < 1e-4, "hidden states differ by {diff}");
@@ -126,7 +227,9 @@ fn bert_model_without_prefix_matches_hidden_states() {
 fn minilm_real_weights_match_hidden_states() {
     let dir = root().join("models/all-MiniLM-L6-v2");
     if !dir.join("model.safetensors").is_file() {
-        eprintln!("models/all-MiniLM-L6-v2 not fetched: run `cargo xtask fetch-model`; not checked");
+        eprintln!(
+            "models/all-MiniLM-L6-v2 not fetched: run `cargo xtask fetch-model`; not checked"
+        );
         return;
     }
     let fx = read_json(&fixture("minilm.json"));
@@ -140,17 +243,25 @@ fn minilm_real_weights_match_hidden_states() {
     let seq = ids.len() / rows;
     let t = |v: &[u32]| {
         let d: Vec<i64> = v.iter().map(|&x| x as i64).collect();
-        Tensor::<2, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(d, [rows, seq]), &device)
+        Tensor::<2, burn::tensor::Int>::from_data(
+            burn::tensor::TensorData::new(d, [rows, seq]),
+            &device,
+        )
     };
     let pad = sequin_data::to_pad_mask(&mask, rows, seq, &device);
-    let (hidden, pooled) = model.bert.forward_pooled(t(&ids), Some(t(&types)), Some(pad));
+    let (hidden, pooled) = model
+        .bert
+        .forward_pooled(t(&ids), Some(t(&types)), Some(pad));
     let got: Vec<f32> = hidden.into_data().try_into_vec_as().unwrap();
     let want = flat_f32(&fx["last_hidden_state"]);
     let h = 384;
     let mut diff = 0f32;
     for (pos, m) in mask.iter().enumerate() {
         if *m == 1 {
-            diff = diff.max(max_abs_diff(&got[pos * h..(pos + 1) * h], &want[pos * h..(pos + 1) * h]));
+            diff = diff.max(max_abs_diff(
+                &got[pos * h..(pos + 1) * h],
+                &want[pos * h..(pos + 1) * h],
+            ));
         }
     }
     assert!(diff < 1e-4, "MiniLM hidden states differ by {diff}");

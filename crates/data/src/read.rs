@@ -6,8 +6,8 @@ use std::path::Path;
 
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::DataType;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
 
 use crate::{DataError, Result};
@@ -130,7 +130,12 @@ fn missing(path: &Path, column: &str, role: &'static str, available: Vec<String>
 }
 
 /// Converts an arrow column into optional strings: text types as they are, integers in decimal.
-fn strings(path: &Path, name: &str, arr: &ArrayRef, allow_int: bool) -> Result<Vec<Option<String>>> {
+fn strings(
+    path: &Path,
+    name: &str,
+    arr: &ArrayRef,
+    allow_int: bool,
+) -> Result<Vec<Option<String>>> {
     let expected = if allow_int {
         "a string or integer column"
     } else {
@@ -162,7 +167,8 @@ fn strings(path: &Path, name: &str, arr: &ArrayRef, allow_int: bool) -> Result<V
 
 fn read_parquet(path: &Path, cols: &Columns) -> Result<Vec<Record>> {
     let err = corrupt(path, "Parquet");
-    let builder = ParquetRecordBatchReaderBuilder::try_new(open(path)?).map_err(|e| err(e.to_string()))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(open(path)?).map_err(|e| err(e.to_string()))?;
     let schema = builder.schema().clone();
     let available: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let idx = |name: &str, role| {
@@ -171,9 +177,16 @@ fn read_parquet(path: &Path, cols: &Columns) -> Result<Vec<Record>> {
             .map_err(|_| missing(path, name, role, available.clone()))
     };
     let text_i = idx(&cols.text, "text")?;
-    let pair_i = cols.text_pair.as_deref().map(|c| idx(c, "text pair")).transpose()?;
+    let pair_i = cols
+        .text_pair
+        .as_deref()
+        .map(|c| idx(c, "text pair"))
+        .transpose()?;
     let label_i = cols.label.as_deref().map(|c| idx(c, "label")).transpose()?;
-    let wanted: Vec<usize> = [Some(text_i), pair_i, label_i].into_iter().flatten().collect();
+    let wanted: Vec<usize> = [Some(text_i), pair_i, label_i]
+        .into_iter()
+        .flatten()
+        .collect();
     let mask = ProjectionMask::roots(builder.parquet_schema(), wanted.clone());
     let reader = builder
         .with_projection(mask)
@@ -230,7 +243,11 @@ fn read_csv(path: &Path, cols: &Columns, delim: u8) -> Result<Vec<Record>> {
             .ok_or_else(|| missing(path, name, role, headers.clone()))
     };
     let text_i = idx(&cols.text, "text")?;
-    let pair_i = cols.text_pair.as_deref().map(|c| idx(c, "text pair")).transpose()?;
+    let pair_i = cols
+        .text_pair
+        .as_deref()
+        .map(|c| idx(c, "text pair"))
+        .transpose()?;
     let label_i = cols.label.as_deref().map(|c| idx(c, "label")).transpose()?;
     let mut out = Vec::new();
     for (row, rec) in rdr.records().enumerate() {
@@ -265,7 +282,11 @@ fn json_field(
             row,
             problem: format!(
                 "field `{name}` is {other}; expected {}",
-                if allow_int { "a string or an integer" } else { "a string" }
+                if allow_int {
+                    "a string or an integer"
+                } else {
+                    "a string"
+                }
             ),
         }),
     }
@@ -298,7 +319,12 @@ fn read_jsonl(path: &Path, cols: &Columns) -> Result<Vec<Record>> {
         };
         let text = json_field(path, row, &obj, &cols.text, false)?;
         if !obj.contains_key(&cols.text) {
-            return Err(missing(path, &cols.text, "text", obj.keys().cloned().collect()));
+            return Err(missing(
+                path,
+                &cols.text,
+                "text",
+                obj.keys().cloned().collect(),
+            ));
         }
         if let Some(l) = &cols.label {
             if !obj.contains_key(l) {

@@ -15,8 +15,8 @@ use burn::tensor::activation::tanh;
 use burn::tensor::{Bool, Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::common::{self, Activation};
 use crate::EncoderError;
+use crate::common::{self, Activation};
 
 fn default_act() -> String {
     "gelu".into()
@@ -100,6 +100,22 @@ impl BertConfig {
                 "position_embedding_type `{}` is not supported (only `absolute`)",
                 self.position_embedding_type
             )));
+        }
+        for (name, p) in [
+            ("hidden_dropout_prob", Some(self.hidden_dropout_prob)),
+            (
+                "attention_probs_dropout_prob",
+                Some(self.attention_probs_dropout_prob),
+            ),
+            ("classifier_dropout", self.classifier_dropout),
+        ] {
+            if let Some(p) = p
+                && !(0.0..1.0).contains(&p)
+            {
+                return Err(EncoderError::Config(format!(
+                    "{name} must be in [0, 1), got {p}"
+                )));
+            }
         }
         Activation::from_hf(&self.hidden_act)
     }
@@ -198,7 +214,11 @@ impl BertEmbeddings {
     /// # Shapes
     /// - input_ids, token_type_ids: `[batch, seq]`
     /// - output: `[batch, seq, hidden]`
-    pub fn forward(&self, input_ids: Tensor<2, Int>, token_type_ids: Option<Tensor<2, Int>>) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Option<Tensor<2, Int>>,
+    ) -> Tensor<3> {
         let [b, s] = input_ids.dims();
         let device = input_ids.device();
         let positions = Tensor::<1, Int>::arange(0..s as i64, &device)
@@ -208,7 +228,7 @@ impl BertEmbeddings {
         let x = self.word_embeddings.forward(input_ids)
             + self.token_type_embeddings.forward(types)
             + self.position_embeddings.forward(positions);
-        self.dropout.forward(self.LayerNorm.forward(x))
+        common::dropout(&self.dropout, self.LayerNorm.forward(x))
     }
 }
 
@@ -300,13 +320,14 @@ impl BertLayer {
         let o = &self.attention.output;
         let x = o
             .LayerNorm
-            .forward(o.dropout.forward(o.dense.forward(a)) + x);
+            .forward(common::dropout(&o.dropout, o.dense.forward(a)) + x);
         let i = self
             .intermediate
             .act
             .forward(self.intermediate.dense.forward(x.clone()));
         let f = &self.output;
-        f.LayerNorm.forward(f.dropout.forward(f.dense.forward(i)) + x)
+        f.LayerNorm
+            .forward(common::dropout(&f.dropout, f.dense.forward(i)) + x)
     }
 }
 
@@ -411,7 +432,9 @@ mod tests {
             TensorData::from([[false, false, false, false, true, true]]),
             &device,
         );
-        let padded = model.forward(ids, None, Some(mask)).slice([0..1, 0..4, 0..8]);
+        let padded = model
+            .forward(ids, None, Some(mask))
+            .slice([0..1, 0..4, 0..8]);
         short
             .into_data()
             .assert_approx_eq::<f32>(&padded.into_data(), burn::tensor::Tolerance::absolute(1e-5));

@@ -4,9 +4,13 @@
 //! conversion from Hugging Face's `attention_mask` (1 = real token) happens once, in
 //! `sequin-data`.
 
+use std::sync::Mutex;
+
 use burn::nn::Dropout;
 use burn::tensor::activation;
-use burn::tensor::{Bool, Tensor};
+use burn::tensor::{Bool, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::EncoderError;
@@ -73,6 +77,39 @@ impl Activation {
     }
 }
 
+static DROPOUT_RNG: Mutex<Option<ChaCha8Rng>> = Mutex::new(None);
+
+/// Seeds the generator of dropout masks (sequin's, not the backend's: one ChaCha8 stream,
+/// drawn 32 bits per element, much faster than a per-element distribution sampler).
+pub fn seed_dropout(seed: u64) {
+    *DROPOUT_RNG.lock().unwrap_or_else(|p| p.into_inner()) = Some(ChaCha8Rng::seed_from_u64(seed));
+}
+
+/// Inverted dropout with `d`'s probability, active only when `d` is in training mode and the
+/// tensor lives on an autodiff device (as burn's `Dropout::forward`).
+pub fn dropout<const D: usize>(d: &Dropout, x: Tensor<D>) -> Tensor<D> {
+    if !d.training.is_enabled() || !x.device().is_autodiff() || d.prob <= 0.0 {
+        return x;
+    }
+    let shape = x.shape();
+    let n = shape.num_elements();
+    let keep = 1.0 - d.prob;
+    let scale = (1.0 / keep) as f32;
+    let threshold = (keep * 4_294_967_296.0) as u64;
+    let mut bits = vec![0u32; n];
+    {
+        let mut guard = DROPOUT_RNG.lock().unwrap_or_else(|p| p.into_inner());
+        let rng = guard.get_or_insert_with(|| ChaCha8Rng::seed_from_u64(0));
+        rng.fill(&mut bits[..]);
+    }
+    let mask: Vec<f32> = bits
+        .into_iter()
+        .map(|b| if (b as u64) < threshold { scale } else { 0.0 })
+        .collect();
+    let mask = Tensor::<D>::from_data(TensorData::new(mask, shape), &x.device());
+    x * mask
+}
+
 /// The tanh approximation of GELU (HF `gelu_new`):
 /// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
 ///
@@ -100,9 +137,7 @@ pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
 /// Broadcasts a key pad mask `[batch, seq_k]` (true = pad) to `[batch, heads, seq_q, seq_k]`.
 pub fn expand_pad_mask(pad_mask: Tensor<2, Bool>, heads: usize, seq_q: usize) -> Tensor<4, Bool> {
     let [b, k] = pad_mask.dims();
-    pad_mask
-        .reshape([b, 1, 1, k])
-        .expand([b, heads, seq_q, k])
+    pad_mask.reshape([b, 1, 1, k]).expand([b, heads, seq_q, k])
 }
 
 /// Scaled dot-product attention as HF's eager implementation computes it:
@@ -130,5 +165,5 @@ pub fn attention(
         None => scores,
     };
     let probs = activation::softmax(scores, 3);
-    dropout.forward(probs).matmul(v)
+    self::dropout(dropout, probs).matmul(v)
 }

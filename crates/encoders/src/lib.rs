@@ -9,8 +9,8 @@
 pub mod bert;
 pub mod common;
 
-pub use bert::{BertConfig, BertModel};
 pub use EncoderError as Error;
+pub use bert::{BertConfig, BertModel};
 pub use common::Activation;
 
 /// Errors raised when a configuration cannot build a model.

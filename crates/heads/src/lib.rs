@@ -59,7 +59,11 @@ impl BertForSequenceClassification {
     }
 
     /// Builds a randomly initialised model from a config.
-    pub fn init(config: &BertConfig, num_labels: usize, device: &Device) -> Result<Self, EncoderError> {
+    pub fn init(
+        config: &BertConfig,
+        num_labels: usize,
+        device: &Device,
+    ) -> Result<Self, EncoderError> {
         Ok(Self::new(config.init(device)?, config, num_labels, device))
     }
 
@@ -78,7 +82,10 @@ impl BertForSequenceClassification {
         token_type_ids: Option<Tensor<2, Int>>,
         pad_mask: Option<Tensor<2, Bool>>,
     ) -> Tensor<2> {
-        let (_, pooled) = self.bert.forward_pooled(input_ids, token_type_ids, pad_mask);
-        self.classifier.forward(self.dropout.forward(pooled))
+        let (_, pooled) = self
+            .bert
+            .forward_pooled(input_ids, token_type_ids, pad_mask);
+        self.classifier
+            .forward(sequin_encoders::common::dropout(&self.dropout, pooled))
     }
 }

@@ -14,7 +14,9 @@ pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
 pub fn bce_with_logits(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
     let pos = log_sigmoid(logits.clone());
     let neg = log_sigmoid(logits.neg());
-    (targets.clone() * pos + (targets.neg() + 1.0) * neg).mean().neg()
+    (targets.clone() * pos + (targets.neg() + 1.0) * neg)
+        .mean()
+        .neg()
 }
 
 /// Mean squared error (regression).
@@ -30,7 +32,8 @@ mod tests {
     #[test]
     fn cross_entropy_matches_hand_computation() {
         let d = Device::flex();
-        let logits = Tensor::<2>::from_data(TensorData::from([[1.0f32, 2.0, 0.5], [0.0, 0.0, 0.0]]), &d);
+        let logits =
+            Tensor::<2>::from_data(TensorData::from([[1.0f32, 2.0, 0.5], [0.0, 0.0, 0.0]]), &d);
         let t = Tensor::<1, Int>::from_data(TensorData::from([1i64, 2]), &d);
         let got: f32 = cross_entropy(logits, t).into_scalar();
         let l0 = -(2.0f32 - (1f32.exp() + 2f32.exp() + 0.5f32.exp()).ln());

@@ -93,7 +93,11 @@ impl HfConfig {
         let architectures = raw
             .get("architectures")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
         Ok(Self {
             model_type,
@@ -114,7 +118,11 @@ impl HfConfig {
 
     /// The config to write for a trained classifier: the original keys, with `architectures`,
     /// `id2label`, `label2id` and `problem_type` set.
-    pub fn for_classifier(&self, labels: &[String], problem_type: ProblemType) -> Map<String, Value> {
+    pub fn for_classifier(
+        &self,
+        labels: &[String],
+        problem_type: ProblemType,
+    ) -> Map<String, Value> {
         let mut out = self.raw.clone();
         out.insert(
             "architectures".into(),
@@ -158,6 +166,9 @@ mod tests {
         let err = HfConfig::parse(r#"{"model_type": "gpt2"}"#, Path::new("x/config.json"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("gpt2") && err.contains("bert") && err.contains("x/config.json"), "{err}");
+        assert!(
+            err.contains("gpt2") && err.contains("bert") && err.contains("x/config.json"),
+            "{err}"
+        );
     }
 }

@@ -50,9 +50,10 @@ pub enum HfError {
         /// The supported types.
         supported: String,
     },
-    /// The safetensors file is corrupt or unreadable.
-    #[error("{path}: cannot read safetensors: {message}")]
-    Safetensors {
+    /// The weights file (`model.safetensors` or `pytorch_model.bin`) is missing, corrupt or
+    /// unreadable.
+    #[error("{path}: cannot read weights: {message}")]
+    Weights {
         /// The weights file.
         path: PathBuf,
         /// What the reader said.

@@ -3,8 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use burn_store::{ApplyError, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
-use safetensors::SafeTensors;
+use burn_store::{
+    ApplyError, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
+};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
 use sequin_heads::BertForSequenceClassification;
 
 use crate::{HfConfig, HfError, Result, io_err};
@@ -25,7 +28,11 @@ impl std::fmt::Display for LoadReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "loaded {} tensors", self.applied)?;
         if !self.newly_initialized.is_empty() {
-            write!(f, "; newly initialised: {}", self.newly_initialized.join(", "))?;
+            write!(
+                f,
+                "; newly initialised: {}",
+                self.newly_initialized.join(", ")
+            )?;
         }
         if !self.discarded.is_empty() {
             write!(f, "; not used: {}", self.discarded.join(", "))?;
@@ -45,12 +52,123 @@ fn to_hf_key(path: &str) -> String {
 }
 
 fn is_expected_unused(key: &str) -> bool {
-    key.ends_with("position_ids")
-        || key.starts_with("cls.")
-        || key.starts_with(DISCARDED)
+    key.ends_with("position_ids") || key.starts_with("cls.") || key.starts_with(DISCARDED)
 }
 
-/// Loads a BERT sequence classifier from an HF folder.
+/// The weights of a folder, read and checked, ready to apply.
+enum Weights {
+    Safetensors(SafetensorsStore),
+    Pytorch(PytorchStore),
+}
+
+/// Reads `model.safetensors` (converting float16/bfloat16 to float32), or else
+/// `pytorch_model.bin`. Returns the store, its file, its keys and the classifier's row count.
+fn open_weights(dir: &Path) -> Result<(Weights, PathBuf, Vec<String>, Option<usize>)> {
+    let st_path = dir.join("model.safetensors");
+    let pt_path = dir.join("pytorch_model.bin");
+    if !st_path.is_file() && pt_path.is_file() {
+        let mut probe = PytorchStore::from_file(&pt_path);
+        let wt_err = |e: burn_store::PytorchStoreError| HfError::Weights {
+            path: pt_path.clone(),
+            message: e.to_string(),
+        };
+        let keys = probe.keys().map_err(wt_err)?;
+        let head = probe
+            .get_tensor("classifier.weight")
+            .map_err(wt_err)?
+            .map(|t| t.shape.first().copied().unwrap_or(0) as usize);
+        return Ok((
+            Weights::Pytorch(PytorchStore::from_file(&pt_path)),
+            pt_path,
+            keys,
+            head,
+        ));
+    }
+    let path = st_path;
+    let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => HfError::Weights {
+            path: path.clone(),
+            message: "not found (nor pytorch_model.bin beside it)".into(),
+        },
+        _ => io_err(&path)(e),
+    })?;
+    let st_err = |message: String| HfError::Weights {
+        path: path.clone(),
+        message,
+    };
+    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| st_err(e.to_string()))?;
+    let mut keys: Vec<String> = tensors.names().into_iter().map(String::from).collect();
+    keys.sort();
+    let head = tensors
+        .tensor("classifier.weight")
+        .ok()
+        .map(|t| t.shape().first().copied().unwrap_or(0));
+    let mut needs_cast = false;
+    for name in &keys {
+        let t = tensors.tensor(name).map_err(|e| st_err(e.to_string()))?;
+        match t.dtype() {
+            Dtype::F32 => {}
+            Dtype::F16 | Dtype::BF16 => needs_cast = true,
+            _ if name.ends_with("position_ids") => {}
+            other => {
+                return Err(HfError::Tensor {
+                    path: path.clone(),
+                    tensor: name.clone(),
+                    message: format!("has dtype {other:?}; expected float32, float16 or bfloat16"),
+                });
+            }
+        }
+    }
+    let bytes = if needs_cast {
+        let widened: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = keys
+            .iter()
+            .map(|n| {
+                let t = tensors.tensor(n).expect("listed");
+                let data: Vec<u8> = match t.dtype() {
+                    Dtype::F16 => t
+                        .data()
+                        .chunks_exact(2)
+                        .flat_map(|b| {
+                            half::f16::from_le_bytes([b[0], b[1]])
+                                .to_f32()
+                                .to_le_bytes()
+                        })
+                        .collect(),
+                    Dtype::BF16 => t
+                        .data()
+                        .chunks_exact(2)
+                        .flat_map(|b| {
+                            half::bf16::from_le_bytes([b[0], b[1]])
+                                .to_f32()
+                                .to_le_bytes()
+                        })
+                        .collect(),
+                    _ => t.data().to_vec(),
+                };
+                let dtype = if matches!(t.dtype(), Dtype::F16 | Dtype::BF16) {
+                    Dtype::F32
+                } else {
+                    t.dtype()
+                };
+                (n.clone(), dtype, t.shape().to_vec(), data)
+            })
+            .collect();
+        let views = widened
+            .iter()
+            .map(|(n, d, s, b)| TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| st_err(e.to_string()))?;
+        safetensors::serialize(views, None).map_err(|e| st_err(e.to_string()))?
+    } else {
+        drop(tensors);
+        bytes
+    };
+    let store = SafetensorsStore::from_bytes(Some(bytes)).with_from_adapter(PyTorchToBurnAdapter);
+    Ok((Weights::Safetensors(store), path, keys, head))
+}
+
+/// Loads a BERT sequence classifier from an HF folder (`model.safetensors`, else
+/// `pytorch_model.bin`).
 ///
 /// - `num_labels`: the number of classes wanted. `None` takes the checkpoint's own head (and
 ///   fails if the folder is a bare encoder). When the folder's head has another label count,
@@ -64,30 +182,8 @@ pub fn load_bert_classifier(
     device: &Device,
 ) -> Result<(BertForSequenceClassification, HfConfig, LoadReport)> {
     let config = HfConfig::from_dir(dir)?;
-    let path = dir.join("model.safetensors");
-    let bytes = std::fs::read(&path).map_err(io_err(&path))?;
-    let st_err = |message: String| HfError::Safetensors {
-        path: path.clone(),
-        message,
-    };
-    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| st_err(e.to_string()))?;
-    let keys: Vec<String> = tensors.names().into_iter().map(String::from).collect();
+    let (weights, path, keys, ckpt_head) = open_weights(dir)?;
     let has_prefix = keys.iter().any(|k| k.starts_with("bert."));
-    let ckpt_head = tensors
-        .tensor("classifier.weight")
-        .ok()
-        .map(|t| t.shape().first().copied().unwrap_or(0));
-    for name in &keys {
-        let t = tensors.tensor(name).map_err(|e| st_err(e.to_string()))?;
-        if t.dtype() != safetensors::Dtype::F32 && !name.ends_with("position_ids") {
-            return Err(HfError::Tensor {
-                path: path.clone(),
-                tensor: name.clone(),
-                message: format!("has dtype {:?}; sequin loads float32 checkpoints", t.dtype()),
-            });
-        }
-    }
-    drop(tensors);
 
     let n = match (num_labels, ckpt_head, &config.labels) {
         (Some(n), _, _) => n,
@@ -110,29 +206,39 @@ pub fn load_bert_classifier(
     }
     let reinit_head = ckpt_head.is_some_and(|h| h != n);
 
-    let mut model = BertForSequenceClassification::init(&config.bert, n, device).map_err(
-        |source| HfError::Encoder {
-            path: dir.join("config.json"),
-            source,
-        },
-    )?;
-    let mut store = SafetensorsStore::from_bytes(Some(bytes))
-        .with_from_adapter(PyTorchToBurnAdapter)
-        .validate(false)
-        .allow_partial(true);
-    if !has_prefix {
-        store = store.with_key_remapping(r"^(embeddings|encoder|pooler)\.", "bert.$1.");
-    }
-    store = store.with_key_remapping(r"\.attention\.self\.", ".attention.self_attn.");
-    if reinit_head {
-        store = store.with_key_remapping(r"^classifier\.", format!("{DISCARDED}classifier."));
-    }
-    let result = model
-        .load_from(&mut store)
-        .map_err(|e| HfError::Safetensors {
-            path: path.clone(),
-            message: e.to_string(),
+    let mut model =
+        BertForSequenceClassification::init(&config.bert, n, device).map_err(|source| {
+            HfError::Encoder {
+                path: dir.join("config.json"),
+                source,
+            }
         })?;
+    // The same key remapping, whichever file format.
+    macro_rules! configure {
+        ($store:expr) => {{
+            let mut s = $store.validate(false).allow_partial(true);
+            if !has_prefix {
+                s = s.with_key_remapping(r"^(embeddings|encoder|pooler)\.", "bert.$1.");
+            }
+            s = s.with_key_remapping(r"\.attention\.self\.", ".attention.self_attn.");
+            if reinit_head {
+                s = s.with_key_remapping(r"^classifier\.", format!("{DISCARDED}classifier."));
+            }
+            s
+        }};
+    }
+    let load_err = |message: String| HfError::Weights {
+        path: path.clone(),
+        message,
+    };
+    let result = match weights {
+        Weights::Safetensors(st) => model
+            .load_from(&mut configure!(st))
+            .map_err(|e| load_err(e.to_string()))?,
+        Weights::Pytorch(pt) => model
+            .load_from(&mut configure!(pt))
+            .map_err(|e| load_err(e.to_string()))?,
+    };
 
     if let Some(e) = result.errors.first() {
         return Err(apply_error(&path, e));

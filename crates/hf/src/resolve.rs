@@ -6,7 +6,11 @@ use std::path::{Path, PathBuf};
 use crate::{HfError, Result};
 
 const FILES: &[&str] = &["config.json", "model.safetensors", "tokenizer.json"];
-const OPTIONAL: &[&str] = &["tokenizer_config.json", "vocab.txt", "special_tokens_map.json"];
+const OPTIONAL: &[&str] = &[
+    "tokenizer_config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+];
 
 /// Resolves `id` to a local model folder.
 ///

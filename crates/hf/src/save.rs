@@ -48,12 +48,10 @@ pub fn save_classifier_folder(
         .with_key_remapping(r"\.attention\.self_attn\.", ".attention.self.")
         .metadata("format", "pt")
         .overwrite(true);
-    model
-        .save_into(&mut store)
-        .map_err(|e| HfError::Safetensors {
-            path: weights.clone(),
-            message: e.to_string(),
-        })?;
+    model.save_into(&mut store).map_err(|e| HfError::Weights {
+        path: weights.clone(),
+        message: e.to_string(),
+    })?;
 
     let config = base.for_classifier(labels, problem_type);
     let text = serde_json::to_string_pretty(&Value::Object(config)).expect("json");

@@ -161,10 +161,7 @@ impl Tokenizer {
     /// Loads a `tokenizer.json` file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let config = path
-            .parent()
-            .map(read_tokenizer_config)
-            .unwrap_or_default();
+        let config = path.parent().map(read_tokenizer_config).unwrap_or_default();
         Self::from_file_with_config(path, &config)
     }
 
@@ -294,7 +291,9 @@ impl Tokenizer {
 
     fn configured(&self, opts: EncodeOptions, pad: bool) -> Result<tokenizers::Tokenizer> {
         if opts.max_length == 0 {
-            return Err(TokenizeError::Options("max_length must be at least 1".into()));
+            return Err(TokenizeError::Options(
+                "max_length must be at least 1".into(),
+            ));
         }
         if opts.pad_to_multiple_of == Some(0) {
             return Err(TokenizeError::Options(
@@ -354,7 +353,11 @@ impl Tokenizer {
     /// Encodes a batch of texts with optional pairs, truncated and padded to the longest row
     /// (rounded up to `pad_to_multiple_of`). Rows with `None` as pair are encoded as single
     /// texts, as transformers does.
-    pub fn encode_batch(&self, items: &[(&str, Option<&str>)], opts: EncodeOptions) -> Result<Batch> {
+    pub fn encode_batch(
+        &self,
+        items: &[(&str, Option<&str>)],
+        opts: EncodeOptions,
+    ) -> Result<Batch> {
         let tok = self.configured(opts, true)?;
         let inputs: Vec<tokenizers::EncodeInput> = items
             .iter()
@@ -378,7 +381,9 @@ impl Tokenizer {
         for e in &encs {
             debug_assert_eq!(e.len(), seq_len);
             batch.input_ids.extend_from_slice(e.get_ids());
-            batch.attention_mask.extend_from_slice(e.get_attention_mask());
+            batch
+                .attention_mask
+                .extend_from_slice(e.get_attention_mask());
             batch.token_type_ids.extend_from_slice(e.get_type_ids());
         }
         Ok(batch)
@@ -387,10 +392,13 @@ impl Tokenizer {
     /// Writes `tokenizer.json` (with no baked truncation or padding) into `dir`, atomically.
     pub fn save_json(&self, dir: impl AsRef<Path>) -> Result<()> {
         let path = dir.as_ref().join("tokenizer.json");
-        let json = self.inner.to_string(true).map_err(|e| TokenizeError::Save {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let json = self
+            .inner
+            .to_string(true)
+            .map_err(|e| TokenizeError::Save {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, json)
             .and_then(|_| std::fs::rename(&tmp, &path))
@@ -465,7 +473,13 @@ mod tests {
             pad_to_multiple_of: Some(4),
         };
         let b = tok
-            .encode_batch(&[("Hello worlds", None), ("the cat sat on the mat", Some("hello"))], opts)
+            .encode_batch(
+                &[
+                    ("Hello worlds", None),
+                    ("the cat sat on the mat", Some("hello")),
+                ],
+                opts,
+            )
             .unwrap();
         assert_eq!(b.rows, 2);
         assert_eq!(b.seq_len, 8, "6 rounded up to a multiple of 4");

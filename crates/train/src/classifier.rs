@@ -46,7 +46,9 @@ pub struct Classifier {
 pub(crate) fn length_order(records: &[Record]) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..records.len()).collect();
     idx.sort_by_key(|&i| {
-        std::cmp::Reverse(records[i].text.len() + records[i].text_pair.as_ref().map_or(0, |p| p.len()))
+        std::cmp::Reverse(
+            records[i].text.len() + records[i].text_pair.as_ref().map_or(0, |p| p.len()),
+        )
     });
     idx
 }
@@ -106,7 +108,12 @@ impl Classifier {
     }
 
     /// Logits `[n, num_labels]` for records, in the order given; batches are formed by length.
-    pub fn logits(&self, records: &[Record], opts: EncodeOptions, batch_size: usize) -> Result<Vec<Vec<f32>>> {
+    pub fn logits(
+        &self,
+        records: &[Record],
+        opts: EncodeOptions,
+        batch_size: usize,
+    ) -> Result<Vec<Vec<f32>>> {
         let mut out = vec![Vec::new(); records.len()];
         let order = length_order(records);
         for chunk in order.chunks(batch_size.max(1)) {
@@ -129,7 +136,12 @@ impl Classifier {
     }
 
     /// Predictions for records, in input order.
-    pub fn predict(&self, records: &[Record], opts: EncodeOptions, batch_size: usize) -> Result<Vec<Prediction>> {
+    pub fn predict(
+        &self,
+        records: &[Record],
+        opts: EncodeOptions,
+        batch_size: usize,
+    ) -> Result<Vec<Prediction>> {
         let logits = self.logits(records, opts, batch_size)?;
         Ok(logits
             .into_iter()
@@ -159,7 +171,16 @@ impl Classifier {
         batch_size: usize,
     ) -> Result<EvalMetrics> {
         let ids = self.labels.encode(records, path)?;
-        evaluate_model(&self.model, &self.tokenizer, records, &ids, self.labels.len(), opts, batch_size, &self.device)
+        evaluate_model(
+            &self.model,
+            &self.tokenizer,
+            records,
+            &ids,
+            self.labels.len(),
+            opts,
+            batch_size,
+            &self.device,
+        )
     }
 
     /// Reads a data file with these columns.
@@ -190,7 +211,11 @@ pub(crate) fn evaluate_model(
         let targets = b.labels.expect("labelled");
         let loss: f32 = loss::cross_entropy(logits.clone(), targets).into_scalar();
         conf.add_loss(loss as f64 * chunk.len() as f64);
-        let preds: Vec<i64> = logits.argmax(1).into_data().try_into_vec_as().expect("int argmax");
+        let preds: Vec<i64> = logits
+            .argmax(1)
+            .into_data()
+            .try_into_vec_as()
+            .expect("int argmax");
         for (p, t) in preds.iter().zip(&ids) {
             conf.add(*t, *p as usize);
         }

@@ -36,6 +36,9 @@ fn d_max_len() -> usize {
 fn d_seed() -> u64 {
     42
 }
+fn d_true() -> bool {
+    true
+}
 fn d_clip() -> f64 {
     1.0
 }
@@ -100,6 +103,9 @@ pub struct TrainConfig {
     /// Stop after this many optimizer steps (for smoke tests); `None` = all epochs.
     #[serde(default)]
     pub max_steps: Option<usize>,
+    /// Form training batches of similar length (less padding, same examples per epoch).
+    #[serde(default = "d_true")]
+    pub group_by_length: bool,
     /// Cap the number of training examples (first N after a seeded shuffle).
     #[serde(default)]
     pub max_train_samples: Option<usize>,
@@ -107,7 +113,11 @@ pub struct TrainConfig {
 
 impl TrainConfig {
     /// A config with defaults for everything but the paths.
-    pub fn new(model: impl Into<String>, train: impl Into<PathBuf>, output: impl Into<PathBuf>) -> Self {
+    pub fn new(
+        model: impl Into<String>,
+        train: impl Into<PathBuf>,
+        output: impl Into<PathBuf>,
+    ) -> Self {
         serde_json::from_value(serde_json::json!({
             "model": model.into(),
             "train": train.into(),
@@ -129,13 +139,22 @@ impl TrainConfig {
             return bad(format!("--lr must be positive, got {}", self.lr));
         }
         if !(0.0..1.0).contains(&self.warmup_ratio) {
-            return bad(format!("--warmup-ratio must be in [0, 1), got {}", self.warmup_ratio));
+            return bad(format!(
+                "--warmup-ratio must be in [0, 1), got {}",
+                self.warmup_ratio
+            ));
         }
         if !(self.weight_decay >= 0.0) {
-            return bad(format!("--weight-decay must be >= 0, got {}", self.weight_decay));
+            return bad(format!(
+                "--weight-decay must be >= 0, got {}",
+                self.weight_decay
+            ));
         }
         if self.max_length < 2 {
-            return bad(format!("--max-length must be at least 2, got {}", self.max_length));
+            return bad(format!(
+                "--max-length must be at least 2, got {}",
+                self.max_length
+            ));
         }
         Ok(())
     }

@@ -59,9 +59,19 @@ impl Confusion {
         let f1 = (0..self.k)
             .map(|c| {
                 let tp = self.get(c, c) as f64;
-                let fp: f64 = (0..self.k).filter(|&t| t != c).map(|t| self.get(t, c) as f64).sum();
-                let fn_: f64 = (0..self.k).filter(|&p| p != c).map(|p| self.get(c, p) as f64).sum();
-                if tp == 0.0 { 0.0 } else { 2.0 * tp / (2.0 * tp + fp + fn_) }
+                let fp: f64 = (0..self.k)
+                    .filter(|&t| t != c)
+                    .map(|t| self.get(t, c) as f64)
+                    .sum();
+                let fn_: f64 = (0..self.k)
+                    .filter(|&p| p != c)
+                    .map(|p| self.get(c, p) as f64)
+                    .sum();
+                if tp == 0.0 {
+                    0.0
+                } else {
+                    2.0 * tp / (2.0 * tp + fp + fn_)
+                }
             })
             .sum::<f64>()
             / self.k.max(1) as f64;

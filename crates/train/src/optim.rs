@@ -1,8 +1,8 @@
 //! The optimizer as transformers' `Trainer` sets it up.
 
+use burn::module::ParamGroup;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
-use burn::module::ParamGroup;
 use burn::tensor::Tensor;
 
 /// AdamW (β = 0.9/0.999, ε = 1e-8) with `weight_decay` on weight matrices and none on biases
@@ -19,7 +19,10 @@ pub fn adamw<M: Module>(model: &M, weight_decay: f64) -> ModuleOptimizer {
     }
     let mut no_decay = OneD::default();
     model.visit(&mut no_decay);
-    let base = AdamWConfig::new().with_epsilon(1e-8).with_beta_1(0.9).with_beta_2(0.999);
+    let base = AdamWConfig::new()
+        .with_epsilon(1e-8)
+        .with_beta_1(0.9)
+        .with_beta_2(0.999);
     base.clone()
         .with_weight_decay(weight_decay as f32)
         .init()
@@ -65,7 +68,10 @@ pub fn clip_global_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_n
     let norm = (acc.into_scalar::<f32>() as f64).sqrt();
     let coef = max_norm / (norm + 1e-6);
     if coef < 1.0 {
-        model.visit(&mut Scale { grads, factor: coef });
+        model.visit(&mut Scale {
+            grads,
+            factor: coef,
+        });
     }
     norm
 }

@@ -7,7 +7,9 @@ use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
-use sequin_data::{EncodedBatch, LabelMap, Record, read_records, shuffled_indices};
+use sequin_data::{
+    EncodedBatch, LabelMap, Record, length_grouped_batches, read_records, shuffled_indices,
+};
 use sequin_heads::{BertForSequenceClassification, ProblemType, loss};
 use sequin_hf::{load_bert_classifier, resolve, save_classifier_folder, write_atomic};
 use sequin_tokenize::{EncodeOptions, Tokenizer};
@@ -98,7 +100,11 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
     let labels = LabelMap::from_train(&train_recs, &cfg.train)?;
     if let Some(n) = cfg.max_train_samples {
         let order = shuffled_indices(train_recs.len(), cfg.seed, usize::MAX);
-        train_recs = order.into_iter().take(n).map(|i| train_recs[i].clone()).collect();
+        train_recs = order
+            .into_iter()
+            .take(n)
+            .map(|i| train_recs[i].clone())
+            .collect();
     }
     let train_ids = labels.encode(&train_recs, &cfg.train)?;
     let val = match &cfg.validation {
@@ -120,7 +126,9 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
 
     let ad = device.clone().autodiff();
     ad.seed(cfg.seed);
-    let (mut model, base_config, report) = load_bert_classifier(&model_dir, Some(labels.len()), &ad)?;
+    sequin_encoders::common::seed_dropout(cfg.seed);
+    let (mut model, base_config, report) =
+        load_bert_classifier(&model_dir, Some(labels.len()), &ad)?;
     if cfg.max_length > base_config.bert.max_position_embeddings {
         return Err(TrainError::Config(format!(
             "--max-length {} exceeds the model's max_position_embeddings {}",
@@ -136,6 +144,10 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
         pad_to_multiple_of: cfg.pad_to_multiple_of,
     };
     let n = train_recs.len();
+    let lengths: Vec<usize> = train_recs
+        .iter()
+        .map(|r| r.text.len() + r.text_pair.as_ref().map_or(0, String::len))
+        .collect();
     let steps_per_epoch = n.div_ceil(cfg.batch_size);
     let total = cfg
         .max_steps
@@ -162,11 +174,21 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
     };
 
     'epochs: for epoch in 1..=cfg.epochs {
-        let order = shuffled_indices(n, cfg.seed, epoch);
-        let pb = bar(steps_per_epoch.min(total - step) as u64, &format!("epoch {epoch}/{}", cfg.epochs));
+        let batches: Vec<Vec<usize>> = if cfg.group_by_length {
+            length_grouped_batches(&lengths, cfg.batch_size, cfg.seed, epoch)
+        } else {
+            shuffled_indices(n, cfg.seed, epoch)
+                .chunks(cfg.batch_size)
+                .map(<[usize]>::to_vec)
+                .collect()
+        };
+        let pb = bar(
+            steps_per_epoch.min(total - step) as u64,
+            &format!("epoch {epoch}/{}", cfg.epochs),
+        );
         let t0 = Instant::now();
         let (mut loss_sum, mut seen) = (0.0f64, 0usize);
-        for chunk in order.chunks(cfg.batch_size) {
+        for chunk in &batches {
             if step >= total {
                 pb.finish_and_clear();
                 break 'epochs;
@@ -178,7 +200,10 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
             let loss = loss::cross_entropy(logits, b.labels.expect("labelled"));
             let loss_val: f32 = loss.clone().into_scalar();
             if !loss_val.is_finite() {
-                return Err(TrainError::Diverged { step, loss: loss_val });
+                return Err(TrainError::Diverged {
+                    step,
+                    loss: loss_val,
+                });
             }
             let mut grads = GradientsParams::from_grads(loss.backward(), &model);
             if cfg.max_grad_norm > 0.0 {
@@ -190,11 +215,21 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
             loss_sum += loss_val as f64 * chunk.len() as f64;
             seen += chunk.len();
             pb.inc(1);
-            pb.set_prefix(format!(
+            let status = format!(
                 "loss {:.4} | {:.1} samples/s",
                 loss_sum / seen as f64,
                 seen as f64 / t0.elapsed().as_secs_f64()
-            ));
+            );
+            // Without a terminal the bar is hidden: log a line every tenth of an epoch.
+            let every = (steps_per_epoch / 10).max(1);
+            if pb.is_hidden() && (pb.position() as usize).is_multiple_of(every) {
+                eprintln!(
+                    "epoch {epoch} step {}/{}: {status}",
+                    pb.position(),
+                    pb.length().unwrap_or(0)
+                );
+            }
+            pb.set_prefix(status);
         }
         pb.finish_and_clear();
         let samples_per_s = seen as f64 / t0.elapsed().as_secs_f64();
@@ -242,18 +277,16 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
     let best_epoch = best.map_or(0, |b| b.1);
 
     let test_metrics = match &test {
-        Some((r, ids)) => {
-            Some(evaluate_model(
-                &kept,
-                &tokenizer,
-                r,
-                ids,
-                labels.len(),
-                opts,
-                cfg.eval_batch_size,
-                device,
-            )?)
-        }
+        Some((r, ids)) => Some(evaluate_model(
+            &kept,
+            &tokenizer,
+            r,
+            ids,
+            labels.len(),
+            opts,
+            cfg.eval_batch_size,
+            device,
+        )?),
         None => None,
     };
     let summary = TrainSummary {
@@ -269,8 +302,17 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
     let json = serde_json::json!({ "config": cfg, "summary": &summary });
     write_atomic(
         &cfg.output.join("sequin_train.json"),
-        serde_json::to_string_pretty(&json).expect("json").as_bytes(),
+        serde_json::to_string_pretty(&json)
+            .expect("json")
+            .as_bytes(),
     )?;
-    let classifier = Classifier::from_parts(kept, tokenizer, labels, base_config, cfg.output.clone(), device);
+    let classifier = Classifier::from_parts(
+        kept,
+        tokenizer,
+        labels,
+        base_config,
+        cfg.output.clone(),
+        device,
+    );
     Ok((summary, classifier))
 }
