@@ -2,7 +2,8 @@
 
 use burn::tensor::{Device, Tensor};
 use sequin_data::{EncodedBatch, Record};
-use sequin_hf::load_bert_classifier;
+use sequin_heads::SequenceClassifier;
+use sequin_hf::{ArchConfig, load_classifier};
 use sequin_tokenize::{EncodeOptions, Tokenizer};
 use sequin_train::Classifier;
 
@@ -175,8 +176,11 @@ fn bert_model_without_prefix_matches_hidden_states() {
     let device = Device::flex();
     let dir = fixture("bert-tiny-base");
     // A bare BertModel: the head is new and reported as such; the pooler is loaded.
-    let (model, cfg, report) = load_bert_classifier(&dir, Some(2), &device).unwrap();
-    assert_eq!(cfg.bert.hidden_act, "gelu_new");
+    let (model, cfg, report) = load_classifier(&dir, Some(2), &device).unwrap();
+    let (ArchConfig::Bert(cfg), SequenceClassifier::Bert(model)) = (cfg.arch, model) else {
+        panic!("not BERT")
+    };
+    assert_eq!(cfg.hidden_act, "gelu_new");
     assert_eq!(
         report.newly_initialized,
         ["classifier.bias", "classifier.weight"]
@@ -205,7 +209,7 @@ fn bert_model_without_prefix_matches_hidden_states() {
     let mask: Vec<bool> = b.pad_mask.into_data().try_into_vec_as().unwrap();
     let got: Vec<f32> = hidden.into_data().try_into_vec_as().unwrap();
     let want = flat_f32(&fx["base_last_hidden_state"]);
-    let h = cfg.bert.hidden_size;
+    let h = cfg.hidden_size;
     let mut diff = 0f32;
     for (pos, pad) in mask.iter().enumerate() {
         if !pad {
@@ -234,7 +238,10 @@ fn minilm_real_weights_match_hidden_states() {
     }
     let fx = read_json(&fixture("minilm.json"));
     let device = Device::flex();
-    let (model, _, report) = load_bert_classifier(&dir, Some(2), &device).unwrap();
+    let (model, _, report) = load_classifier(&dir, Some(2), &device).unwrap();
+    let SequenceClassifier::Bert(model) = model else {
+        panic!("not BERT")
+    };
     assert_eq!(report.discarded, ["embeddings.position_ids"]);
     let ids = u32s(&fx["batch"]["input_ids"]);
     let types = u32s(&fx["batch"]["token_type_ids"]);
@@ -268,4 +275,84 @@ fn minilm_real_weights_match_hidden_states() {
     let got: Vec<f32> = pooled.into_data().try_into_vec_as().unwrap();
     let diff = max_abs_diff(&got, &flat_f32(&fx["pooler_output"]));
     assert!(diff < 1e-4, "MiniLM pooler differs by {diff}");
+}
+
+/// A family's fixture: token ids exactly, batched and per-row logits within 1e-4.
+fn family_parity(name: &str, dir: &str) {
+    let fx = read_json(&fixture(&format!("{name}.json")));
+    let inputs = read_json(&fixture("parity.json"));
+    let device = Device::flex();
+    let c = Classifier::load(&fixture(dir), &device).unwrap();
+    assert!(c.report.newly_initialized.is_empty(), "{}", c.report);
+    let recs = records(&inputs);
+    let max_length = fx["max_length"].as_u64().unwrap() as usize;
+    let opts = EncodeOptions {
+        max_length,
+        pad_to_multiple_of: None,
+    };
+    for (i, (r, want)) in recs.iter().zip(fx["rows"].as_array().unwrap()).enumerate() {
+        let got = c
+            .tokenizer
+            .encode(&r.text, r.text_pair.as_deref(), opts)
+            .unwrap();
+        assert_eq!(
+            got.input_ids,
+            u32s(&want["input_ids"]),
+            "{name} input_ids of row {i}: {:?}",
+            r.text
+        );
+        assert_eq!(
+            got.attention_mask,
+            u32s(&want["attention_mask"]),
+            "{name} mask of row {i}"
+        );
+        if !want["token_type_ids"].is_null() {
+            assert_eq!(
+                got.token_type_ids,
+                u32s(&want["token_type_ids"]),
+                "{name} types of row {i}"
+            );
+        }
+    }
+    let refs: Vec<&Record> = recs.iter().collect();
+    let b = EncodedBatch::new(
+        &c.tokenizer,
+        &refs,
+        None,
+        EncodeOptions {
+            max_length,
+            pad_to_multiple_of: Some(8),
+        },
+        &device,
+    )
+    .unwrap();
+    let ids: Vec<i64> = b.input_ids.clone().into_data().try_into_vec_as().unwrap();
+    let want: Vec<i64> = u32s(&fx["batch"]["input_ids"])
+        .into_iter()
+        .map(i64::from)
+        .collect();
+    assert_eq!(ids, want, "{name} padded batch ids");
+    let logits: Tensor<2> = c
+        .model
+        .forward(b.input_ids, Some(b.token_type_ids), Some(b.pad_mask));
+    let got: Vec<f32> = logits.into_data().try_into_vec_as().unwrap();
+    let diff = max_abs_diff(&got, &flat_f32(&fx["logits_batch"]));
+    assert!(diff < 1e-4, "{name} batched logits differ by {diff}");
+    let preds = c.predict(&recs, opts, 7).unwrap();
+    let got: Vec<f32> = preds.iter().flat_map(|p| p.logits.clone()).collect();
+    let diff = max_abs_diff(&got, &flat_f32(&fx["logits_single"]));
+    assert!(diff < 1e-4, "{name} per-row logits differ by {diff}");
+}
+
+/// RoBERTa: byte-level BPE, `<s> A </s></s> B </s>` pairs, positions from `padding_idx + 1`
+/// that skip padding, `classifier.dense → tanh → out_proj` head, no pooler.
+#[test]
+fn roberta_matches_transformers() {
+    family_parity("roberta", "roberta-tiny-cls");
+}
+
+/// DistilBERT: its own config names, no token types, `pre_classifier → ReLU → classifier`.
+#[test]
+fn distilbert_matches_transformers() {
+    family_parity("distilbert", "distilbert-tiny-cls");
 }

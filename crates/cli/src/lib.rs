@@ -237,10 +237,10 @@ fn train_config(a: TrainArgs) -> Result<TrainConfig> {
 
 fn encode_opts(c: &Classifier, max_length: Option<usize>) -> Result<EncodeOptions> {
     let max_length = max_length.unwrap_or_else(|| c.default_max_length());
-    if max_length > c.config.bert.max_position_embeddings {
+    if max_length > c.config.arch.max_length() {
         bail!(
-            "--max-length {max_length} exceeds the model's max_position_embeddings {}",
-            c.config.bert.max_position_embeddings
+            "--max-length {max_length} exceeds the {} positions the model's max_position_embeddings allows",
+            c.config.arch.max_length()
         );
     }
     Ok(EncodeOptions {

@@ -149,6 +149,22 @@ impl BertConfig {
 
     /// Builds a randomly initialised [`BertModel`] (with pooler).
     pub fn init(&self, device: &Device) -> Result<BertModel, EncoderError> {
+        let (embeddings, encoder) = self.init_parts(None, device)?;
+        Ok(BertModel {
+            embeddings,
+            encoder,
+            pooler: BertPooler {
+                dense: self.linear(self.hidden_size, self.hidden_size, device),
+            },
+        })
+    }
+
+    /// Embeddings and encoder stack, shared by BERT and RoBERTa.
+    pub(crate) fn init_parts(
+        &self,
+        padding_idx: Option<usize>,
+        device: &Device,
+    ) -> Result<(BertEmbeddings, BertEncoder), EncoderError> {
         let act = self.validate()?;
         let drop = DropoutConfig::new(self.hidden_dropout_prob).init();
         let h = self.hidden_size;
@@ -179,19 +195,17 @@ impl BertConfig {
                 },
             })
             .collect();
-        Ok(BertModel {
-            embeddings: BertEmbeddings {
+        Ok((
+            BertEmbeddings {
                 word_embeddings: self.embedding(self.vocab_size, device),
                 position_embeddings: self.embedding(self.max_position_embeddings, device),
                 token_type_embeddings: self.embedding(self.type_vocab_size.max(1), device),
                 LayerNorm: self.layer_norm(device),
                 dropout: drop,
+                padding_idx,
             },
-            encoder: BertEncoder { layer },
-            pooler: BertPooler {
-                dense: self.linear(h, h, device),
-            },
-        })
+            BertEncoder { layer },
+        ))
     }
 }
 
@@ -208,6 +222,9 @@ pub struct BertEmbeddings {
     pub LayerNorm: LayerNorm,
     /// Dropout (`hidden_dropout_prob`).
     pub dropout: Dropout,
+    /// How position ids are made: `None` counts from 0 (BERT); `Some(padding_idx)` counts
+    /// from `padding_idx + 1` over non-padding tokens only (RoBERTa).
+    pub padding_idx: Option<usize>,
 }
 
 impl BertEmbeddings {
@@ -221,9 +238,16 @@ impl BertEmbeddings {
     ) -> Tensor<3> {
         let [b, s] = input_ids.dims();
         let device = input_ids.device();
-        let positions = Tensor::<1, Int>::arange(0..s as i64, &device)
-            .reshape([1, s])
-            .expand([b, s]);
+        let positions = match self.padding_idx {
+            None => Tensor::<1, Int>::arange(0..s as i64, &device)
+                .reshape([1, s])
+                .expand([b, s]),
+            // transformers' create_position_ids_from_input_ids
+            Some(pad) => {
+                let real = input_ids.clone().not_equal_elem(pad as i64).int();
+                (real.clone().cumsum(1) * real).add_scalar(pad as i64)
+            }
+        };
         let types = token_type_ids.unwrap_or_else(|| Tensor::<2, Int>::zeros([b, s], &device));
         let x = self.word_embeddings.forward(input_ids)
             + self.token_type_embeddings.forward(types)
@@ -338,6 +362,17 @@ pub struct BertEncoder {
     pub layer: Vec<BertLayer>,
 }
 
+impl BertEncoder {
+    /// # Shapes
+    /// - x: `[batch, seq, hidden]`, pad_mask: `[batch, seq]` (true = pad)
+    pub fn forward(&self, mut x: Tensor<3>, pad_mask: Option<Tensor<2, Bool>>) -> Tensor<3> {
+        for layer in &self.layer {
+            x = layer.forward(x, pad_mask.clone());
+        }
+        x
+    }
+}
+
 /// `pooler`: dense + tanh on the first token.
 #[derive(Module, Debug)]
 pub struct BertPooler {
@@ -349,9 +384,7 @@ impl BertPooler {
     /// # Shapes
     /// - hidden: `[batch, seq, hidden]` → `[batch, hidden]`
     pub fn forward(&self, hidden: Tensor<3>) -> Tensor<2> {
-        let [b, _, h] = hidden.dims();
-        let first = hidden.slice([0..b, 0..1, 0..h]).reshape([b, h]);
-        tanh(self.dense.forward(first))
+        tanh(self.dense.forward(common::first_token(hidden)))
     }
 }
 
@@ -379,11 +412,8 @@ impl BertModel {
         token_type_ids: Option<Tensor<2, Int>>,
         pad_mask: Option<Tensor<2, Bool>>,
     ) -> Tensor<3> {
-        let mut x = self.embeddings.forward(input_ids, token_type_ids);
-        for layer in &self.encoder.layer {
-            x = layer.forward(x, pad_mask.clone());
-        }
-        x
+        let x = self.embeddings.forward(input_ids, token_type_ids);
+        self.encoder.forward(x, pad_mask)
     }
 
     /// Runs the encoder and the pooler: `(last_hidden_state, pooler_output)`.

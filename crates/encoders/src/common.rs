@@ -122,6 +122,12 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     x * (inner.tanh() + 1.0) * 0.5
 }
 
+/// The hidden state of the first token: `[batch, seq, hidden]` → `[batch, hidden]`.
+pub fn first_token(hidden: Tensor<3>) -> Tensor<2> {
+    let [b, _, h] = hidden.dims();
+    hidden.slice([0..b, 0..1, 0..h]).reshape([b, h])
+}
+
 /// Splits `[batch, seq, heads * head_dim]` into `[batch, heads, seq, head_dim]`.
 pub fn split_heads(x: Tensor<3>, heads: usize) -> Tensor<4> {
     let [b, s, d] = x.dims();

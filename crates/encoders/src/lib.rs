@@ -8,10 +8,14 @@
 
 pub mod bert;
 pub mod common;
+pub mod distilbert;
+pub mod roberta;
 
 pub use EncoderError as Error;
 pub use bert::{BertConfig, BertModel};
 pub use common::Activation;
+pub use distilbert::{DistilBertConfig, DistilBertModel};
+pub use roberta::{RobertaConfig, RobertaModel};
 
 /// Errors raised when a configuration cannot build a model.
 #[derive(Debug, thiserror::Error)]

@@ -9,8 +9,12 @@ pub mod loss;
 
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::tensor::activation::{relu, tanh};
 use burn::tensor::{Bool, Device, Int, Tensor};
-use sequin_encoders::{BertConfig, BertModel, EncoderError};
+use sequin_encoders::common::{dropout, first_token};
+use sequin_encoders::{
+    BertConfig, BertModel, DistilBertConfig, DistilBertModel, EncoderError, RobertaModel,
+};
 use serde::{Deserialize, Serialize};
 
 /// HF `problem_type`.
@@ -44,8 +48,11 @@ impl BertForSequenceClassification {
     /// A new classifier on top of `bert`, with a freshly initialised head (normal weights with
     /// `initializer_range`, zero bias, as transformers initialises it).
     pub fn new(bert: BertModel, config: &BertConfig, num_labels: usize, device: &Device) -> Self {
-        let mut classifier = config.linear(config.hidden_size, num_labels, device);
-        classifier.bias = Some(Param::from_tensor(Tensor::zeros([num_labels], device)));
+        let classifier = zero_bias(
+            config.linear(config.hidden_size, num_labels, device),
+            num_labels,
+            device,
+        );
         Self {
             bert,
             dropout: DropoutConfig::new(
@@ -85,7 +92,169 @@ impl BertForSequenceClassification {
         let (_, pooled) = self
             .bert
             .forward_pooled(input_ids, token_type_ids, pad_mask);
-        self.classifier
-            .forward(sequin_encoders::common::dropout(&self.dropout, pooled))
+        self.classifier.forward(dropout(&self.dropout, pooled))
+    }
+}
+
+/// `RobertaClassificationHead`: on `<s>`, dropout → `dense` → tanh → dropout → `out_proj`.
+#[derive(Module, Debug)]
+pub struct RobertaClassificationHead {
+    /// `classifier.dense`
+    pub dense: Linear,
+    /// Dropout (`classifier_dropout`, else `hidden_dropout_prob`), used twice.
+    pub dropout: Dropout,
+    /// `classifier.out_proj`
+    pub out_proj: Linear,
+}
+
+/// `transformers.RobertaForSequenceClassification` (also XLM-RoBERTa's).
+#[derive(Module, Debug)]
+pub struct RobertaForSequenceClassification {
+    /// `roberta`: the encoder, without pooler.
+    pub roberta: RobertaModel,
+    /// `classifier`
+    pub classifier: RobertaClassificationHead,
+}
+
+fn zero_bias(mut l: Linear, n: usize, device: &Device) -> Linear {
+    l.bias = Some(Param::from_tensor(Tensor::zeros([n], device)));
+    l
+}
+
+impl RobertaForSequenceClassification {
+    /// A fresh head on top of `roberta`.
+    pub fn new(
+        roberta: RobertaModel,
+        config: &BertConfig,
+        num_labels: usize,
+        device: &Device,
+    ) -> Self {
+        let h = config.hidden_size;
+        Self {
+            roberta,
+            classifier: RobertaClassificationHead {
+                dense: zero_bias(config.linear(h, h, device), h, device),
+                dropout: DropoutConfig::new(
+                    config
+                        .classifier_dropout
+                        .unwrap_or(config.hidden_dropout_prob),
+                )
+                .init(),
+                out_proj: zero_bias(config.linear(h, num_labels, device), num_labels, device),
+            },
+        }
+    }
+
+    /// Number of output logits.
+    pub fn num_labels(&self) -> usize {
+        self.classifier.out_proj.weight.dims()[1]
+    }
+
+    /// # Shapes
+    /// - input_ids, token_type_ids, pad_mask (true = pad): `[batch, seq]`
+    /// - output: logits `[batch, num_labels]`
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Option<Tensor<2, Int>>,
+        pad_mask: Option<Tensor<2, Bool>>,
+    ) -> Tensor<2> {
+        let x = first_token(self.roberta.forward(input_ids, token_type_ids, pad_mask));
+        let c = &self.classifier;
+        let x = tanh(c.dense.forward(dropout(&c.dropout, x)));
+        c.out_proj.forward(dropout(&c.dropout, x))
+    }
+}
+
+/// `transformers.DistilBertForSequenceClassification`: on `[CLS]`, `pre_classifier` → ReLU →
+/// dropout (`seq_classif_dropout`) → `classifier`.
+#[derive(Module, Debug)]
+pub struct DistilBertForSequenceClassification {
+    /// `distilbert`
+    pub distilbert: DistilBertModel,
+    /// `pre_classifier`
+    pub pre_classifier: Linear,
+    /// Dropout (`seq_classif_dropout`).
+    pub dropout: Dropout,
+    /// `classifier`
+    pub classifier: Linear,
+}
+
+impl DistilBertForSequenceClassification {
+    /// A fresh head on top of `distilbert`.
+    pub fn new(
+        distilbert: DistilBertModel,
+        config: &DistilBertConfig,
+        num_labels: usize,
+        device: &Device,
+    ) -> Self {
+        let d = config.dim;
+        Self {
+            distilbert,
+            pre_classifier: zero_bias(config.linear(d, d, device), d, device),
+            dropout: DropoutConfig::new(config.seq_classif_dropout).init(),
+            classifier: zero_bias(config.linear(d, num_labels, device), num_labels, device),
+        }
+    }
+
+    /// Number of output logits.
+    pub fn num_labels(&self) -> usize {
+        self.classifier.weight.dims()[1]
+    }
+
+    /// Token types are ignored: DistilBERT has none.
+    ///
+    /// # Shapes
+    /// - input_ids, pad_mask (true = pad): `[batch, seq]`
+    /// - output: logits `[batch, num_labels]`
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        pad_mask: Option<Tensor<2, Bool>>,
+    ) -> Tensor<2> {
+        let x = first_token(self.distilbert.forward(input_ids, pad_mask));
+        let x = relu(self.pre_classifier.forward(x));
+        self.classifier.forward(dropout(&self.dropout, x))
+    }
+}
+
+/// Any supported family's sequence classifier.
+#[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum SequenceClassifier {
+    /// BERT.
+    Bert(BertForSequenceClassification),
+    /// RoBERTa / XLM-RoBERTa.
+    Roberta(RobertaForSequenceClassification),
+    /// DistilBERT.
+    DistilBert(DistilBertForSequenceClassification),
+}
+
+impl SequenceClassifier {
+    /// Number of output logits.
+    pub fn num_labels(&self) -> usize {
+        match self {
+            Self::Bert(m) => m.num_labels(),
+            Self::Roberta(m) => m.num_labels(),
+            Self::DistilBert(m) => m.num_labels(),
+        }
+    }
+
+    /// Logits for a batch.
+    ///
+    /// # Shapes
+    /// - input_ids, token_type_ids, pad_mask (true = pad): `[batch, seq]`
+    /// - output: `[batch, num_labels]`
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Option<Tensor<2, Int>>,
+        pad_mask: Option<Tensor<2, Bool>>,
+    ) -> Tensor<2> {
+        match self {
+            Self::Bert(m) => m.forward(input_ids, token_type_ids, pad_mask),
+            Self::Roberta(m) => m.forward(input_ids, token_type_ids, pad_mask),
+            Self::DistilBert(m) => m.forward(input_ids, pad_mask),
+        }
     }
 }

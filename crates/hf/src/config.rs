@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use sequin_encoders::BertConfig;
+use sequin_encoders::{BertConfig, DistilBertConfig};
 use sequin_heads::ProblemType;
 use serde_json::{Map, Value};
 
@@ -12,14 +12,46 @@ use crate::{HfError, Result, io_err};
 /// Class names in id order (`id2label`).
 pub type LabelNames = Vec<String>;
 
+/// The architecture fields of a supported family.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ArchConfig {
+    /// `bert`
+    Bert(BertConfig),
+    /// `roberta`, `xlm-roberta` (BERT's fields; positions offset by `pad_token_id + 1`).
+    Roberta(BertConfig),
+    /// `distilbert`
+    DistilBert(DistilBertConfig),
+}
+
+impl ArchConfig {
+    /// The longest input, special tokens included, the position table allows.
+    pub fn max_length(&self) -> usize {
+        match self {
+            Self::Bert(c) => c.max_position_embeddings,
+            Self::Roberta(c) => c.roberta_max_length(),
+            Self::DistilBert(c) => c.max_position_embeddings,
+        }
+    }
+
+    /// transformers' class name for the sequence classifier of this family.
+    pub fn classifier_architecture(&self, model_type: &str) -> &'static str {
+        match (self, model_type) {
+            (Self::Bert(_), _) => "BertForSequenceClassification",
+            (Self::Roberta(_), "xlm-roberta") => "XLMRobertaForSequenceClassification",
+            (Self::Roberta(_), _) => "RobertaForSequenceClassification",
+            (Self::DistilBert(_), _) => "DistilBertForSequenceClassification",
+        }
+    }
+}
+
 /// A model folder's `config.json`: the typed fields sequin uses, plus every other key kept
 /// as it was.
 #[derive(Debug, Clone)]
 pub struct HfConfig {
     /// `model_type`, e.g. `bert`.
     pub model_type: String,
-    /// The BERT architecture fields.
-    pub bert: BertConfig,
+    /// The architecture fields.
+    pub arch: ArchConfig,
     /// `id2label` in id order, if the folder is a classifier.
     pub labels: Option<LabelNames>,
     /// `problem_type`.
@@ -31,7 +63,7 @@ pub struct HfConfig {
 }
 
 /// The model types this version can load.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert", "distilbert", "roberta", "xlm-roberta"];
 
 impl HfConfig {
     /// Reads `dir/config.json`.
@@ -61,9 +93,25 @@ impl HfConfig {
                 supported: SUPPORTED_MODEL_TYPES.join(", "),
             });
         }
-        let bert: BertConfig = serde_json::from_value(Value::Object(raw.clone()))
-            .map_err(|e| cfg_err(e.to_string()))?;
-        bert.validate().map_err(|e| cfg_err(e.to_string()))?;
+        let value = Value::Object(raw.clone());
+        let arch = match model_type.as_str() {
+            "distilbert" => {
+                let c: DistilBertConfig =
+                    serde_json::from_value(value).map_err(|e| cfg_err(e.to_string()))?;
+                c.validate().map_err(|e| cfg_err(e.to_string()))?;
+                ArchConfig::DistilBert(c)
+            }
+            t => {
+                let c: BertConfig =
+                    serde_json::from_value(value).map_err(|e| cfg_err(e.to_string()))?;
+                c.validate().map_err(|e| cfg_err(e.to_string()))?;
+                if t == "bert" {
+                    ArchConfig::Bert(c)
+                } else {
+                    ArchConfig::Roberta(c)
+                }
+            }
+        };
         let labels = match raw.get("id2label") {
             Some(Value::Object(m)) if !m.is_empty() => {
                 let mut by_id = BTreeMap::new();
@@ -101,7 +149,7 @@ impl HfConfig {
             .unwrap_or_default();
         Ok(Self {
             model_type,
-            bert,
+            arch,
             labels,
             problem_type,
             architectures,
@@ -126,7 +174,9 @@ impl HfConfig {
         let mut out = self.raw.clone();
         out.insert(
             "architectures".into(),
-            Value::Array(vec![Value::String("BertForSequenceClassification".into())]),
+            Value::Array(vec![Value::String(
+                self.arch.classifier_architecture(&self.model_type).into(),
+            )]),
         );
         out.insert(
             "id2label".into(),

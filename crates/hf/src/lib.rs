@@ -14,8 +14,8 @@ mod load;
 mod resolve;
 mod save;
 
-pub use config::{HfConfig, LabelNames};
-pub use load::{LoadReport, load_bert_classifier};
+pub use config::{ArchConfig, HfConfig, LabelNames, SUPPORTED_MODEL_TYPES};
+pub use load::{LoadReport, load_classifier};
 pub use resolve::resolve;
 pub use save::{save_classifier_folder, write_atomic};
 

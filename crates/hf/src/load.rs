@@ -8,9 +8,12 @@ use burn_store::{
 };
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
-use sequin_heads::BertForSequenceClassification;
+use sequin_heads::{
+    BertForSequenceClassification, DistilBertForSequenceClassification,
+    RobertaForSequenceClassification, SequenceClassifier,
+};
 
-use crate::{HfConfig, HfError, Result, io_err};
+use crate::{ArchConfig, HfConfig, HfError, Result, io_err};
 
 /// What a load did, beyond the tensors that were simply applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,13 +49,14 @@ const DISCARDED: &str = "sequin_discarded_head.";
 
 /// Turns a burn module path back into the HF checkpoint key.
 fn to_hf_key(path: &str) -> String {
-    path.replace(".attention.self_attn.", ".attention.self.")
-        .replace("LayerNorm.gamma", "LayerNorm.weight")
-        .replace("LayerNorm.beta", "LayerNorm.bias")
-}
-
-fn is_expected_unused(key: &str) -> bool {
-    key.ends_with("position_ids") || key.starts_with("cls.") || key.starts_with(DISCARDED)
+    let p = path.replace(".attention.self_attn.", ".attention.self.");
+    if let Some(stem) = p.strip_suffix(".gamma") {
+        format!("{stem}.weight")
+    } else if let Some(stem) = p.strip_suffix(".beta") {
+        format!("{stem}.bias")
+    } else {
+        p
+    }
 }
 
 /// The weights of a folder, read and checked, ready to apply.
@@ -63,7 +67,10 @@ enum Weights {
 
 /// Reads `model.safetensors` (converting float16/bfloat16 to float32), or else
 /// `pytorch_model.bin`. Returns the store, its file, its keys and the classifier's row count.
-fn open_weights(dir: &Path) -> Result<(Weights, PathBuf, Vec<String>, Option<usize>)> {
+fn open_weights(
+    dir: &Path,
+    head_rows: &str,
+) -> Result<(Weights, PathBuf, Vec<String>, Option<usize>)> {
     let st_path = dir.join("model.safetensors");
     let pt_path = dir.join("pytorch_model.bin");
     if !st_path.is_file() && pt_path.is_file() {
@@ -74,7 +81,7 @@ fn open_weights(dir: &Path) -> Result<(Weights, PathBuf, Vec<String>, Option<usi
         };
         let keys = probe.keys().map_err(wt_err)?;
         let head = probe
-            .get_tensor("classifier.weight")
+            .get_tensor(head_rows)
             .map_err(wt_err)?
             .map(|t| t.shape.first().copied().unwrap_or(0) as usize);
         return Ok((
@@ -100,7 +107,7 @@ fn open_weights(dir: &Path) -> Result<(Weights, PathBuf, Vec<String>, Option<usi
     let mut keys: Vec<String> = tensors.names().into_iter().map(String::from).collect();
     keys.sort();
     let head = tensors
-        .tensor("classifier.weight")
+        .tensor(head_rows)
         .ok()
         .map(|t| t.shape().first().copied().unwrap_or(0));
     let mut needs_cast = false;
@@ -167,23 +174,70 @@ fn open_weights(dir: &Path) -> Result<(Weights, PathBuf, Vec<String>, Option<usi
     Ok((Weights::Safetensors(store), path, keys, head))
 }
 
-/// Loads a BERT sequence classifier from an HF folder (`model.safetensors`, else
-/// `pytorch_model.bin`).
+/// Per-family key conventions.
+struct Family {
+    /// The base model's prefix in classifier checkpoints (`bert`, `roberta`, `distilbert`).
+    prefix: &'static str,
+    /// Top-level module names of a bare base-model checkpoint (keys without the prefix).
+    base_roots: &'static str,
+    /// Key prefixes of the classification head.
+    head: &'static [&'static str],
+    /// The head tensor whose first dimension is the label count.
+    head_rows: &'static str,
+    /// Key prefixes that may be absent and are then initialised afresh (besides the head).
+    fresh_ok: &'static [&'static str],
+    /// Key prefixes that a classifier ignores (pretraining heads, poolers it does not use).
+    ignored: &'static [&'static str],
+}
+
+fn family(arch: &ArchConfig) -> Family {
+    match arch {
+        ArchConfig::Bert(_) => Family {
+            prefix: "bert",
+            base_roots: "embeddings|encoder|pooler",
+            head: &["classifier."],
+            head_rows: "classifier.weight",
+            fresh_ok: &["bert.pooler."],
+            ignored: &["cls."],
+        },
+        ArchConfig::Roberta(_) => Family {
+            prefix: "roberta",
+            base_roots: "embeddings|encoder|pooler",
+            head: &["classifier."],
+            head_rows: "classifier.out_proj.weight",
+            fresh_ok: &[],
+            ignored: &["lm_head.", "roberta.pooler."],
+        },
+        ArchConfig::DistilBert(_) => Family {
+            prefix: "distilbert",
+            base_roots: "embeddings|transformer",
+            head: &["pre_classifier.", "classifier."],
+            head_rows: "classifier.weight",
+            fresh_ok: &[],
+            ignored: &["vocab_transform.", "vocab_layer_norm.", "vocab_projector."],
+        },
+    }
+}
+
+/// Loads a sequence classifier of any supported family from an HF folder
+/// (`model.safetensors`, else `pytorch_model.bin`).
 ///
 /// - `num_labels`: the number of classes wanted. `None` takes the checkpoint's own head (and
 ///   fails if the folder is a bare encoder). When the folder's head has another label count,
 ///   or there is no head, a fresh head is initialised and reported.
-/// - Keys may come with or without the `bert.` prefix; `position_ids` is skipped; pretraining
-///   heads (`cls.*`) are reported as not used.
+/// - Keys may come with or without the family prefix (`bert.`, `roberta.`, `distilbert.`);
+///   `position_ids` is skipped; pretraining heads are reported as not used.
 /// - Any other missing or unused tensor, and any shape mismatch, is an error naming it.
-pub fn load_bert_classifier(
+pub fn load_classifier(
     dir: &Path,
     num_labels: Option<usize>,
     device: &Device,
-) -> Result<(BertForSequenceClassification, HfConfig, LoadReport)> {
+) -> Result<(SequenceClassifier, HfConfig, LoadReport)> {
     let config = HfConfig::from_dir(dir)?;
-    let (weights, path, keys, ckpt_head) = open_weights(dir)?;
-    let has_prefix = keys.iter().any(|k| k.starts_with("bert."));
+    let fam = family(&config.arch);
+    let (weights, path, keys, ckpt_head) = open_weights(dir, fam.head_rows)?;
+    let prefix_dot = format!("{}.", fam.prefix);
+    let has_prefix = keys.iter().any(|k| k.starts_with(&prefix_dot));
 
     let n = match (num_labels, ckpt_head, &config.labels) {
         (Some(n), _, _) => n,
@@ -205,39 +259,75 @@ pub fn load_bert_classifier(
         });
     }
     let reinit_head = ckpt_head.is_some_and(|h| h != n);
+    let enc_err = |source| HfError::Encoder {
+        path: dir.join("config.json"),
+        source,
+    };
 
-    let mut model =
-        BertForSequenceClassification::init(&config.bert, n, device).map_err(|source| {
-            HfError::Encoder {
-                path: dir.join("config.json"),
-                source,
-            }
-        })?;
-    // The same key remapping, whichever file format.
+    // The same key remapping, whichever file format and family.
     macro_rules! configure {
         ($store:expr) => {{
             let mut s = $store.validate(false).allow_partial(true);
             if !has_prefix {
-                s = s.with_key_remapping(r"^(embeddings|encoder|pooler)\.", "bert.$1.");
+                s = s.with_key_remapping(
+                    format!(r"^({})\.", fam.base_roots),
+                    format!("{}.$1.", fam.prefix),
+                );
             }
             s = s.with_key_remapping(r"\.attention\.self\.", ".attention.self_attn.");
             if reinit_head {
-                s = s.with_key_remapping(r"^classifier\.", format!("{DISCARDED}classifier."));
+                for h in fam.head {
+                    s = s.with_key_remapping(
+                        format!("^{}", regex_escape(h)),
+                        format!("{DISCARDED}{h}"),
+                    );
+                }
             }
             s
         }};
     }
-    let load_err = |message: String| HfError::Weights {
-        path: path.clone(),
-        message,
-    };
-    let result = match weights {
-        Weights::Safetensors(st) => model
-            .load_from(&mut configure!(st))
-            .map_err(|e| load_err(e.to_string()))?,
-        Weights::Pytorch(pt) => model
-            .load_from(&mut configure!(pt))
-            .map_err(|e| load_err(e.to_string()))?,
+    macro_rules! apply {
+        ($model:expr) => {{
+            let mut m = $model;
+            let r = match weights {
+                Weights::Safetensors(st) => {
+                    m.load_from(&mut configure!(st)).map_err(|e| e.to_string())
+                }
+                Weights::Pytorch(pt) => m.load_from(&mut configure!(pt)).map_err(|e| e.to_string()),
+            }
+            .map_err(|message| HfError::Weights {
+                path: path.clone(),
+                message,
+            })?;
+            (m, r)
+        }};
+    }
+    let (model, result) = match &config.arch {
+        ArchConfig::Bert(c) => {
+            let (m, r) =
+                apply!(BertForSequenceClassification::init(c, n, device).map_err(enc_err)?);
+            (SequenceClassifier::Bert(m), r)
+        }
+        ArchConfig::Roberta(c) => {
+            let m = RobertaForSequenceClassification::new(
+                c.init_roberta(device).map_err(enc_err)?,
+                c,
+                n,
+                device,
+            );
+            let (m, r) = apply!(m);
+            (SequenceClassifier::Roberta(m), r)
+        }
+        ArchConfig::DistilBert(c) => {
+            let m = DistilBertForSequenceClassification::new(
+                c.init(device).map_err(enc_err)?,
+                c,
+                n,
+                device,
+            );
+            let (m, r) = apply!(m);
+            (SequenceClassifier::DistilBert(m), r)
+        }
     };
 
     if let Some(e) = result.errors.first() {
@@ -250,7 +340,11 @@ pub fn load_bert_classifier(
     let mut missing = Vec::new();
     for (p, _) in &result.missing {
         let key = to_hf_key(p);
-        let fresh_ok = key.starts_with("classifier.") || key.starts_with("bert.pooler.");
+        let fresh_ok = fam
+            .head
+            .iter()
+            .chain(fam.fresh_ok)
+            .any(|h| key.starts_with(h));
         if fresh_ok {
             report.newly_initialized.push(key);
         } else {
@@ -267,13 +361,21 @@ pub fn load_bert_classifier(
     for p in &result.unused {
         // Report the name as the checkpoint spells it.
         let mut key = to_hf_key(p);
+        let discarded_head = key.starts_with(DISCARDED);
         if let Some(k) = key.strip_prefix(DISCARDED) {
             key = k.to_string();
         }
-        if !has_prefix && let Some(k) = key.strip_prefix("bert.") {
+        if !has_prefix && let Some(k) = key.strip_prefix(&prefix_dot) {
             key = k.to_string();
         }
-        if is_expected_unused(p) {
+        let expected = discarded_head
+            || key.ends_with("position_ids")
+            || fam
+                .ignored
+                .iter()
+                .any(|i| key.starts_with(i) || to_hf_key(p).starts_with(i))
+            || (!has_prefix && fam.prefix == "roberta" && key.starts_with("pooler."));
+        if expected {
             report.discarded.push(key);
         } else {
             unused.push(key);
@@ -288,6 +390,10 @@ pub fn load_bert_classifier(
     report.newly_initialized.sort();
     report.discarded.sort();
     Ok((model, config, report))
+}
+
+fn regex_escape(s: &str) -> String {
+    s.replace('.', "\\.")
 }
 
 fn apply_error(path: &PathBuf, e: &ApplyError) -> HfError {

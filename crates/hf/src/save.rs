@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::Path;
 
 use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
-use sequin_heads::{BertForSequenceClassification, ProblemType};
+use sequin_heads::{ProblemType, SequenceClassifier};
 use sequin_tokenize::Tokenizer;
 use serde_json::{Map, Value};
 
@@ -34,7 +34,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// `tokenizer.json` and `tokenizer_config.json`. Every file is written atomically.
 pub fn save_classifier_folder(
     dir: &Path,
-    model: &BertForSequenceClassification,
+    model: &SequenceClassifier,
     base: &HfConfig,
     labels: &[String],
     problem_type: ProblemType,
@@ -48,7 +48,12 @@ pub fn save_classifier_folder(
         .with_key_remapping(r"\.attention\.self_attn\.", ".attention.self.")
         .metadata("format", "pt")
         .overwrite(true);
-    model.save_into(&mut store).map_err(|e| HfError::Weights {
+    match model {
+        SequenceClassifier::Bert(m) => m.save_into(&mut store),
+        SequenceClassifier::Roberta(m) => m.save_into(&mut store),
+        SequenceClassifier::DistilBert(m) => m.save_into(&mut store),
+    }
+    .map_err(|e| HfError::Weights {
         path: weights.clone(),
         message: e.to_string(),
     })?;

@@ -6,8 +6,8 @@ use burn::module::Module;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 use sequin_data::{Columns, EncodedBatch, LabelMap, Record, read_records};
-use sequin_heads::{BertForSequenceClassification, loss};
-use sequin_hf::{HfConfig, LoadReport, load_bert_classifier};
+use sequin_heads::{SequenceClassifier, loss};
+use sequin_hf::{HfConfig, LoadReport, load_classifier};
 use sequin_tokenize::{EncodeOptions, Tokenizer};
 use serde::Serialize;
 
@@ -28,7 +28,7 @@ pub struct Prediction {
 /// A sequence classifier with its tokenizer and label names, ready for inference.
 pub struct Classifier {
     /// The model (inference mode: dropout off, no autodiff).
-    pub model: BertForSequenceClassification,
+    pub model: SequenceClassifier,
     /// Its tokenizer.
     pub tokenizer: Tokenizer,
     /// Class names in id order.
@@ -56,7 +56,7 @@ pub(crate) fn length_order(records: &[Record]) -> Vec<usize> {
 impl Classifier {
     /// Loads a sequence-classification folder (as sequin or transformers saved it).
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        let (model, config, report) = load_bert_classifier(dir, None, device)?;
+        let (model, config, report) = load_classifier(dir, None, device)?;
         let tokenizer = Tokenizer::from_dir(dir)?;
         let n = model.num_labels();
         let names = match &config.labels {
@@ -76,7 +76,7 @@ impl Classifier {
 
     /// Wraps an in-memory model.
     pub fn from_parts(
-        model: BertForSequenceClassification,
+        model: SequenceClassifier,
         tokenizer: Tokenizer,
         labels: LabelMap,
         config: HfConfig,
@@ -102,9 +102,7 @@ impl Classifier {
             .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
             .and_then(|v| v.get("model_max_length").and_then(|m| m.as_u64()))
             .map(|m| m as usize);
-        from_tok
-            .unwrap_or(128)
-            .min(self.config.bert.max_position_embeddings)
+        from_tok.unwrap_or(128).min(self.config.arch.max_length())
     }
 
     /// Logits `[n, num_labels]` for records, in the order given; batches are formed by length.
@@ -193,7 +191,7 @@ impl Classifier {
 /// and a loss sum are kept).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn evaluate_model(
-    model: &BertForSequenceClassification,
+    model: &SequenceClassifier,
     tokenizer: &Tokenizer,
     records: &[Record],
     label_ids: &[usize],

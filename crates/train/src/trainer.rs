@@ -10,8 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sequin_data::{
     EncodedBatch, LabelMap, Record, length_grouped_batches, read_records, shuffled_indices,
 };
-use sequin_heads::{BertForSequenceClassification, ProblemType, loss};
-use sequin_hf::{load_bert_classifier, resolve, save_classifier_folder, write_atomic};
+use sequin_heads::{ProblemType, SequenceClassifier, loss};
+use sequin_hf::{load_classifier, resolve, save_classifier_folder, write_atomic};
 use sequin_tokenize::{EncodeOptions, Tokenizer};
 use serde::Serialize;
 
@@ -127,12 +127,12 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
     let ad = device.clone().autodiff();
     ad.seed(cfg.seed);
     sequin_encoders::common::seed_dropout(cfg.seed);
-    let (mut model, base_config, report) =
-        load_bert_classifier(&model_dir, Some(labels.len()), &ad)?;
-    if cfg.max_length > base_config.bert.max_position_embeddings {
+    let (mut model, base_config, report) = load_classifier(&model_dir, Some(labels.len()), &ad)?;
+    if cfg.max_length > base_config.arch.max_length() {
         return Err(TrainError::Config(format!(
-            "--max-length {} exceeds the model's max_position_embeddings {}",
-            cfg.max_length, base_config.bert.max_position_embeddings
+            "--max-length {} exceeds the {} positions the model's max_position_embeddings allows",
+            cfg.max_length,
+            base_config.arch.max_length()
         )));
     }
     eprintln!("model {}: {report}", model_dir.display());
@@ -158,9 +158,9 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
     let mut step = 0usize;
     let mut epochs = Vec::new();
     let mut best: Option<(f64, usize)> = None;
-    let mut kept: Option<BertForSequenceClassification> = None;
+    let mut kept: Option<SequenceClassifier> = None;
     let started = Instant::now();
-    let save = |m: &BertForSequenceClassification| -> Result<()> {
+    let save = |m: &SequenceClassifier| -> Result<()> {
         save_classifier_folder(
             &cfg.output,
             m,
