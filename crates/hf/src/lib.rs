@@ -16,7 +16,7 @@ mod save;
 
 pub use config::{ArchConfig, HfConfig, LabelNames, SUPPORTED_MODEL_TYPES};
 pub use load::{LoadReport, load_classifier};
-pub use resolve::resolve;
+pub use resolve::{ResolveOptions, resolve, resolve_with};
 pub use save::{save_classifier_folder, write_atomic};
 
 use std::path::PathBuf;
