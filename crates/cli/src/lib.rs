@@ -236,7 +236,7 @@ fn train_config(a: TrainArgs) -> Result<TrainConfig> {
 }
 
 fn encode_opts(c: &Classifier, max_length: Option<usize>) -> Result<EncodeOptions> {
-    let max_length = max_length.unwrap_or_else(|| c.default_max_length());
+    let max_length = max_length.unwrap_or(c.policy.max_length);
     if max_length > c.config.arch.max_length() {
         bail!(
             "--max-length {max_length} exceeds the {} positions the model's max_position_embeddings allows",

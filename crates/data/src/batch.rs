@@ -4,7 +4,7 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use sequin_tokenize::{EncodeOptions, Tokenizer};
+use sequin_tokenize::{EncodeOptions, Encoded, LongText, Tokenizer};
 
 use crate::{Record, Result};
 
@@ -17,8 +17,11 @@ pub struct EncodedBatch {
     pub token_type_ids: Tensor<2, Int>,
     /// `[batch, seq]`, `true` = padding (burn convention).
     pub pad_mask: Tensor<2, Bool>,
-    /// `[batch]` class ids, when the records were labelled.
+    /// `[documents]` class ids, when the records were labelled.
     pub labels: Option<Tensor<1, Int>>,
+    /// Rows per document, in order, when a document was split into several windows
+    /// (`None`: one row per document).
+    pub chunks: Option<Vec<usize>>,
 }
 
 /// HF attention mask (1 = real token) → burn pad mask (`true` = padding).
@@ -53,7 +56,47 @@ impl EncodedBatch {
             .map(|r| (r.text.as_str(), r.text_pair.as_deref()))
             .collect();
         let b = tokenizer.encode_batch(&items, opts)?;
-        Ok(Self {
+        Ok(Self::from_padded(&b, labels, None, device))
+    }
+
+    /// As [`EncodedBatch::new`], under a long-text policy: with `chunk`, a document becomes
+    /// several rows and [`EncodedBatch::chunks`] says how many.
+    pub fn new_long(
+        tokenizer: &Tokenizer,
+        records: &[&Record],
+        labels: Option<&[usize]>,
+        opts: EncodeOptions,
+        policy: LongText,
+        device: &Device,
+    ) -> Result<Self> {
+        if policy == LongText::Truncate {
+            return Self::new(tokenizer, records, labels, opts, device);
+        }
+        let mut rows: Vec<Encoded> = Vec::with_capacity(records.len());
+        let mut chunks = Vec::with_capacity(records.len());
+        for r in records {
+            let e = tokenizer.encode_long(&r.text, r.text_pair.as_deref(), opts, policy)?;
+            chunks.push(e.len());
+            rows.extend(e);
+        }
+        let refs: Vec<&Encoded> = rows.iter().collect();
+        let b = tokenizer.pad(&refs, opts.pad_to_multiple_of);
+        let split = matches!(policy, LongText::Chunk { .. });
+        Ok(Self::from_padded(
+            &b,
+            labels,
+            split.then_some(chunks),
+            device,
+        ))
+    }
+
+    fn from_padded(
+        b: &sequin_tokenize::Batch,
+        labels: Option<&[usize]>,
+        chunks: Option<Vec<usize>>,
+        device: &Device,
+    ) -> Self {
+        Self {
             input_ids: int_tensor(&b.input_ids, b.rows, b.seq_len, device),
             token_type_ids: int_tensor(&b.token_type_ids, b.rows, b.seq_len, device),
             pad_mask: to_pad_mask(&b.attention_mask, b.rows, b.seq_len, device),
@@ -61,7 +104,8 @@ impl EncodedBatch {
                 let data: Vec<i64> = l.iter().map(|&x| x as i64).collect();
                 Tensor::from_data(TensorData::new(data, [l.len()]), device)
             }),
-        })
+            chunks,
+        }
     }
 }
 

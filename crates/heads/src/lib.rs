@@ -17,6 +17,55 @@ use sequin_encoders::{
 };
 use serde::{Deserialize, Serialize};
 
+/// How the logits of a document's windows become the document's logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Aggregate {
+    /// Mean of the windows' logits.
+    #[default]
+    Mean,
+    /// Element-wise maximum of the windows' logits.
+    Max,
+}
+
+/// Aggregates window logits `[rows, k]` into document logits `[documents, k]`, where
+/// `chunks[d]` consecutive rows belong to document `d`. Differentiable.
+pub fn aggregate_chunks(logits: Tensor<2>, chunks: &[usize], how: Aggregate) -> Tensor<2> {
+    let [rows, k] = logits.dims();
+    debug_assert_eq!(chunks.iter().sum::<usize>(), rows);
+    let device = logits.device();
+    match how {
+        Aggregate::Mean => {
+            // A [documents, rows] averaging matrix.
+            let mut w = vec![0f32; chunks.len() * rows];
+            let mut start = 0;
+            for (d, &n) in chunks.iter().enumerate() {
+                for r in start..start + n {
+                    w[d * rows + r] = 1.0 / n as f32;
+                }
+                start += n;
+            }
+            let w = Tensor::<2>::from_data(
+                burn::tensor::TensorData::new(w, [chunks.len(), rows]),
+                &device,
+            );
+            w.matmul(logits)
+        }
+        Aggregate::Max => {
+            let mut start = 0;
+            let docs: Vec<Tensor<2>> = chunks
+                .iter()
+                .map(|&n| {
+                    let m = logits.clone().slice([start..start + n, 0..k]).max_dim(0);
+                    start += n;
+                    m
+                })
+                .collect();
+            Tensor::cat(docs, 0)
+        }
+    }
+}
+
 /// HF `problem_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]

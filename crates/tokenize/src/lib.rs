@@ -85,6 +85,32 @@ impl Default for EncodeOptions {
     }
 }
 
+/// How texts longer than `max_length` are fitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(tag = "policy", rename_all = "kebab-case")]
+pub enum LongText {
+    /// Keep the first `max_length` tokens (pairs: longest-first), as transformers does.
+    #[default]
+    Truncate,
+    /// Keep the first `head` and the last `tail` content tokens (single texts; pairs are
+    /// truncated longest-first).
+    HeadTail {
+        /// Tokens kept from the start.
+        head: usize,
+        /// Tokens kept from the end.
+        tail: usize,
+    },
+    /// Overlapping windows of `max_length` tokens, `stride` tokens of overlap, at most
+    /// `max_chunks` windows; each window gets its own special tokens. For pairs only the first
+    /// text is windowed.
+    Chunk {
+        /// Tokens shared by consecutive windows.
+        stride: usize,
+        /// The most windows kept per text.
+        max_chunks: usize,
+    },
+}
+
 /// One encoded row (before padding: `attention_mask` is all ones).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encoded {
@@ -335,6 +361,115 @@ impl Tokenizer {
         })
     }
 
+    /// Encodes one text (or pair) under a long-text policy: one row for `truncate` and
+    /// `head-tail`, one row per window for `chunk` (at least one).
+    pub fn encode_long(
+        &self,
+        text: &str,
+        pair: Option<&str>,
+        opts: EncodeOptions,
+        policy: LongText,
+    ) -> Result<Vec<Encoded>> {
+        let pair = no_empty(pair);
+        let to_row = |e: &tokenizers::Encoding| Encoded {
+            input_ids: e.get_ids().to_vec(),
+            attention_mask: e.get_attention_mask().to_vec(),
+            token_type_ids: e.get_type_ids().to_vec(),
+        };
+        let enc_err = |e: tokenizers::Error| TokenizeError::Encode(e.to_string());
+        match policy {
+            LongText::Truncate => Ok(vec![self.encode(text, pair, opts)?]),
+            LongText::HeadTail { head, tail } => {
+                if pair.is_some() {
+                    return Ok(vec![self.encode(text, pair, opts)?]);
+                }
+                let budget = opts
+                    .max_length
+                    .saturating_sub(self.num_special_tokens(false));
+                if head + tail > budget {
+                    return Err(TokenizeError::Options(format!(
+                        "head {head} + tail {tail} tokens exceed the {budget} content tokens that max_length {} leaves",
+                        opts.max_length
+                    )));
+                }
+                let full = self.inner.encode(text, false).map_err(enc_err)?;
+                let kept = if full.len() <= budget {
+                    full
+                } else {
+                    let mut h = full.clone();
+                    h.truncate(head, 0, TruncationDirection::Right);
+                    h.get_overflowing_mut().clear();
+                    let mut t = full;
+                    t.truncate(tail, 0, TruncationDirection::Left);
+                    t.get_overflowing_mut().clear();
+                    tokenizers::Encoding::merge([h, t], false)
+                };
+                let e = self.inner.post_process(kept, None, true).map_err(enc_err)?;
+                Ok(vec![to_row(&e)])
+            }
+            LongText::Chunk { stride, max_chunks } => {
+                let content = opts
+                    .max_length
+                    .saturating_sub(self.num_special_tokens(pair.is_some()));
+                if stride >= content {
+                    return Err(TokenizeError::Options(format!(
+                        "chunk stride {stride} must be below the {content} content tokens per window"
+                    )));
+                }
+                let mut tok = self.inner.clone();
+                tok.with_truncation(Some(TruncationParams {
+                    direction: TruncationDirection::Right,
+                    max_length: opts.max_length,
+                    strategy: if pair.is_some() {
+                        TruncationStrategy::OnlyFirst
+                    } else {
+                        TruncationStrategy::LongestFirst
+                    },
+                    stride,
+                }))
+                .map_err(|e| TokenizeError::Options(e.to_string()))?;
+                let mut e = match pair {
+                    Some(p) => tok.encode((text, p), true),
+                    None => tok.encode(text, true),
+                }
+                .map_err(enc_err)?;
+                let rest = e.take_overflowing();
+                let mut rows = vec![to_row(&e)];
+                rows.extend(rest.iter().map(to_row));
+                rows.truncate(max_chunks.max(1));
+                Ok(rows)
+            }
+        }
+    }
+
+    /// Pads encoded rows to the longest (rounded up to `pad_to_multiple_of`).
+    pub fn pad(&self, rows: &[&Encoded], pad_to_multiple_of: Option<usize>) -> Batch {
+        let longest = rows.iter().map(|r| r.input_ids.len()).max().unwrap_or(0);
+        let seq_len = match pad_to_multiple_of {
+            Some(m) if m > 0 => longest.div_ceil(m) * m,
+            _ => longest,
+        };
+        let n = rows.len() * seq_len;
+        let mut b = Batch {
+            rows: rows.len(),
+            seq_len,
+            input_ids: Vec::with_capacity(n),
+            attention_mask: Vec::with_capacity(n),
+            token_type_ids: Vec::with_capacity(n),
+        };
+        for r in rows {
+            let pad = seq_len - r.input_ids.len();
+            b.input_ids.extend_from_slice(&r.input_ids);
+            b.input_ids.extend(std::iter::repeat_n(self.pad_id, pad));
+            b.attention_mask.extend_from_slice(&r.attention_mask);
+            b.attention_mask.extend(std::iter::repeat_n(0, pad));
+            b.token_type_ids.extend_from_slice(&r.token_type_ids);
+            b.token_type_ids
+                .extend(std::iter::repeat_n(self.pad_type_id, pad));
+        }
+        b
+    }
+
     /// Encodes without truncation (for long-document policies that split the ids themselves).
     pub fn encode_full(&self, text: &str, pair: Option<&str>) -> Result<Encoded> {
         let pair = no_empty(pair);
@@ -489,6 +624,69 @@ mod tests {
         // longest-first: "the cat sat on the mat" loses tokens, the pair keeps "hello"
         assert_eq!(&b.input_ids[8..14], &[2, 8, 9, 3, 5, 3]);
         assert_eq!(&b.token_type_ids[8..16], &[0, 0, 0, 0, 1, 1, 0, 0]);
+    }
+
+    #[test]
+    fn long_text_policies() {
+        let d = vocab_dir();
+        let tok = Tokenizer::from_dir(d.path()).unwrap();
+        let opts = EncodeOptions {
+            max_length: 6,
+            pad_to_multiple_of: None,
+        };
+        let text = "the cat sat on the mat hello world";
+        // [CLS] the cat sat on [SEP]
+        let t = tok
+            .encode_long(text, None, opts, LongText::Truncate)
+            .unwrap();
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].input_ids, [2, 8, 9, 10, 11, 3]);
+        // head 2 + tail 2: [CLS] the cat hello world [SEP]
+        let h = tok
+            .encode_long(text, None, opts, LongText::HeadTail { head: 2, tail: 2 })
+            .unwrap();
+        assert_eq!(h[0].input_ids, [2, 8, 9, 5, 6, 3]);
+        // windows of 4 content tokens overlapping by 1
+        let c = tok
+            .encode_long(
+                text,
+                None,
+                opts,
+                LongText::Chunk {
+                    stride: 1,
+                    max_chunks: 10,
+                },
+            )
+            .unwrap();
+        let ids: Vec<Vec<u32>> = c.iter().map(|e| e.input_ids.clone()).collect();
+        assert_eq!(
+            ids,
+            vec![
+                vec![2, 8, 9, 10, 11, 3],
+                vec![2, 11, 8, 12, 5, 3],
+                vec![2, 5, 6, 3]
+            ]
+        );
+        let capped = tok
+            .encode_long(
+                text,
+                None,
+                opts,
+                LongText::Chunk {
+                    stride: 1,
+                    max_chunks: 2,
+                },
+            )
+            .unwrap();
+        assert_eq!(capped.len(), 2);
+        let refs: Vec<&Encoded> = c.iter().collect();
+        let b = tok.pad(&refs, Some(4));
+        assert_eq!((b.rows, b.seq_len), (3, 8));
+        assert_eq!(&b.attention_mask[16..], &[1, 1, 1, 1, 0, 0, 0, 0]);
+        assert!(
+            tok.encode_long(text, None, opts, LongText::HeadTail { head: 3, tail: 3 })
+                .is_err()
+        );
     }
 
     #[test]

@@ -6,10 +6,10 @@ use burn::module::Module;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 use sequin_data::{Columns, EncodedBatch, LabelMap, Record, read_records};
-use sequin_heads::{SequenceClassifier, loss};
+use sequin_heads::{Aggregate, SequenceClassifier, aggregate_chunks, loss};
 use sequin_hf::{HfConfig, LoadReport, load_classifier};
-use sequin_tokenize::{EncodeOptions, Tokenizer};
-use serde::Serialize;
+use sequin_tokenize::{EncodeOptions, LongText, Tokenizer};
+use serde::{Deserialize, Serialize};
 
 use crate::metrics::{Confusion, EvalMetrics};
 use crate::{Result, TrainError};
@@ -23,6 +23,36 @@ pub struct Prediction {
     pub score: f32,
     /// Raw logits.
     pub logits: Vec<f32>,
+}
+
+/// sequin's own settings saved beside an HF model folder (`sequin.json`): how inputs are fitted,
+/// so that eval and predict do what training did.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct InputPolicy {
+    /// Tokens per row, special tokens included.
+    pub max_length: usize,
+    /// Long-text policy.
+    #[serde(default)]
+    pub long_text: LongText,
+    /// Aggregation of chunk logits.
+    #[serde(default)]
+    pub aggregate: Aggregate,
+}
+
+/// The file name of [`InputPolicy`] in a model folder.
+pub const POLICY_FILE: &str = "sequin.json";
+
+/// Logits per document of a batch: chunk rows are aggregated.
+pub(crate) fn doc_logits(
+    model: &SequenceClassifier,
+    b: EncodedBatch,
+    aggregate: Aggregate,
+) -> Tensor<2> {
+    let logits = model.forward(b.input_ids, Some(b.token_type_ids), Some(b.pad_mask));
+    match &b.chunks {
+        Some(chunks) => aggregate_chunks(logits, chunks, aggregate),
+        None => logits,
+    }
 }
 
 /// A sequence classifier with its tokenizer and label names, ready for inference.
@@ -39,6 +69,9 @@ pub struct Classifier {
     pub report: LoadReport,
     /// The folder.
     pub dir: PathBuf,
+    /// How inputs are fitted (from `sequin.json`, else truncation at the tokenizer's
+    /// `model_max_length`).
+    pub policy: InputPolicy,
     device: Device,
 }
 
@@ -63,6 +96,7 @@ impl Classifier {
             Some(l) if l.len() == n => l.clone(),
             _ => (0..n).map(|i| format!("LABEL_{i}")).collect(),
         };
+        let policy = read_policy(dir, &config)?;
         Ok(Self {
             model: model.valid(),
             tokenizer,
@@ -70,6 +104,7 @@ impl Classifier {
             config,
             report,
             dir: dir.to_path_buf(),
+            policy,
             device: device.clone(),
         })
     }
@@ -81,6 +116,7 @@ impl Classifier {
         labels: LabelMap,
         config: HfConfig,
         dir: PathBuf,
+        policy: InputPolicy,
         device: &Device,
     ) -> Self {
         Self {
@@ -90,19 +126,17 @@ impl Classifier {
             config,
             report: LoadReport::default(),
             dir,
+            policy,
             device: device.clone(),
         }
     }
 
-    /// The `max_length` the folder was trained with (`tokenizer_config.json`'s
-    /// `model_max_length`, capped by the position table), 128 if unknown.
-    pub fn default_max_length(&self) -> usize {
-        let from_tok = std::fs::read_to_string(self.dir.join("tokenizer_config.json"))
-            .ok()
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .and_then(|v| v.get("model_max_length").and_then(|m| m.as_u64()))
-            .map(|m| m as usize);
-        from_tok.unwrap_or(128).min(self.config.arch.max_length())
+    /// Encoding options from the policy, with an optional `max_length` override.
+    pub fn encode_options(&self, max_length: Option<usize>) -> EncodeOptions {
+        EncodeOptions {
+            max_length: max_length.unwrap_or(self.policy.max_length),
+            pad_to_multiple_of: None,
+        }
     }
 
     /// Logits `[n, num_labels]` for records, in the order given; batches are formed by length.
@@ -127,10 +161,15 @@ impl Classifier {
     }
 
     fn forward(&self, recs: &[&Record], opts: EncodeOptions) -> Result<Tensor<2>> {
-        let b = EncodedBatch::new(&self.tokenizer, recs, None, opts, &self.device)?;
-        Ok(self
-            .model
-            .forward(b.input_ids, Some(b.token_type_ids), Some(b.pad_mask)))
+        let b = EncodedBatch::new_long(
+            &self.tokenizer,
+            recs,
+            None,
+            opts,
+            self.policy.long_text,
+            &self.device,
+        )?;
+        Ok(doc_logits(&self.model, b, self.policy.aggregate))
     }
 
     /// Predictions for records, in input order.
@@ -169,13 +208,17 @@ impl Classifier {
         batch_size: usize,
     ) -> Result<EvalMetrics> {
         let ids = self.labels.encode(records, path)?;
+        let policy = InputPolicy {
+            max_length: opts.max_length,
+            ..self.policy
+        };
         evaluate_model(
             &self.model,
             &self.tokenizer,
             records,
             &ids,
             self.labels.len(),
-            opts,
+            policy,
             batch_size,
             &self.device,
         )
@@ -184,6 +227,28 @@ impl Classifier {
     /// Reads a data file with these columns.
     pub fn read(&self, path: &Path, cols: &Columns) -> Result<Vec<Record>> {
         read_records(path, cols).map_err(TrainError::from)
+    }
+}
+
+fn read_policy(dir: &Path, config: &HfConfig) -> Result<InputPolicy> {
+    let path = dir.join(POLICY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| {
+            TrainError::Config(format!("{}: invalid sequin settings: {e}", path.display()))
+        }),
+        // A folder transformers wrote: truncate at the tokenizer's model_max_length.
+        Err(_) => {
+            let from_tok = std::fs::read_to_string(dir.join("tokenizer_config.json"))
+                .ok()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+                .and_then(|v| v.get("model_max_length").and_then(|m| m.as_u64()))
+                .map(|m| m as usize);
+            Ok(InputPolicy {
+                max_length: from_tok.unwrap_or(128).min(config.arch.max_length()),
+                long_text: LongText::Truncate,
+                aggregate: Aggregate::Mean,
+            })
+        }
     }
 }
 
@@ -196,17 +261,22 @@ pub(crate) fn evaluate_model(
     records: &[Record],
     label_ids: &[usize],
     num_labels: usize,
-    opts: EncodeOptions,
+    policy: InputPolicy,
     batch_size: usize,
     device: &Device,
 ) -> Result<EvalMetrics> {
+    let opts = EncodeOptions {
+        max_length: policy.max_length,
+        pad_to_multiple_of: None,
+    };
     let mut conf = Confusion::new(num_labels);
     for chunk in length_order(records).chunks(batch_size.max(1)) {
         let recs: Vec<&Record> = chunk.iter().map(|&i| &records[i]).collect();
         let ids: Vec<usize> = chunk.iter().map(|&i| label_ids[i]).collect();
-        let b = EncodedBatch::new(tokenizer, &recs, Some(&ids), opts, device)?;
-        let logits = model.forward(b.input_ids, Some(b.token_type_ids), Some(b.pad_mask));
-        let targets = b.labels.expect("labelled");
+        let mut b =
+            EncodedBatch::new_long(tokenizer, &recs, Some(&ids), opts, policy.long_text, device)?;
+        let targets = b.labels.take().expect("labelled");
+        let logits = doc_logits(model, b, policy.aggregate);
         let loss: f32 = loss::cross_entropy(logits.clone(), targets).into_scalar();
         conf.add_loss(loss as f64 * chunk.len() as f64);
         let preds: Vec<i64> = logits

@@ -103,6 +103,13 @@ pub struct TrainConfig {
     /// Stop after this many optimizer steps (for smoke tests); `None` = all epochs.
     #[serde(default)]
     pub max_steps: Option<usize>,
+    /// How texts longer than `max_length` are fitted (saved with the model, applied the same
+    /// way by eval and predict).
+    #[serde(default)]
+    pub long_text: sequin_tokenize::LongText,
+    /// How a chunked document's window logits are combined.
+    #[serde(default)]
+    pub aggregate: sequin_heads::Aggregate,
     /// Form training batches of similar length (less padding, same examples per epoch).
     #[serde(default = "d_true")]
     pub group_by_length: bool,

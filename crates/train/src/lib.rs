@@ -13,7 +13,7 @@ pub mod metrics;
 mod optim;
 mod trainer;
 
-pub use classifier::{Classifier, Prediction};
+pub use classifier::{Classifier, InputPolicy, POLICY_FILE, Prediction};
 pub use config::TrainConfig;
 pub use metrics::{Confusion, EvalMetrics};
 pub use trainer::{EpochReport, TrainSummary, train, train_model};

@@ -15,7 +15,7 @@ use sequin_hf::{load_classifier, resolve, save_classifier_folder, write_atomic};
 use sequin_tokenize::{EncodeOptions, Tokenizer};
 use serde::Serialize;
 
-use crate::classifier::{Classifier, evaluate_model};
+use crate::classifier::{Classifier, InputPolicy, POLICY_FILE, doc_logits, evaluate_model};
 use crate::metrics::EvalMetrics;
 use crate::optim::{adamw, clip_global_norm, linear_schedule};
 use crate::{Result, TrainConfig, TrainError};
@@ -160,6 +160,11 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
     let mut best: Option<(f64, usize)> = None;
     let mut kept: Option<SequenceClassifier> = None;
     let started = Instant::now();
+    let policy = InputPolicy {
+        max_length: cfg.max_length,
+        long_text: cfg.long_text,
+        aggregate: cfg.aggregate,
+    };
     let save = |m: &SequenceClassifier| -> Result<()> {
         save_classifier_folder(
             &cfg.output,
@@ -169,6 +174,12 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
             ProblemType::SingleLabelClassification,
             &tokenizer,
             cfg.max_length,
+        )?;
+        write_atomic(
+            &cfg.output.join(POLICY_FILE),
+            serde_json::to_string_pretty(&policy)
+                .expect("json")
+                .as_bytes(),
         )?;
         Ok(())
     };
@@ -195,9 +206,11 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
             }
             let recs: Vec<&Record> = chunk.iter().map(|&i| &train_recs[i]).collect();
             let ids: Vec<usize> = chunk.iter().map(|&i| train_ids[i]).collect();
-            let b = EncodedBatch::new(&tokenizer, &recs, Some(&ids), opts, &ad)?;
-            let logits = model.forward(b.input_ids, Some(b.token_type_ids), Some(b.pad_mask));
-            let loss = loss::cross_entropy(logits, b.labels.expect("labelled"));
+            let mut b =
+                EncodedBatch::new_long(&tokenizer, &recs, Some(&ids), opts, cfg.long_text, &ad)?;
+            let targets = b.labels.take().expect("labelled");
+            let logits = doc_logits(&model, b, cfg.aggregate);
+            let loss = loss::cross_entropy(logits, targets);
             let loss_val: f32 = loss.clone().into_scalar();
             if !loss_val.is_finite() {
                 return Err(TrainError::Diverged {
@@ -240,7 +253,7 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
                 r,
                 ids,
                 labels.len(),
-                opts,
+                policy,
                 cfg.eval_batch_size,
                 device,
             )?),
@@ -283,7 +296,7 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
             r,
             ids,
             labels.len(),
-            opts,
+            policy,
             cfg.eval_batch_size,
             device,
         )?),
@@ -312,6 +325,7 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
         labels,
         base_config,
         cfg.output.clone(),
+        policy,
         device,
     );
     Ok((summary, classifier))
