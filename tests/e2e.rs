@@ -150,3 +150,94 @@ fn training_is_reproducible_on_cpu() {
         "two runs with the same seed differ in {differ:?}"
     );
 }
+
+/// Chunked long documents: the policy is saved with the model, and predict's logits are the
+/// mean of the windows' own logits.
+#[test]
+fn chunked_documents_are_saved_and_aggregated() {
+    use burn::tensor::{Int, Tensor, TensorData};
+    use sequin_tokenize::LongText;
+
+    let out = std::env::temp_dir().join(format!("sequin-chunk-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    sequin_ok(&[
+        "train",
+        "--model",
+        fixture("bert-tiny-cls").to_str().unwrap(),
+        "--train",
+        dataset("amazon-food", "train").to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--max-train-samples",
+        "64",
+        "--epochs",
+        "1",
+        "--max-length",
+        "32",
+        "--long-text",
+        "chunk",
+        "--chunk-stride",
+        "8",
+        "--max-chunks",
+        "4",
+    ]);
+    let policy = read_json(&out.join("sequin.json"));
+    assert_eq!(policy["long_text"]["policy"], "chunk");
+    assert_eq!(policy["long_text"]["stride"], 8);
+    assert_eq!(policy["aggregate"], "mean");
+
+    let device = Device::flex();
+    let c = Classifier::load(&out, &device).unwrap();
+    assert_eq!(
+        c.policy.long_text,
+        LongText::Chunk {
+            stride: 8,
+            max_chunks: 4
+        }
+    );
+    let val = sequin_data::read_records(&dataset("amazon-food", "validation"), &Default::default())
+        .unwrap();
+    let val = &val[..6];
+    let opts = c.encode_options(None);
+    let preds = c.predict(val, opts, 4).unwrap();
+    for (r, p) in val.iter().zip(&preds) {
+        let rows = c
+            .tokenizer
+            .encode_long(&r.text, None, opts, c.policy.long_text)
+            .unwrap();
+        assert!((1..=4).contains(&rows.len()));
+        let mut mean = vec![0f32; 2];
+        for row in &rows {
+            let n = row.input_ids.len();
+            let ids: Vec<i64> = row.input_ids.iter().map(|&x| x as i64).collect();
+            let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &device);
+            let l: Vec<f32> = c
+                .model
+                .forward(ids, None, None)
+                .into_data()
+                .try_into_vec_as()
+                .unwrap();
+            for (m, x) in mean.iter_mut().zip(l) {
+                *m += x / rows.len() as f32;
+            }
+        }
+        assert!(
+            max_abs_diff(&mean, &p.logits) < 1e-5,
+            "{mean:?} vs {:?}",
+            p.logits
+        );
+    }
+    // A long review really is split.
+    let long = val
+        .iter()
+        .map(|r| {
+            c.tokenizer
+                .encode_long(&r.text, None, opts, c.policy.long_text)
+                .unwrap()
+                .len()
+        })
+        .max()
+        .unwrap();
+    assert!(long > 1);
+    let _ = std::fs::remove_dir_all(&out);
+}

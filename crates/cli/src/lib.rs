@@ -104,6 +104,27 @@ struct TrainArgs {
     /// Stop after this many optimizer steps (smoke tests).
     #[arg(long)]
     max_steps: Option<usize>,
+    /// How to fit texts longer than --max-length: `truncate` (keep the start, the default),
+    /// `head-tail` (keep the first --head-tokens and the last --tail-tokens), or `chunk`
+    /// (overlapping windows whose logits are aggregated). Saved with the model; eval and
+    /// predict apply it the same way.
+    #[arg(long, value_parser = ["truncate", "head-tail", "chunk"])]
+    long_text: Option<String>,
+    /// head-tail: tokens kept from the start [default: a quarter of the content tokens].
+    #[arg(long)]
+    head_tokens: Option<usize>,
+    /// head-tail: tokens kept from the end [default: the rest of the content tokens].
+    #[arg(long)]
+    tail_tokens: Option<usize>,
+    /// chunk: tokens shared by consecutive windows [default: a quarter of --max-length].
+    #[arg(long)]
+    chunk_stride: Option<usize>,
+    /// chunk: the most windows per text [default: 8].
+    #[arg(long)]
+    max_chunks: Option<usize>,
+    /// chunk: how window logits become the text's logits [default: mean].
+    #[arg(long, value_parser = ["mean", "max"])]
+    aggregate: Option<String>,
     /// Batch training examples in random order instead of grouping similar lengths (grouping
     /// pads less and trains faster; the examples seen per epoch are the same).
     #[arg(long)]
@@ -196,33 +217,66 @@ fn train_config(a: TrainArgs) -> Result<TrainConfig> {
         }
         None => Map::new(),
     };
-    let mut set = |k: &str, v: Option<Value>| {
+    fn set_in(map: &mut Map<String, Value>, k: &str, v: Option<Value>) {
         if let Some(v) = v {
             map.insert(k.into(), v);
         }
-    };
+    }
+    macro_rules! set {
+        ($k:expr, $v:expr $(,)?) => {
+            set_in(&mut map, $k, $v)
+        };
+    }
     let path = |p: Option<PathBuf>| p.map(|p| Value::from(p.to_string_lossy().into_owned()));
-    set("model", a.model.map(Value::from));
-    set("train", path(a.train));
-    set("validation", path(a.validation));
-    set("test", path(a.test));
-    set("output", path(a.output));
-    set("text_column", a.text_column.map(Value::from));
-    set("text_pair_column", a.text_pair_column.map(Value::from));
-    set("label_column", a.label_column.map(Value::from));
-    set("epochs", a.epochs.map(Value::from));
-    set("batch_size", a.batch_size.map(Value::from));
-    set("lr", a.lr.map(Value::from));
-    set("weight_decay", a.weight_decay.map(Value::from));
-    set("warmup_ratio", a.warmup_ratio.map(Value::from));
-    set("max_length", a.max_length.map(Value::from));
-    set("seed", a.seed.map(Value::from));
-    set("max_steps", a.max_steps.map(Value::from));
-    set("max_train_samples", a.max_train_samples.map(Value::from));
-    set(
+    set!("model", a.model.map(Value::from));
+    set!("train", path(a.train));
+    set!("validation", path(a.validation));
+    set!("test", path(a.test));
+    set!("output", path(a.output));
+    set!("text_column", a.text_column.map(Value::from));
+    set!("text_pair_column", a.text_pair_column.map(Value::from));
+    set!("label_column", a.label_column.map(Value::from));
+    set!("epochs", a.epochs.map(Value::from));
+    set!("batch_size", a.batch_size.map(Value::from));
+    set!("lr", a.lr.map(Value::from));
+    set!("weight_decay", a.weight_decay.map(Value::from));
+    set!("warmup_ratio", a.warmup_ratio.map(Value::from));
+    set!("max_length", a.max_length.map(Value::from));
+    set!("seed", a.seed.map(Value::from));
+    set!("max_steps", a.max_steps.map(Value::from));
+    set!("max_train_samples", a.max_train_samples.map(Value::from));
+    set!(
         "group_by_length",
         a.no_group_by_length.then_some(Value::Bool(false)),
     );
+    set!("aggregate", a.aggregate.map(Value::from));
+    if let Some(policy) = a.long_text {
+        // Defaults depend on max_length: resolve it as the run will.
+        let max_length = map.get("max_length").and_then(Value::as_u64).unwrap_or(128) as usize;
+        let content = max_length.saturating_sub(2);
+        let v = match policy.as_str() {
+            "head-tail" => {
+                let head = a.head_tokens.unwrap_or(content / 4);
+                let tail = a.tail_tokens.unwrap_or(content.saturating_sub(head));
+                serde_json::json!({"policy": "head-tail", "head": head, "tail": tail})
+            }
+            "chunk" => serde_json::json!({
+                "policy": "chunk",
+                "stride": a.chunk_stride.unwrap_or(max_length / 4),
+                "max_chunks": a.max_chunks.unwrap_or(8),
+            }),
+            _ => serde_json::json!({"policy": "truncate"}),
+        };
+        map.insert("long_text".into(), v);
+    } else if a.head_tokens.is_some()
+        || a.tail_tokens.is_some()
+        || a.chunk_stride.is_some()
+        || a.max_chunks.is_some()
+    {
+        bail!(
+            "--head-tokens, --tail-tokens, --chunk-stride and --max-chunks need --long-text head-tail or chunk"
+        );
+    }
     for required in ["model", "train", "output"] {
         if !map.contains_key(required) {
             bail!("--{required} is required (as a flag or in --config)");
