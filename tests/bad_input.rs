@@ -268,6 +268,21 @@ fn checkpoint_problems_name_the_tensor() {
         ],
     );
 
+    // A tokenizer from another model: RoBERTa's BPE has fewer tokens, BERT's more than the
+    // RoBERTa fixture's 1200-row embedding table.
+    let d = t.0.join("vocab");
+    copy_dir(&fixture("roberta-tiny-cls"), &d);
+    std::fs::copy(
+        fixture("bert-tiny-cls").join("tokenizer.json"),
+        d.join("tokenizer.json"),
+    )
+    .unwrap();
+    std::fs::remove_file(d.join("tokenizer_config.json")).unwrap();
+    assert_has(
+        &predict(&d),
+        &["tokenizer.json", "30522 tokens", "vocab_size 1200"],
+    );
+
     // No model folder at all.
     assert_has(&predict(&t.0.join("nope")), &["nope"]);
 }

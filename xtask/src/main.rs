@@ -28,7 +28,7 @@ struct Cli {
     cmd: Cmd,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
 enum Backend {
     Cpu,
     Wgpu,
@@ -59,6 +59,19 @@ enum Cmd {
     Peer,
     /// Regenerate tests/fixtures with transformers.
     Fixtures,
+    /// Throughput benchmark against transformers + PyTorch, side by side (not a test).
+    /// Writes target/bench/results.json and results.md.
+    Bench {
+        /// MiniLM shape only, fewer steps and repeats (about 3 minutes on 2 cores).
+        #[arg(long)]
+        quick: bool,
+        /// Backends to measure (each is a build of sequin-bench).
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "cpu")]
+        backend: Vec<Backend>,
+        /// Create .peer/ (transformers + PyTorch) first if it is missing.
+        #[arg(long)]
+        setup_peer: bool,
+    },
     /// Prepare an offline build of the `cuda` backend: Debian's LLVM 22 behind the llvm-config
     /// that burn-cuda's build script (tracel-llvm-bundler) would otherwise download.
     CudaSetup,
@@ -160,11 +173,11 @@ fn fetch_model() -> Result<PathBuf> {
 /// burn-cuda 0.22.1 pulls tracel-llvm-bundler 23.1.0-4, whose build script downloads a
 /// prebuilt LLVM from GitHub unless its install folder already holds a sentinel file. Machines
 /// here cannot reach GitHub, so the folder is made by hand: `bin/llvm-config` forwards to
-/// Debian's `llvm-config-22` (package llvm-22-dev; libzstd-dev for its static link).
+/// Debian's `llvm-config-22` (packages llvm-22-dev and libpolly-22-dev; libzstd-dev for the static link).
 fn cuda_setup() -> Result<()> {
     const LLVM: &str = "/usr/lib/llvm-22/bin/llvm-config";
-    if !Path::new(LLVM).is_file() {
-        run(Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "llvm-22-dev", "libzstd-dev"]))
+    if !Path::new(LLVM).is_file() || !Path::new("/usr/lib/llvm-22/lib/libPolly.a").is_file() {
+        run(Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "llvm-22-dev", "libpolly-22-dev", "libzstd-dev"]))
             .context("installing llvm-22-dev and libzstd-dev (needs root and Debian's archive; run `apt-get update` first)")?;
     }
     let home = std::env::var("HOME").context("HOME is not set")?;
@@ -172,7 +185,15 @@ fn cuda_setup() -> Result<()> {
     let prefix = Path::new(&data).join("tracel/tracel-llvm-23.1.0-4");
     std::fs::create_dir_all(prefix.join("bin"))?;
     let wrapper = prefix.join("bin/llvm-config");
-    std::fs::write(&wrapper, format!("#!/bin/sh\nexec {LLVM} \"$@\"\n"))?;
+    // Debian's llvm-config names some system libraries by path (`/usr/lib/.../libz3.so`);
+    // the bundler passes each entry to rustc as a library *name*, so turn paths into `-lNAME`.
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nout=$({LLVM} \"$@\") || exit $?\n\
+             printf '%s\\n' \"$out\" | sed -E 's#(^| )/[^ ]*/lib([A-Za-z0-9_+.-]+)\\.so( |$)#\\1-l\\2\\3#g'\n"
+        ),
+    )?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -183,6 +204,219 @@ fn cuda_setup() -> Result<()> {
         "cuda build ready: {} forwards to {LLVM}.\nBuild with: cargo build -p sequin-cli --no-default-features --features cuda",
         wrapper.display()
     );
+    Ok(())
+}
+
+impl Backend {
+    fn feature(self) -> &'static str {
+        match self {
+            Backend::Cpu => "cpu",
+            Backend::Wgpu => "wgpu",
+            Backend::Cuda => "cuda",
+        }
+    }
+}
+
+/// Runs a command that prints one JSON line last; returns it.
+fn json_line(cmd: &mut Command) -> Result<serde_json::Value> {
+    eprintln!("$ {cmd:?}");
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    ensure!(out.status.success(), "{cmd:?} failed with {}", out.status);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .context("no JSON line in the output")?;
+    Ok(serde_json::from_str(line)?)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+fn bench(root: &Path, quick: bool, backends: &[Backend], setup_peer: bool) -> Result<()> {
+    use serde_json::{Value, json};
+    let model = fetch_model()?;
+    let py = root.join(".peer/venv/bin/python");
+    let peer_ok = if setup_peer {
+        peer().is_ok()
+    } else {
+        py.is_file()
+    };
+    if !peer_ok {
+        eprintln!(
+            "warning: no .peer/ (transformers + PyTorch): peer columns stay empty; pass --setup-peer"
+        );
+    }
+    let shapes: &[&str] = if quick {
+        &["minilm-l6"]
+    } else {
+        &["minilm-l6", "bert-base"]
+    };
+    let repeats = if quick { 2 } else { 3 };
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .to_string();
+    let mut rows = Vec::new();
+    for &backend in backends {
+        run(Command::new(env!("CARGO")).current_dir(root).args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "sequin-cli",
+            "--bin",
+            "sequin-bench",
+            "--no-default-features",
+            "--features",
+            backend.feature(),
+        ]))?;
+        let exe = root.join("target/release/sequin-bench");
+        for &shape in shapes {
+            let (train_steps, infer_steps) = match (quick, shape) {
+                (true, _) => (4, 8),
+                (false, "bert-base") => (6, 10),
+                _ => (10, 20),
+            };
+            let mut m: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+            let mut extra = Value::Null;
+            for _ in 0..repeats {
+                for (mode, steps) in [("train", train_steps), ("infer", infer_steps)] {
+                    let ours = json_line(
+                        Command::new(&exe)
+                            .args([
+                                "--model",
+                                shape,
+                                "--mode",
+                                mode,
+                                "--seq-len",
+                                "128",
+                                "--batch",
+                                "32",
+                            ])
+                            .args(["--steps", &steps.to_string(), "--warmup", "2"])
+                            .env("MALLOC_MMAP_THRESHOLD_", "1073741824")
+                            .env("MALLOC_TRIM_THRESHOLD_", "1073741824"),
+                    )?;
+                    m.entry(if mode == "train" { "train" } else { "infer" })
+                        .or_default()
+                        .push(ours["samples_per_s"].as_f64().unwrap_or(f64::NAN));
+                    if mode == "train" {
+                        m.entry("rss")
+                            .or_default()
+                            .push(ours["rss_peak_mib"].as_f64().unwrap_or(f64::NAN));
+                        m.entry("gflops")
+                            .or_default()
+                            .push(ours["gflops_per_s"].as_f64().unwrap_or(f64::NAN));
+                        extra = ours;
+                    }
+                    if peer_ok && backend == Backend::Cpu {
+                        let peer = json_line(
+                            Command::new(&py)
+                                .arg(root.join("../shared/bench/hf_bench.py"))
+                                .args([
+                                    "--model",
+                                    shape,
+                                    "--mode",
+                                    mode,
+                                    "--seq-len",
+                                    "128",
+                                    "--batch",
+                                    "32",
+                                ])
+                                .args([
+                                    "--steps",
+                                    &steps.to_string(),
+                                    "--warmup",
+                                    "2",
+                                    "--threads",
+                                    &threads,
+                                ])
+                                .env("MINILM_PATH", &model)
+                                .env("MALLOC_MMAP_THRESHOLD_", "1073741824")
+                                .env("MALLOC_TRIM_THRESHOLD_", "1073741824"),
+                        )?;
+                        let key = if mode == "train" {
+                            "peer_train"
+                        } else {
+                            "peer_infer"
+                        };
+                        m.entry(key)
+                            .or_default()
+                            .push(peer["samples_per_s"].as_f64().unwrap_or(f64::NAN));
+                        if mode == "train" {
+                            m.entry("peer_rss")
+                                .or_default()
+                                .push(peer["rss_peak_mib"].as_f64().unwrap_or(f64::NAN));
+                            m.entry("peer_gflops")
+                                .or_default()
+                                .push(peer["gflops_per_s"].as_f64().unwrap_or(f64::NAN));
+                        }
+                    }
+                }
+            }
+            let g = |k: &str| m.get(k).cloned().map(median);
+            let ratio = |a: Option<f64>, b: Option<f64>| {
+                a.zip(b).map(|(a, b)| (a / b * 100.0).round() / 100.0)
+            };
+            rows.push(json!({
+                "shape": shape, "backend": backend.feature(), "seq_len": 128, "batch": 32, "dtype": "fp32",
+                "repeats": repeats, "train_steps": train_steps, "infer_steps": infer_steps,
+                "train_samples_per_s": g("train"), "infer_samples_per_s": g("infer"),
+                "peak_rss_mb": g("rss"), "gflops_train": g("gflops"),
+                "peer_train_samples_per_s": g("peer_train"), "peer_infer_samples_per_s": g("peer_infer"),
+                "peer_peak_rss_mb": g("peer_rss"), "peer_gflops_train": g("peer_gflops"),
+                "train_ratio": ratio(g("train"), g("peer_train")),
+                "infer_ratio": ratio(g("infer"), g("peer_infer")),
+                "rss_ratio": ratio(g("rss"), g("peer_rss")),
+                "flops_formula": extra["flops_formula"],
+                "threads": threads,
+                "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            }));
+        }
+    }
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(&rows)?,
+    )?;
+    let f = |v: &Value| v.as_f64().map_or("—".to_string(), |x| format!("{x:.2}"));
+    let mut md = String::from(
+        "| shape | backend | train samples/s | peer | ratio | infer samples/s | peer | ratio | peak RSS train (MiB) | peer | GFLOP/s train |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in &rows {
+        md += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r["shape"].as_str().unwrap_or(""),
+            r["backend"].as_str().unwrap_or(""),
+            f(&r["train_samples_per_s"]),
+            f(&r["peer_train_samples_per_s"]),
+            f(&r["train_ratio"]),
+            f(&r["infer_samples_per_s"]),
+            f(&r["peer_infer_samples_per_s"]),
+            f(&r["infer_ratio"]),
+            f(&r["peak_rss_mb"]),
+            f(&r["peer_peak_rss_mb"]),
+            f(&r["gflops_train"]),
+        );
+    }
+    std::fs::write(dir.join("results.md"), &md)?;
+    println!("{md}");
+    println!(
+        "medians of {repeats} runs; seq 128, batch 32, fp32; peer = transformers + PyTorch (shared/bench/hf_bench.py), same threads"
+    );
+    println!("written: target/bench/results.json, target/bench/results.md");
     Ok(())
 }
 
@@ -286,6 +520,11 @@ fn main() -> Result<()> {
             cargo_test(&root, &args)?;
         }
         Cmd::CudaSetup => cuda_setup()?,
+        Cmd::Bench {
+            quick,
+            backend,
+            setup_peer,
+        } => bench(&root, quick, &backend, setup_peer)?,
         Cmd::FetchModel => {
             fetch_model()?;
         }

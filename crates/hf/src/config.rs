@@ -33,6 +33,14 @@ impl ArchConfig {
         }
     }
 
+    /// Rows of the word-embedding table.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Self::Bert(c) | Self::Roberta(c) => c.vocab_size,
+            Self::DistilBert(c) => c.vocab_size,
+        }
+    }
+
     /// transformers' class name for the sequence classifier of this family.
     pub fn classifier_architecture(&self, model_type: &str) -> &'static str {
         match (self, model_type) {

@@ -91,6 +91,7 @@ impl Classifier {
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         let (model, config, report) = load_classifier(dir, None, device)?;
         let tokenizer = Tokenizer::from_dir(dir)?;
+        crate::check_vocab(&tokenizer, &config)?;
         let n = model.num_labels();
         let names = match &config.labels {
             Some(l) if l.len() == n => l.clone(),

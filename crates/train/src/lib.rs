@@ -10,7 +10,7 @@
 mod classifier;
 mod config;
 pub mod metrics;
-mod optim;
+pub mod optim;
 mod trainer;
 
 pub use classifier::{Classifier, InputPolicy, POLICY_FILE, Prediction};
@@ -30,6 +30,18 @@ pub enum TrainError {
     /// The tokenizer could not be loaded.
     #[error(transparent)]
     Tokenize(#[from] sequin_tokenize::TokenizeError),
+    /// The tokenizer can produce ids the model has no embedding for.
+    #[error(
+        "{tokenizer}: the tokenizer has {tokens} tokens but the model's config.json has vocab_size {vocab}; they do not belong together"
+    )]
+    VocabMismatch {
+        /// The tokenizer file.
+        tokenizer: std::path::PathBuf,
+        /// Its vocabulary size.
+        tokens: usize,
+        /// The model's.
+        vocab: usize,
+    },
     /// A run option is invalid.
     #[error("invalid option: {0}")]
     Config(String),
@@ -49,6 +61,22 @@ pub enum TrainError {
         /// The loss value.
         loss: f32,
     },
+}
+
+/// Checks that every id the tokenizer can emit has an embedding row.
+pub(crate) fn check_vocab(
+    tokenizer: &sequin_tokenize::Tokenizer,
+    config: &sequin_hf::HfConfig,
+) -> Result<()> {
+    let (tokens, vocab) = (tokenizer.vocab_size(), config.arch.vocab_size());
+    if tokens > vocab {
+        return Err(TrainError::VocabMismatch {
+            tokenizer: tokenizer.source().to_path_buf(),
+            tokens,
+            vocab,
+        });
+    }
+    Ok(())
 }
 
 /// Result alias for this crate.

@@ -135,6 +135,7 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
             base_config.arch.max_length()
         )));
     }
+    crate::check_vocab(&tokenizer, &base_config)?;
     eprintln!("model {}: {report}", model_dir.display());
     model = model.train();
     let mut optim = adamw(&model, cfg.weight_decay);

@@ -1,0 +1,188 @@
+//! `sequin-bench`: training-step and inference throughput of a BERT-shaped classifier on this
+//! build's backend, measured exactly as `shared/bench/hf_bench.py` measures transformers +
+//! PyTorch, so that `cargo xtask bench` can put the two side by side.
+//!
+//! Work per train step: forward (dropout on) + cross-entropy + backward + AdamW (lr 2e-5,
+//! wd 0.01, no decay on biases and LayerNorm). Inference: forward without autodiff.
+//! Inputs: random ids in [1000, vocab), no padding, token types 0, labels in {0, 1}; 4
+//! pre-built batches cycled. Warmup steps are excluded.
+//!
+//! FLOPs (the peer's formula): N = parameters outside the embeddings, T = batch·seq,
+//! train = 6·N·T + 12·L·seq²·H·batch, infer = 2·N·T + 4·L·seq²·H·batch.
+//!
+//! Prints one JSON line.
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use clap::Parser;
+use rand::{Rng, SeedableRng};
+use sequin_encoders::BertConfig;
+use sequin_heads::{BertForSequenceClassification, loss};
+
+#[derive(Parser)]
+#[command(about = "Throughput of a BERT-shaped classifier (one JSON line)")]
+struct Args {
+    /// minilm-l6 (6×384, 12 heads) or bert-base (12×768, 12 heads).
+    #[arg(long, default_value = "minilm-l6")]
+    model: String,
+    #[arg(long, value_parser = ["train", "infer"], default_value = "train")]
+    mode: String,
+    #[arg(long, default_value_t = 128)]
+    seq_len: usize,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Measured steps.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Excluded warmup steps.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+}
+
+fn config(name: &str) -> Result<BertConfig> {
+    let (h, l, i) = match name {
+        "minilm-l6" => (384, 6, 1536),
+        "bert-base" => (768, 12, 3072),
+        other => bail!("unknown --model {other}: minilm-l6 or bert-base"),
+    };
+    Ok(serde_json::from_value(serde_json::json!({
+        "vocab_size": 30522, "hidden_size": h, "num_hidden_layers": l,
+        "num_attention_heads": 12, "intermediate_size": i,
+    }))?)
+}
+
+fn device() -> Device {
+    #[cfg(feature = "cuda")]
+    {
+        Device::cuda(0)
+    }
+    #[cfg(all(feature = "wgpu", not(feature = "cuda")))]
+    {
+        Device::wgpu(Default::default())
+    }
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    {
+        Device::flex()
+    }
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn main() -> Result<()> {
+    let a = Args::parse();
+    let cfg = config(&a.model)?;
+    let infer_device = device();
+    let dev = if a.mode == "train" {
+        infer_device.clone().autodiff()
+    } else {
+        infer_device.clone()
+    };
+    dev.seed(0);
+    sequin_encoders::common::seed_dropout(0);
+    let t_load = Instant::now();
+    let model = BertForSequenceClassification::init(&cfg, 2, &dev)?;
+    let n_total = model.num_params();
+    let n_emb = model.bert.embeddings.num_params();
+    let n = (n_total - n_emb) as f64;
+    let (b, s, l, h) = (
+        a.batch,
+        a.seq_len,
+        cfg.num_hidden_layers as f64,
+        cfg.hidden_size as f64,
+    );
+    let t = (b * s) as f64;
+    let attn = l * (s * s) as f64 * h * b as f64;
+    let (flops, formula) = if a.mode == "train" {
+        (6.0 * n * t + 12.0 * attn, "6*N*T + 12*L*seq^2*H*batch")
+    } else {
+        (2.0 * n * t + 4.0 * attn, "2*N*T + 4*L*seq^2*H*batch")
+    };
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let batches: Vec<(Tensor<2, Int>, Tensor<1, Int>)> = (0..4)
+        .map(|_| {
+            let ids: Vec<i64> = (0..b * s)
+                .map(|_| rng.random_range(1000..cfg.vocab_size as i64))
+                .collect();
+            let labels: Vec<i64> = (0..b).map(|_| rng.random_range(0..2)).collect();
+            (
+                Tensor::from_data(TensorData::new(ids, [b, s]), &dev),
+                Tensor::from_data(TensorData::new(labels, [b]), &dev),
+            )
+        })
+        .collect();
+    let types = Tensor::<2, Int>::zeros([b, s], &dev);
+    let load_s = t_load.elapsed().as_secs_f64();
+
+    let mut per_step = Vec::with_capacity(a.steps);
+    let (mut loss_first, mut loss_last) = (None, None);
+    if a.mode == "train" {
+        let mut model = model.train();
+        let mut optim = sequin_train::optim::adamw(&model, 0.01);
+        for i in 0..a.warmup + a.steps {
+            let t0 = Instant::now();
+            let (ids, labels) = batches[i % 4].clone();
+            let logits = model.forward(ids, Some(types.clone()), None);
+            let loss = loss::cross_entropy(logits, labels);
+            let v: f32 = loss.clone().into_scalar();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(2e-5, model, grads);
+            if i >= a.warmup {
+                per_step.push(t0.elapsed().as_secs_f64());
+            }
+            loss_first.get_or_insert(v);
+            loss_last = Some(v);
+        }
+    } else {
+        let model = model.valid();
+        let types = types.clone();
+        for i in 0..a.warmup + a.steps {
+            let t0 = Instant::now();
+            let (ids, _) = batches[i % 4].clone();
+            let logits = model.forward(ids, Some(types.clone()), None);
+            let _: Vec<f32> = logits.into_data().try_into_vec_as()?;
+            if i >= a.warmup {
+                per_step.push(t0.elapsed().as_secs_f64());
+            }
+        }
+    }
+    let wall: f64 = per_step.iter().sum();
+    let mut sorted = per_step.clone();
+    sorted.sort_by(f64::total_cmp);
+    let ms = wall * 1e3 / a.steps as f64;
+    let backend = if cfg!(feature = "cuda") {
+        "cuda"
+    } else if cfg!(feature = "wgpu") {
+        "wgpu"
+    } else if cfg!(feature = "x86-v4") {
+        "cpu-flex-x86v4"
+    } else {
+        "cpu-flex"
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "sequin", "backend": backend, "model": a.model, "mode": a.mode,
+            "seq_len": s, "batch": b, "steps": a.steps, "warmup": a.warmup,
+            "ms_per_step": ms, "step_ms_median": sorted[sorted.len() / 2] * 1e3,
+            "samples_per_s": b as f64 * a.steps as f64 / wall,
+            "tokens_per_s": t * a.steps as f64 / wall,
+            "flops_per_step": flops, "flops_formula": formula,
+            "gflops_per_s": flops / (ms / 1e3) / 1e9,
+            "params_total": n_total, "params_nonembedding": n as usize,
+            "loss_first": loss_first, "loss_last": loss_last,
+            "load_s": load_s, "rss_peak_mib": peak_rss_mib(),
+            "threads": std::thread::available_parallelism().map(|n| n.get()).ok(),
+        })
+    );
+    Ok(())
+}
