@@ -59,6 +59,15 @@ fn train_save_reload_predict_on_amazon_food_slice() {
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
+    // The run record: one metrics line per evaluation, data fingerprints.
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), summary.epochs.len());
+    let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    assert_eq!(first["epoch"], 1);
+    assert!(first["validation"]["accuracy"].is_number());
+    let record = read_json(&out.join("sequin_train.json"));
+    assert_eq!(record["data_sha256"]["train"].as_str().unwrap().len(), 64);
+    assert_eq!(record["summary"]["best_epoch"], summary.best_epoch);
     let reloaded = Classifier::load(&out, &device).unwrap();
     assert!(reloaded.report.newly_initialized.is_empty() && reloaded.report.discarded.is_empty());
     let val = sequin_data::read_records(&dataset("amazon-food", "validation"), &Default::default())

@@ -160,6 +160,7 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
     let mut epochs = Vec::new();
     let mut best: Option<(f64, usize)> = None;
     let mut kept: Option<SequenceClassifier> = None;
+    let mut metrics_log: Vec<serde_json::Value> = Vec::new();
     let started = Instant::now();
     let policy = InputPolicy {
         max_length: cfg.max_length,
@@ -267,6 +268,17 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
             samples_per_s,
         };
         eprintln!("{}", serde_json::to_string(&rep).expect("json"));
+        metrics_log.push(serde_json::json!({
+            "epoch": epoch,
+            "step": step,
+            "elapsed_s": started.elapsed().as_secs_f64(),
+            "lr": linear_schedule(cfg.lr, step.saturating_sub(1), warmup, total),
+            "train_loss": rep.train_loss,
+            "train_samples_per_s": rep.samples_per_s,
+            "validation": rep.validation,
+        }));
+        let lines: String = metrics_log.iter().map(|m| format!("{m}\n")).collect();
+        write_atomic(&cfg.output.join("metrics.jsonl"), lines.as_bytes())?;
         // Keep the best epoch by validation accuracy (the last epoch without validation).
         let score = validation.map_or(epoch as f64, |v| v.accuracy);
         if best.is_none_or(|(s, _)| score > s) {
@@ -313,7 +325,24 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
         train_seconds,
         load_report: report.to_string(),
     };
-    let json = serde_json::json!({ "config": cfg, "summary": &summary });
+    let fingerprint = |p: &Path| -> Option<String> {
+        use sha2::{Digest, Sha256};
+        std::fs::read(p)
+            .ok()
+            .map(|b| format!("{:x}", Sha256::digest(&b)))
+    };
+    let json = serde_json::json!({
+        "config": cfg,
+        "model_dir": model_dir,
+        "data_sha256": {
+            "train": fingerprint(&cfg.train),
+            "validation": cfg.validation.as_deref().and_then(fingerprint),
+            "test": cfg.test.as_deref().and_then(fingerprint),
+        },
+        "sequin_version": env!("CARGO_PKG_VERSION"),
+        "device": format!("{device:?}"),
+        "summary": &summary,
+    });
     write_atomic(
         &cfg.output.join("sequin_train.json"),
         serde_json::to_string_pretty(&json)
