@@ -89,57 +89,20 @@ fn vocab_txt_only_folder_ids_match_transformers() {
 #[test]
 fn classifier_logits_match_transformers_batched_and_single() {
     let fx = read_json(&fixture("parity.json"));
-    let device = Device::flex();
-    let c = Classifier::load(&fixture("bert-tiny-cls"), &device).unwrap();
-    assert!(c.report.newly_initialized.is_empty(), "{}", c.report);
+    let c = Classifier::load(&fixture("bert-tiny-cls"), &Device::flex()).unwrap();
     assert_eq!(c.labels.names(), ["negative", "neutral", "positive"]);
-    let recs = records(&fx);
-    let max_length = fx["max_length"].as_u64().unwrap() as usize;
-
-    // The padded batch exactly as transformers built it.
-    let refs: Vec<&Record> = recs.iter().collect();
-    let b = EncodedBatch::new(
-        &c.tokenizer,
-        &refs,
-        None,
-        EncodeOptions {
-            max_length,
-            pad_to_multiple_of: Some(8),
-        },
-        &device,
-    )
-    .unwrap();
-    let logits: Tensor<2> = c
-        .model
-        .forward(b.input_ids, Some(b.token_type_ids), Some(b.pad_mask));
-    let got: Vec<f32> = logits.into_data().try_into_vec_as().unwrap();
-    let diff = max_abs_diff(&got, &flat_f32(&fx["cls_logits_batch"]));
-    assert!(diff < 1e-4, "batched logits differ by {diff}");
-
-    // One row at a time, through the public predict path (length-sorted batches of 5).
-    let preds = c
-        .predict(
-            &recs,
-            EncodeOptions {
-                max_length,
-                pad_to_multiple_of: None,
-            },
-            5,
-        )
-        .unwrap();
-    let got: Vec<f32> = preds.iter().flat_map(|p| p.logits.clone()).collect();
-    let diff = max_abs_diff(&got, &flat_f32(&fx["cls_logits_single"]));
-    assert!(diff < 1e-4, "per-row logits differ by {diff}");
-    for p in &preds {
-        assert!(p.score > 0.0 && p.score <= 1.0);
-    }
+    check_logits(
+        "bert",
+        &c,
+        &fx,
+        &fx["cls_logits_batch"],
+        &fx["cls_logits_single"],
+    );
 }
 
-/// Batched logits of a classifier folder on the fixture inputs, padded as transformers padded.
-fn batched_logits(dir: &str, fx: &serde_json::Value) -> Vec<f32> {
+/// Batched logits of a classifier on the fixture inputs, padded as transformers padded them.
+fn batched_logits(c: &Classifier, fx: &serde_json::Value) -> Vec<f32> {
     let device = Device::flex();
-    let c = Classifier::load(&fixture(dir), &device).unwrap();
-    assert!(c.report.newly_initialized.is_empty(), "{}", c.report);
     let recs = records(fx);
     let refs: Vec<&Record> = recs.iter().collect();
     let max_length = fx["max_length"].as_u64().unwrap() as usize;
@@ -158,13 +121,18 @@ fn batched_logits(dir: &str, fx: &serde_json::Value) -> Vec<f32> {
 #[test]
 fn pytorch_bin_and_float16_folders_match_transformers() {
     let fx = read_json(&fixture("parity.json"));
-    let diff = max_abs_diff(
-        &batched_logits("bert-tiny-cls-bin", &fx),
-        &flat_f32(&fx["cls_logits_batch"]),
+    let device = Device::flex();
+    let bin = Classifier::load(&fixture("bert-tiny-cls-bin"), &device).unwrap();
+    check_logits(
+        "pytorch_model.bin",
+        &bin,
+        &fx,
+        &fx["cls_logits_batch"],
+        &fx["cls_logits_single"],
     );
-    assert!(diff < 1e-4, "pytorch_model.bin logits differ by {diff}");
+    let half = Classifier::load(&fixture("bert-tiny-cls-fp16"), &device).unwrap();
     let diff = max_abs_diff(
-        &batched_logits("bert-tiny-cls-fp16", &fx),
+        &batched_logits(&half, &fx),
         &flat_f32(&fx["cls_fp16_logits_batch"]),
     );
     assert!(diff < 1e-4, "float16 folder logits differ by {diff}");
@@ -277,13 +245,38 @@ fn minilm_real_weights_match_hidden_states() {
     assert!(diff < 1e-4, "MiniLM pooler differs by {diff}");
 }
 
+/// Logits of the fixture inputs, padded as transformers padded them (multiple of 8) and one
+/// row at a time through `predict`, against transformers' within 1e-4.
+fn check_logits(
+    name: &str,
+    c: &Classifier,
+    inputs: &serde_json::Value,
+    batch: &serde_json::Value,
+    single: &serde_json::Value,
+) {
+    assert!(c.report.newly_initialized.is_empty(), "{}", c.report);
+    let got = batched_logits(c, inputs);
+    let diff = max_abs_diff(&got, &flat_f32(batch));
+    assert!(diff < 1e-4, "{name} batched logits differ by {diff}");
+    let max_length = inputs["max_length"].as_u64().unwrap() as usize;
+    let opts = EncodeOptions {
+        max_length,
+        pad_to_multiple_of: None,
+    };
+    let preds = c.predict(&records(inputs), opts, 5).unwrap();
+    let got: Vec<f32> = preds.iter().flat_map(|p| p.logits.clone()).collect();
+    let diff = max_abs_diff(&got, &flat_f32(single));
+    assert!(diff < 1e-4, "{name} per-row logits differ by {diff}");
+    for p in &preds {
+        assert!(p.score > 0.0 && p.score <= 1.0);
+    }
+}
+
 /// A family's fixture: token ids exactly, batched and per-row logits within 1e-4.
 fn family_parity(name: &str, dir: &str) {
     let fx = read_json(&fixture(&format!("{name}.json")));
     let inputs = read_json(&fixture("parity.json"));
-    let device = Device::flex();
-    let c = Classifier::load(&fixture(dir), &device).unwrap();
-    assert!(c.report.newly_initialized.is_empty(), "{}", c.report);
+    let c = Classifier::load(&fixture(dir), &Device::flex()).unwrap();
     let recs = records(&inputs);
     let max_length = fx["max_length"].as_u64().unwrap() as usize;
     let opts = EncodeOptions {
@@ -314,34 +307,26 @@ fn family_parity(name: &str, dir: &str) {
             );
         }
     }
-    let refs: Vec<&Record> = recs.iter().collect();
-    let b = EncodedBatch::new(
-        &c.tokenizer,
-        &refs,
-        None,
-        EncodeOptions {
-            max_length,
-            pad_to_multiple_of: Some(8),
-        },
-        &device,
-    )
-    .unwrap();
-    let ids: Vec<i64> = b.input_ids.clone().into_data().try_into_vec_as().unwrap();
-    let want: Vec<i64> = u32s(&fx["batch"]["input_ids"])
-        .into_iter()
-        .map(i64::from)
+    let items: Vec<(&str, Option<&str>)> = recs
+        .iter()
+        .map(|r| (r.text.as_str(), r.text_pair.as_deref()))
         .collect();
-    assert_eq!(ids, want, "{name} padded batch ids");
-    let logits: Tensor<2> = c
-        .model
-        .forward(b.input_ids, Some(b.token_type_ids), Some(b.pad_mask));
-    let got: Vec<f32> = logits.into_data().try_into_vec_as().unwrap();
-    let diff = max_abs_diff(&got, &flat_f32(&fx["logits_batch"]));
-    assert!(diff < 1e-4, "{name} batched logits differ by {diff}");
-    let preds = c.predict(&recs, opts, 7).unwrap();
-    let got: Vec<f32> = preds.iter().flat_map(|p| p.logits.clone()).collect();
-    let diff = max_abs_diff(&got, &flat_f32(&fx["logits_single"]));
-    assert!(diff < 1e-4, "{name} per-row logits differ by {diff}");
+    let b = c
+        .tokenizer
+        .encode_batch(
+            &items,
+            EncodeOptions {
+                max_length,
+                pad_to_multiple_of: Some(8),
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        b.input_ids,
+        u32s(&fx["batch"]["input_ids"]),
+        "{name} padded batch ids"
+    );
+    check_logits(name, &c, &inputs, &fx["logits_batch"], &fx["logits_single"]);
 }
 
 /// RoBERTa: byte-level BPE, `<s> A </s></s> B </s>` pairs, positions from `padding_idx + 1`

@@ -179,8 +179,8 @@ struct PredictArgs {
     batch_size: usize,
 }
 
-/// The one place where a backend is chosen.
-fn device() -> Device {
+/// The one place where a backend is chosen (by Cargo feature).
+pub fn device() -> Device {
     #[cfg(feature = "cuda")]
     {
         Device::cuda(0)
@@ -195,7 +195,8 @@ fn device() -> Device {
     }
 }
 
-fn backend_name() -> &'static str {
+/// The backend this build runs on.
+pub fn backend_name() -> &'static str {
     if cfg!(feature = "cuda") {
         "cuda"
     } else if cfg!(feature = "wgpu") {

@@ -167,6 +167,18 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
         long_text: cfg.long_text,
         aggregate: cfg.aggregate,
     };
+    let eval_on = |m: &SequenceClassifier, recs: &[Record], ids: &[usize]| {
+        evaluate_model(
+            m,
+            &tokenizer,
+            recs,
+            ids,
+            labels.len(),
+            policy,
+            cfg.eval_batch_size,
+            device,
+        )
+    };
     let save = |m: &SequenceClassifier| -> Result<()> {
         save_classifier_folder(
             &cfg.output,
@@ -249,16 +261,7 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
         pb.finish_and_clear();
         let samples_per_s = seen as f64 / t0.elapsed().as_secs_f64();
         let validation = match &val {
-            Some((r, ids)) => Some(evaluate_model(
-                &model.valid(),
-                &tokenizer,
-                r,
-                ids,
-                labels.len(),
-                policy,
-                cfg.eval_batch_size,
-                device,
-            )?),
+            Some((r, ids)) => Some(eval_on(&model.valid(), r, ids)?),
             None => None,
         };
         let rep = EpochReport {
@@ -303,16 +306,7 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
     let best_epoch = best.map_or(0, |b| b.1);
 
     let test_metrics = match &test {
-        Some((r, ids)) => Some(evaluate_model(
-            &kept,
-            &tokenizer,
-            r,
-            ids,
-            labels.len(),
-            policy,
-            cfg.eval_batch_size,
-            device,
-        )?),
+        Some((r, ids)) => Some(eval_on(&kept, r, ids)?),
         None => None,
     };
     let summary = TrainSummary {

@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use clap::Parser;
 use rand::{Rng, SeedableRng};
 use sequin_encoders::BertConfig;
@@ -55,21 +55,6 @@ fn config(name: &str) -> Result<BertConfig> {
     }))?)
 }
 
-fn device() -> Device {
-    #[cfg(feature = "cuda")]
-    {
-        Device::cuda(0)
-    }
-    #[cfg(all(feature = "wgpu", not(feature = "cuda")))]
-    {
-        Device::wgpu(Default::default())
-    }
-    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
-    {
-        Device::flex()
-    }
-}
-
 fn peak_rss_mib() -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -80,7 +65,7 @@ fn peak_rss_mib() -> Option<f64> {
 fn main() -> Result<()> {
     let a = Args::parse();
     let cfg = config(&a.model)?;
-    let infer_device = device();
+    let infer_device = sequin_cli::device();
     let dev = if a.mode == "train" {
         infer_device.clone().autodiff()
     } else {
@@ -159,15 +144,7 @@ fn main() -> Result<()> {
     let mut sorted = per_step.clone();
     sorted.sort_by(f64::total_cmp);
     let ms = wall * 1e3 / a.steps as f64;
-    let backend = if cfg!(feature = "cuda") {
-        "cuda"
-    } else if cfg!(feature = "wgpu") {
-        "wgpu"
-    } else if cfg!(feature = "x86-v4") {
-        "cpu-flex-x86v4"
-    } else {
-        "cpu-flex"
-    };
+    let backend = sequin_cli::backend_name();
     println!(
         "{}",
         serde_json::json!({
