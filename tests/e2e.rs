@@ -92,11 +92,13 @@ fn train_save_reload_predict_on_amazon_food_slice() {
         )
         .unwrap();
     assert!(
-        (m.accuracy - best.accuracy).abs() < 1e-9,
+        (m.summary.accuracy - best.accuracy).abs() < 1e-9,
         "{} vs {}",
-        m.accuracy,
+        m.summary.accuracy,
         best.accuracy
     );
+    assert_eq!(m.confusion.iter().flatten().sum::<u64>(), 398);
+    assert!(m.auroc.unwrap() > 0.5, "AUROC {:?}", m.auroc);
 
     // And the CLI predicts to JSONL in input order.
     let pred = out.join("pred.jsonl");

@@ -11,7 +11,7 @@ use sequin_hf::{HfConfig, LoadReport, load_classifier};
 use sequin_tokenize::{EncodeOptions, LongText, Tokenizer};
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{Confusion, EvalMetrics};
+use crate::metrics::{Confusion, Report, RocAccumulator};
 use crate::{Result, TrainError};
 
 /// One prediction, as `sequin predict` writes it.
@@ -200,14 +200,15 @@ impl Classifier {
             .collect())
     }
 
-    /// Accuracy, macro-F1 and mean cross-entropy on labelled records.
+    /// Every metric on labelled records: accuracy, macro-F1, mean cross-entropy, micro and
+    /// weighted F1, MCC, AUROC, the confusion matrix and per-class figures.
     pub fn evaluate(
         &self,
         records: &[Record],
         path: &Path,
         opts: EncodeOptions,
         batch_size: usize,
-    ) -> Result<EvalMetrics> {
+    ) -> Result<Report> {
         let ids = self.labels.encode(records, path)?;
         let policy = InputPolicy {
             max_length: opts.max_length,
@@ -218,7 +219,7 @@ impl Classifier {
             &self.tokenizer,
             records,
             &ids,
-            self.labels.len(),
+            self.labels.names(),
             policy,
             batch_size,
             &self.device,
@@ -261,16 +262,18 @@ pub(crate) fn evaluate_model(
     tokenizer: &Tokenizer,
     records: &[Record],
     label_ids: &[usize],
-    num_labels: usize,
+    labels: &[String],
     policy: InputPolicy,
     batch_size: usize,
     device: &Device,
-) -> Result<EvalMetrics> {
+) -> Result<Report> {
     let opts = EncodeOptions {
         max_length: policy.max_length,
         pad_to_multiple_of: None,
     };
-    let mut conf = Confusion::new(num_labels);
+    let k = labels.len();
+    let mut conf = Confusion::new(k);
+    let mut roc = RocAccumulator::new(k);
     for chunk in length_order(records).chunks(batch_size.max(1)) {
         let recs: Vec<&Record> = chunk.iter().map(|&i| &records[i]).collect();
         let ids: Vec<usize> = chunk.iter().map(|&i| label_ids[i]).collect();
@@ -280,14 +283,18 @@ pub(crate) fn evaluate_model(
         let logits = doc_logits(model, b, policy.aggregate);
         let loss: f32 = loss::cross_entropy(logits.clone(), targets).into_scalar();
         conf.add_loss(loss as f64 * chunk.len() as f64);
-        let preds: Vec<i64> = logits
-            .argmax(1)
+        let probs: Vec<f32> = softmax(logits, 1)
             .into_data()
             .try_into_vec_as()
-            .expect("int argmax");
-        for (p, t) in preds.iter().zip(&ids) {
-            conf.add(*t, *p as usize);
+            .expect("f32 probs");
+        for (row, &t) in probs.chunks(k).zip(&ids) {
+            let pred = row
+                .iter()
+                .enumerate()
+                .fold(0, |best, (i, &p)| if p > row[best] { i } else { best });
+            conf.add(t, pred);
+            roc.add(t, row);
         }
     }
-    Ok(conf.metrics())
+    Ok(conf.report(labels, Some(&roc)))
 }

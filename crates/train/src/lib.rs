@@ -15,7 +15,7 @@ mod trainer;
 
 pub use classifier::{Classifier, InputPolicy, POLICY_FILE, Prediction};
 pub use config::TrainConfig;
-pub use metrics::{Confusion, EvalMetrics};
+pub use metrics::{ClassReport, Confusion, EvalMetrics, Report, RocAccumulator};
 pub use trainer::{EpochReport, TrainSummary, train, train_model};
 
 /// Errors of training, evaluation and prediction.

@@ -84,9 +84,207 @@ impl Confusion {
     }
 }
 
+/// One class's figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassReport {
+    /// Class name.
+    pub label: String,
+    /// tp / (tp + fp).
+    pub precision: f64,
+    /// tp / (tp + fn).
+    pub recall: f64,
+    /// Harmonic mean of the two.
+    pub f1: f64,
+    /// Examples of this class.
+    pub support: u64,
+}
+
+/// Every classification metric sequin reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Accuracy, macro-F1, loss, n.
+    #[serde(flatten)]
+    pub summary: EvalMetrics,
+    /// Micro-averaged F1 (equals accuracy for single-label problems).
+    pub micro_f1: f64,
+    /// Support-weighted F1.
+    pub weighted_f1: f64,
+    /// Unweighted mean precision.
+    pub macro_precision: f64,
+    /// Unweighted mean recall.
+    pub macro_recall: f64,
+    /// Matthews correlation coefficient (Gorodkin's multi-class form).
+    pub mcc: f64,
+    /// Area under the ROC curve: the positive class for two classes, else the one-vs-rest
+    /// macro average (`None` when a class never or always occurs).
+    pub auroc: Option<f64>,
+    /// `confusion[truth][pred]`.
+    pub confusion: Vec<Vec<u64>>,
+    /// Per-class figures, in id order.
+    pub per_class: Vec<ClassReport>,
+}
+
+/// Streaming AUROC: per class, histograms of that class's probability among its positives and
+/// its negatives (4096 bins). Memory does not grow with the data; ties within a bin count half.
+#[derive(Debug, Clone)]
+pub struct RocAccumulator {
+    k: usize,
+    pos: Vec<u64>,
+    neg: Vec<u64>,
+}
+
+const BINS: usize = 4096;
+
+impl RocAccumulator {
+    /// For `k` classes.
+    pub fn new(k: usize) -> Self {
+        Self {
+            k,
+            pos: vec![0; k * BINS],
+            neg: vec![0; k * BINS],
+        }
+    }
+
+    /// Adds one example: its true class and its class probabilities.
+    pub fn add(&mut self, truth: usize, probs: &[f32]) {
+        for (c, &p) in probs.iter().enumerate().take(self.k) {
+            let bin = ((p.clamp(0.0, 1.0) as f64) * (BINS - 1) as f64).round() as usize;
+            if c == truth {
+                self.pos[c * BINS + bin] += 1;
+            } else {
+                self.neg[c * BINS + bin] += 1;
+            }
+        }
+    }
+
+    fn class_auc(&self, c: usize) -> Option<f64> {
+        let pos = &self.pos[c * BINS..(c + 1) * BINS];
+        let neg = &self.neg[c * BINS..(c + 1) * BINS];
+        let (np, nn): (u64, u64) = (pos.iter().sum(), neg.iter().sum());
+        if np == 0 || nn == 0 {
+            return None;
+        }
+        let (mut below, mut wins) = (0u64, 0f64);
+        for b in 0..BINS {
+            wins += pos[b] as f64 * (below as f64 + 0.5 * neg[b] as f64);
+            below += neg[b];
+        }
+        Some(wins / (np as f64 * nn as f64))
+    }
+
+    /// Binary: AUROC of class 1. Otherwise the one-vs-rest macro average.
+    pub fn auroc(&self) -> Option<f64> {
+        if self.k == 2 {
+            return self.class_auc(1);
+        }
+        let aucs: Option<Vec<f64>> = (0..self.k).map(|c| self.class_auc(c)).collect();
+        aucs.map(|a| a.iter().sum::<f64>() / a.len() as f64)
+    }
+}
+
+impl Confusion {
+    /// The full report, with class names and an optional AUROC accumulator.
+    pub fn report(&self, labels: &[String], roc: Option<&RocAccumulator>) -> Report {
+        let k = self.k;
+        let row = |t: usize| (0..k).map(|p| self.get(t, p)).sum::<u64>();
+        let col = |p: usize| (0..k).map(|t| self.get(t, p)).sum::<u64>();
+        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        let per_class: Vec<ClassReport> = (0..k)
+            .map(|c| {
+                let tp = self.get(c, c);
+                let (precision, recall) = (ratio(tp, col(c)), ratio(tp, row(c)));
+                let f1 = if precision + recall == 0.0 {
+                    0.0
+                } else {
+                    2.0 * precision * recall / (precision + recall)
+                };
+                ClassReport {
+                    label: labels.get(c).cloned().unwrap_or_else(|| c.to_string()),
+                    precision,
+                    recall,
+                    f1,
+                    support: row(c),
+                }
+            })
+            .collect();
+        let n = self.n as f64;
+        let mean = |f: &dyn Fn(&ClassReport) -> f64| {
+            per_class.iter().map(f).sum::<f64>() / k.max(1) as f64
+        };
+        let weighted_f1 = if self.n == 0 {
+            0.0
+        } else {
+            per_class
+                .iter()
+                .map(|c| c.f1 * c.support as f64)
+                .sum::<f64>()
+                / n
+        };
+        // Gorodkin (2004): MCC = (c·s − Σ p_k t_k) / sqrt((s² − Σ p_k²)(s² − Σ t_k²)).
+        let correct: f64 = (0..k).map(|c| self.get(c, c) as f64).sum();
+        let (mut pt, mut pp, mut tt) = (0f64, 0f64, 0f64);
+        for c in 0..k {
+            let (p, t) = (col(c) as f64, row(c) as f64);
+            pt += p * t;
+            pp += p * p;
+            tt += t * t;
+        }
+        let denom = ((n * n - pp) * (n * n - tt)).sqrt();
+        let mcc = if denom == 0.0 {
+            0.0
+        } else {
+            (correct * n - pt) / denom
+        };
+        Report {
+            summary: self.metrics(),
+            micro_f1: ratio(correct as u64, self.n),
+            weighted_f1,
+            macro_precision: mean(&|c| c.precision),
+            macro_recall: mean(&|c| c.recall),
+            mcc,
+            auroc: roc.and_then(RocAccumulator::auroc),
+            confusion: (0..k)
+                .map(|t| (0..k).map(|p| self.get(t, p)).collect())
+                .collect(),
+            per_class,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn report_matches_hand_computation() {
+        let mut c = Confusion::new(2);
+        for (t, p) in [(0, 0), (0, 0), (0, 1), (1, 1), (1, 0), (1, 0)] {
+            c.add(t, p);
+        }
+        let r = c.report(&["a".into(), "b".into()], None);
+        assert_eq!(r.confusion, vec![vec![2, 1], vec![2, 1]]);
+        assert!((r.per_class[0].precision - 0.5).abs() < 1e-12);
+        assert!((r.per_class[0].recall - 2.0 / 3.0).abs() < 1e-12);
+        // binary MCC = (tp·tn − fp·fn)/sqrt(...) with class 1 positive: tp 1, tn 2, fp 1, fn 2
+        let mcc = (1.0 * 2.0 - 1.0 * 2.0) / ((2.0f64) * 3.0 * 3.0 * 4.0).sqrt();
+        assert!((r.mcc - mcc).abs() < 1e-12, "{} vs {mcc}", r.mcc);
+        assert!((r.micro_f1 - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn auroc_of_separable_and_random_scores() {
+        let mut roc = RocAccumulator::new(2);
+        for i in 0..100 {
+            let p = i as f32 / 100.0;
+            roc.add(usize::from(p >= 0.5), &[1.0 - p, p]);
+        }
+        assert!((roc.auroc().unwrap() - 1.0).abs() < 1e-9);
+        let mut roc = RocAccumulator::new(2);
+        for i in 0..100 {
+            roc.add(i % 2, &[0.5, 0.5]);
+        }
+        assert!((roc.auroc().unwrap() - 0.5).abs() < 1e-9);
+    }
 
     #[test]
     fn macro_f1_by_hand() {

@@ -173,11 +173,12 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
             &tokenizer,
             recs,
             ids,
-            labels.len(),
+            labels.names(),
             policy,
             cfg.eval_batch_size,
             device,
         )
+        .map(|r| r.summary)
     };
     let save = |m: &SequenceClassifier| -> Result<()> {
         save_classifier_folder(
