@@ -122,6 +122,16 @@ pub struct Encoded {
     pub token_type_ids: Vec<u32>,
 }
 
+impl From<&tokenizers::Encoding> for Encoded {
+    fn from(e: &tokenizers::Encoding) -> Self {
+        Self {
+            input_ids: e.get_ids().to_vec(),
+            attention_mask: e.get_attention_mask().to_vec(),
+            token_type_ids: e.get_type_ids().to_vec(),
+        }
+    }
+}
+
 /// A padded batch, stored row-major as `[rows, seq_len]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
@@ -348,17 +358,12 @@ impl Tokenizer {
     /// Encodes one text (or text pair), truncated but not padded.
     pub fn encode(&self, text: &str, pair: Option<&str>, opts: EncodeOptions) -> Result<Encoded> {
         let tok = self.configured(opts, false)?;
-        let pair = no_empty(pair);
-        let enc = match pair {
+        let enc = match no_empty(pair) {
             Some(p) => tok.encode((text, p), true),
             None => tok.encode(text, true),
         }
         .map_err(|e| TokenizeError::Encode(e.to_string()))?;
-        Ok(Encoded {
-            input_ids: enc.get_ids().to_vec(),
-            attention_mask: enc.get_attention_mask().to_vec(),
-            token_type_ids: enc.get_type_ids().to_vec(),
-        })
+        Ok(Encoded::from(&enc))
     }
 
     /// Encodes one text (or pair) under a long-text policy: one row for `truncate` and
@@ -371,11 +376,7 @@ impl Tokenizer {
         policy: LongText,
     ) -> Result<Vec<Encoded>> {
         let pair = no_empty(pair);
-        let to_row = |e: &tokenizers::Encoding| Encoded {
-            input_ids: e.get_ids().to_vec(),
-            attention_mask: e.get_attention_mask().to_vec(),
-            token_type_ids: e.get_type_ids().to_vec(),
-        };
+        let to_row = Encoded::from;
         let enc_err = |e: tokenizers::Error| TokenizeError::Encode(e.to_string());
         match policy {
             LongText::Truncate => Ok(vec![self.encode(text, pair, opts)?]),
@@ -468,21 +469,6 @@ impl Tokenizer {
                 .extend(std::iter::repeat_n(self.pad_type_id, pad));
         }
         b
-    }
-
-    /// Encodes without truncation (for long-document policies that split the ids themselves).
-    pub fn encode_full(&self, text: &str, pair: Option<&str>) -> Result<Encoded> {
-        let pair = no_empty(pair);
-        let enc = match pair {
-            Some(p) => self.inner.encode((text, p), true),
-            None => self.inner.encode(text, true),
-        }
-        .map_err(|e| TokenizeError::Encode(e.to_string()))?;
-        Ok(Encoded {
-            input_ids: enc.get_ids().to_vec(),
-            attention_mask: enc.get_attention_mask().to_vec(),
-            token_type_ids: enc.get_type_ids().to_vec(),
-        })
     }
 
     /// Encodes a batch of texts with optional pairs, truncated and padded to the longest row
