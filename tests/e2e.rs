@@ -252,3 +252,70 @@ fn chunked_documents_are_saved_and_aggregated() {
     assert!(long > 1);
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// `predict --top-k all --function none|sigmoid`, as transformers' text-classification pipeline.
+#[test]
+fn predict_top_k_and_score_functions() {
+    let dir = std::env::temp_dir().join(format!("sequin-topk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("in.jsonl");
+    std::fs::write(&input, "{\"text\": \"great tea\"}\n{\"text\": \"awful\"}\n").unwrap();
+    let model = fixture("bert-tiny-cls");
+    let run = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let out = dir.join("out.jsonl");
+        let mut args = vec![
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        sequin_ok(&args);
+        std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let plain = run(&[]);
+    assert!(plain[0].get("top_k").is_none());
+    let raw = run(&["--top-k", "all", "--function", "none"]);
+    for (r, p) in raw.iter().zip(&plain) {
+        let logits = flat_f32(&r["logits"]);
+        let top = r["top_k"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        let scores: Vec<f32> = top
+            .iter()
+            .map(|t| t["score"].as_f64().unwrap() as f32)
+            .collect();
+        assert!(
+            scores.windows(2).all(|w| w[0] >= w[1]),
+            "not sorted: {scores:?}"
+        );
+        assert_eq!(scores[0], logits.iter().copied().fold(f32::MIN, f32::max));
+        assert_eq!(r["label"], p["label"]);
+    }
+    let sig = run(&["--top-k", "2", "--function", "sigmoid"]);
+    let l = flat_f32(&sig[0]["logits"]);
+    let best = l.iter().copied().fold(f32::MIN, f32::max);
+    assert!((sig[0]["score"].as_f64().unwrap() as f32 - 1.0 / (1.0 + (-best).exp())).abs() < 1e-6);
+    assert_eq!(sig[0]["top_k"].as_array().unwrap().len(), 2);
+    assert!(
+        sequin_err(&[
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            "x",
+            "--output",
+            "y",
+            "--top-k",
+            "0"
+        ])
+        .contains("positive number")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -177,6 +177,22 @@ struct PredictArgs {
     /// Batch size.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
+    /// Also write the best N classes per row with their scores (`all` for every class).
+    #[arg(long, value_parser = parse_top_k)]
+    top_k: Option<usize>,
+    /// How logits become scores: softmax (single-label default), sigmoid (multi-label), none.
+    #[arg(long, value_parser = ["softmax", "sigmoid", "none"])]
+    function: Option<String>,
+}
+
+fn parse_top_k(s: &str) -> std::result::Result<usize, String> {
+    if s == "all" {
+        return Ok(usize::MAX);
+    }
+    match s.parse::<usize>() {
+        Ok(0) | Err(_) => Err(format!("expected a positive number or `all`, got `{s}`")),
+        Ok(n) => Ok(n),
+    }
 }
 
 /// The one place where a backend is chosen (by Cargo feature).
@@ -356,7 +372,12 @@ fn run(cli: Cli) -> Result<()> {
                 label: None,
             };
             let recs = c.read(&a.input, &cols)?;
-            let preds = c.predict(&recs, opts, a.batch_size)?;
+            let function = match a.function.as_deref() {
+                Some("sigmoid") => sequin_train::ScoreFunction::Sigmoid,
+                Some("none") => sequin_train::ScoreFunction::None,
+                _ => sequin_train::ScoreFunction::Softmax,
+            };
+            let preds = c.predict_with(&recs, opts, a.batch_size, function, a.top_k)?;
             write_jsonl_atomic(
                 &a.output,
                 preds

@@ -19,10 +19,52 @@ use crate::{Result, TrainError};
 pub struct Prediction {
     /// The `id2label` name of the top class.
     pub label: String,
-    /// Softmax probability of that class.
+    /// Score of that class (softmax probability by default).
     pub score: f32,
     /// Raw logits.
     pub logits: Vec<f32>,
+    /// The best `k` classes with their scores, when asked for (`--top-k`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<Vec<LabelScore>>,
+}
+
+/// A class and its score.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LabelScore {
+    /// Class name.
+    pub label: String,
+    /// Its score.
+    pub score: f32,
+}
+
+/// How logits become scores, as the `function_to_apply` of transformers' text-classification
+/// pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScoreFunction {
+    /// Probabilities over the classes (the default for single-label models).
+    #[default]
+    Softmax,
+    /// Independent probabilities per class (multi-label).
+    Sigmoid,
+    /// The raw logits.
+    None,
+}
+
+impl ScoreFunction {
+    /// Scores of one row of logits.
+    pub fn apply(self, logits: &[f32]) -> Vec<f32> {
+        match self {
+            Self::Softmax => {
+                let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let e: Vec<f32> = logits.iter().map(|&x| (x - m).exp()).collect();
+                let z: f32 = e.iter().sum();
+                e.into_iter().map(|x| x / z).collect()
+            }
+            Self::Sigmoid => logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect(),
+            Self::None => logits.to_vec(),
+        }
+    }
 }
 
 /// sequin's own settings saved beside an HF model folder (`sequin.json`): how inputs are fitted,
@@ -180,20 +222,41 @@ impl Classifier {
         opts: EncodeOptions,
         batch_size: usize,
     ) -> Result<Vec<Prediction>> {
+        self.predict_with(records, opts, batch_size, ScoreFunction::Softmax, None)
+    }
+
+    /// Predictions with a score function and, optionally, the best `top_k` classes per row
+    /// (`usize::MAX` for all), as transformers' text-classification pipeline reports them.
+    pub fn predict_with(
+        &self,
+        records: &[Record],
+        opts: EncodeOptions,
+        batch_size: usize,
+        function: ScoreFunction,
+        top_k: Option<usize>,
+    ) -> Result<Vec<Prediction>> {
+        let names = self.labels.names();
         let logits = self.logits(records, opts, batch_size)?;
         Ok(logits
             .into_iter()
             .map(|l| {
-                let t = Tensor::<1>::from_floats(l.as_slice(), &self.device);
-                let p: Vec<f32> = softmax(t, 0).into_data().try_into_vec_as().expect("f32");
-                let (best, score) = p
-                    .iter()
-                    .copied()
-                    .enumerate()
-                    .fold((0, f32::MIN), |a, (i, v)| if v > a.1 { (i, v) } else { a });
+                let scores = function.apply(&l);
+                let mut order: Vec<usize> = (0..scores.len()).collect();
+                order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+                let best = order[0];
                 Prediction {
-                    label: self.labels.names()[best].clone(),
-                    score,
+                    label: names[best].clone(),
+                    score: scores[best],
+                    top_k: top_k.map(|k| {
+                        order
+                            .iter()
+                            .take(k)
+                            .map(|&i| LabelScore {
+                                label: names[i].clone(),
+                                score: scores[i],
+                            })
+                            .collect()
+                    }),
                     logits: l,
                 }
             })

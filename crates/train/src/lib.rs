@@ -13,7 +13,7 @@ pub mod metrics;
 pub mod optim;
 mod trainer;
 
-pub use classifier::{Classifier, InputPolicy, POLICY_FILE, Prediction};
+pub use classifier::{Classifier, InputPolicy, LabelScore, POLICY_FILE, Prediction, ScoreFunction};
 pub use config::TrainConfig;
 pub use metrics::{ClassReport, Confusion, EvalMetrics, Report, RocAccumulator};
 pub use trainer::{EpochReport, TrainSummary, train, train_model};
