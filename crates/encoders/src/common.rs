@@ -163,6 +163,13 @@ pub fn attention(
     dropout: &Dropout,
 ) -> Tensor<4> {
     let [_, heads, seq_q, head_dim] = q.dims();
+    if !q.device().is_autodiff() {
+        // Inference: the backend's fused attention (no score tensor kept; flash-style for long
+        // inputs). Masked keys get −∞ instead of f32::MIN; no query row is ever fully masked
+        // (the first token is real), so the result is the same.
+        let mask = pad_mask.map(|m| expand_pad_mask(m, heads, seq_q));
+        return burn::tensor::module::attention(q, k, v, mask, None, Default::default());
+    }
     let scores = q
         .matmul(k.swap_dims(2, 3))
         .div_scalar((head_dim as f64).sqrt());

@@ -165,13 +165,6 @@ impl HfConfig {
         })
     }
 
-    /// Whether the folder holds a sequence classifier (and not a bare encoder).
-    pub fn is_classifier(&self) -> bool {
-        self.architectures
-            .iter()
-            .any(|a| a.ends_with("ForSequenceClassification"))
-    }
-
     /// The config to write for a trained classifier: the original keys, with `architectures`,
     /// `id2label`, `label2id` and `problem_type` set.
     pub fn for_classifier(
