@@ -191,7 +191,10 @@ impl Classifier {
     ) -> Result<Vec<Vec<f32>>> {
         let mut out = vec![Vec::new(); records.len()];
         let order = length_order(records);
-        for chunk in order.chunks(batch_size.max(1)) {
+        let chunks = order.chunks(batch_size.max(1));
+        let pb = crate::progress::bar(chunks.len() as u64, "predict");
+        for chunk in chunks {
+            pb.inc(1);
             let recs: Vec<&Record> = chunk.iter().map(|&i| &records[i]).collect();
             let logits = self.forward(&recs, opts)?;
             let k = logits.dims()[1];
@@ -200,6 +203,7 @@ impl Classifier {
                 out[i] = flat[j * k..(j + 1) * k].to_vec();
             }
         }
+        pb.finish_and_clear();
         Ok(out)
     }
 
@@ -337,7 +341,11 @@ pub(crate) fn evaluate_model(
     let k = labels.len();
     let mut conf = Confusion::new(k);
     let mut roc = RocAccumulator::new(k);
-    for chunk in length_order(records).chunks(batch_size.max(1)) {
+    let order = length_order(records);
+    let chunks = order.chunks(batch_size.max(1));
+    let pb = crate::progress::bar(chunks.len() as u64, "evaluate");
+    for chunk in chunks {
+        pb.inc(1);
         let recs: Vec<&Record> = chunk.iter().map(|&i| &records[i]).collect();
         let ids: Vec<usize> = chunk.iter().map(|&i| label_ids[i]).collect();
         let mut b =
@@ -359,5 +367,6 @@ pub(crate) fn evaluate_model(
             roc.add(t, row);
         }
     }
+    pb.finish_and_clear();
     Ok(conf.report(labels, Some(&roc)))
 }

@@ -11,6 +11,7 @@ mod classifier;
 mod config;
 pub mod metrics;
 pub mod optim;
+mod progress;
 mod trainer;
 
 pub use classifier::{Classifier, InputPolicy, LabelScore, POLICY_FILE, Prediction, ScoreFunction};

@@ -6,7 +6,6 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::Device;
-use indicatif::{ProgressBar, ProgressStyle};
 use sequin_data::{
     EncodedBatch, LabelMap, Record, length_grouped_batches, read_records, shuffled_indices,
 };
@@ -18,6 +17,7 @@ use serde::Serialize;
 use crate::classifier::{Classifier, InputPolicy, POLICY_FILE, doc_logits, evaluate_model};
 use crate::metrics::EvalMetrics;
 use crate::optim::{adamw, clip_global_norm, linear_schedule};
+use crate::progress::bar;
 use crate::{Result, TrainConfig, TrainError};
 
 /// One epoch's figures.
@@ -56,19 +56,6 @@ pub struct TrainSummary {
 
 fn read(path: &Path, cfg: &TrainConfig) -> Result<Vec<Record>> {
     Ok(read_records(path, &cfg.columns())?)
-}
-
-fn bar(len: u64, msg: &str) -> ProgressBar {
-    let pb = ProgressBar::new(len);
-    pb.set_style(
-        ProgressStyle::with_template(
-            "{msg} [{elapsed_precise}<{eta_precise}] {wide_bar} {pos}/{len} {prefix}",
-        )
-        .expect("template")
-        .progress_chars("=> "),
-    );
-    pb.set_message(msg.to_string());
-    pb
 }
 
 /// Fine-tunes a sequence classifier and writes an HF folder to `cfg.output`.
