@@ -32,6 +32,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     /// Fine-tune a model on labelled data and write a Hugging Face model folder.
     Train(TrainArgs),

@@ -326,10 +326,10 @@ fn read_jsonl(path: &Path, cols: &Columns) -> Result<Vec<Record>> {
                 obj.keys().cloned().collect(),
             ));
         }
-        if let Some(l) = &cols.label {
-            if !obj.contains_key(l) {
-                return Err(missing(path, l, "label", obj.keys().cloned().collect()));
-            }
+        if let Some(l) = &cols.label
+            && !obj.contains_key(l)
+        {
+            return Err(missing(path, l, "label", obj.keys().cloned().collect()));
         }
         out.push(Record {
             text: text.unwrap_or_default(),

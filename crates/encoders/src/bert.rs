@@ -89,7 +89,9 @@ pub struct BertConfig {
 impl BertConfig {
     /// Checks the values that the model cannot run with.
     pub fn validate(&self) -> Result<Activation, EncoderError> {
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return Err(EncoderError::Config(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads

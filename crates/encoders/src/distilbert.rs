@@ -72,7 +72,7 @@ pub struct DistilBertConfig {
 impl DistilBertConfig {
     /// Checks the values the model cannot run with.
     pub fn validate(&self) -> Result<Activation, EncoderError> {
-        if self.n_heads == 0 || self.dim % self.n_heads != 0 {
+        if self.n_heads == 0 || !self.dim.is_multiple_of(self.n_heads) {
             return Err(EncoderError::Config(format!(
                 "dim {} is not a multiple of n_heads {}",
                 self.dim, self.n_heads

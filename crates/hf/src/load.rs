@@ -83,7 +83,7 @@ fn open_weights(
         let head = probe
             .get_tensor(head_rows)
             .map_err(wt_err)?
-            .map(|t| t.shape.first().copied().unwrap_or(0) as usize);
+            .map(|t| t.shape.first().copied().unwrap_or(0));
         return Ok((
             Weights::Pytorch(PytorchStore::from_file(&pt_path)),
             pt_path,
@@ -396,7 +396,7 @@ fn regex_escape(s: &str) -> String {
     s.replace('.', "\\.")
 }
 
-fn apply_error(path: &PathBuf, e: &ApplyError) -> HfError {
+fn apply_error(path: &Path, e: &ApplyError) -> HfError {
     match e {
         ApplyError::ShapeMismatch {
             path: p,
@@ -411,7 +411,7 @@ fn apply_error(path: &PathBuf, e: &ApplyError) -> HfError {
                 fnd.reverse();
             }
             HfError::Tensor {
-                path: path.clone(),
+                path: path.to_path_buf(),
                 tensor: key,
                 message: format!(
                     "has shape {fnd:?} in the checkpoint, but config.json implies {exp:?}"
@@ -419,7 +419,7 @@ fn apply_error(path: &PathBuf, e: &ApplyError) -> HfError {
             }
         }
         other => HfError::Tensor {
-            path: path.clone(),
+            path: path.to_path_buf(),
             tensor: match other {
                 ApplyError::DTypeMismatch { path, .. }
                 | ApplyError::AdapterError { path, .. }

@@ -151,7 +151,7 @@ impl TrainConfig {
                 self.warmup_ratio
             ));
         }
-        if !(self.weight_decay >= 0.0) {
+        if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
             return bad(format!(
                 "--weight-decay must be >= 0, got {}",
                 self.weight_decay
