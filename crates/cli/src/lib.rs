@@ -196,6 +196,22 @@ fn parse_top_k(s: &str) -> std::result::Result<usize, String> {
     }
 }
 
+/// Keeps freed memory in the process instead of handing it back to the kernel.
+///
+/// A training step allocates and frees many large tensors; with glibc's defaults each of them
+/// is a fresh `mmap`, and the kernel zeroes every page again (`clear_page_erms` was 14% of a
+/// MiniLM step). Raising the mmap and trim thresholds, as `MALLOC_MMAP_THRESHOLD_` and
+/// `MALLOC_TRIM_THRESHOLD_` would, made training about 30% faster here. Binaries call this
+/// first; it does nothing off glibc.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator parameters; called before other threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 /// The one place where a backend is chosen (by Cargo feature).
 pub fn device() -> Device {
     #[cfg(feature = "cuda")]
@@ -420,6 +436,7 @@ where
 /// The binary's entry point: runs the process arguments, prints any error with its causes,
 /// and returns a non-zero exit code on failure.
 pub fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -63,6 +63,7 @@ fn peak_rss_mib() -> Option<f64> {
 }
 
 fn main() -> Result<()> {
+    sequin_cli::tune_allocator();
     let a = Args::parse();
     let cfg = config(&a.model)?;
     let infer_device = sequin_cli::device();
