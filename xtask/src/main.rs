@@ -288,79 +288,48 @@ fn bench(root: &Path, quick: bool, backends: &[Backend], setup_peer: bool) -> Re
                 (false, "bert-base") => (6, 10),
                 _ => (10, 20),
             };
-            let mut m: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+            let mut m: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
             let mut extra = Value::Null;
             for _ in 0..repeats {
                 for (mode, steps) in [("train", train_steps), ("infer", infer_steps)] {
-                    let ours = json_line(
-                        Command::new(&exe)
-                            .args([
-                                "--model",
-                                shape,
-                                "--mode",
-                                mode,
-                                "--seq-len",
-                                "128",
-                                "--batch",
-                                "32",
-                            ])
-                            .args(["--steps", &steps.to_string(), "--warmup", "2"])
-                            .env("MALLOC_MMAP_THRESHOLD_", "1073741824")
-                            .env("MALLOC_TRIM_THRESHOLD_", "1073741824"),
-                    )?;
-                    m.entry(if mode == "train" { "train" } else { "infer" })
-                        .or_default()
-                        .push(ours["samples_per_s"].as_f64().unwrap_or(f64::NAN));
-                    if mode == "train" {
-                        m.entry("rss")
-                            .or_default()
-                            .push(ours["rss_peak_mib"].as_f64().unwrap_or(f64::NAN));
-                        m.entry("gflops")
-                            .or_default()
-                            .push(ours["gflops_per_s"].as_f64().unwrap_or(f64::NAN));
-                        extra = ours;
-                    }
+                    // The same work and allocator settings on both sides.
+                    let shared = |mut c: Command| {
+                        c.args([
+                            "--model",
+                            shape,
+                            "--mode",
+                            mode,
+                            "--seq-len",
+                            "128",
+                            "--batch",
+                            "32",
+                        ])
+                        .args(["--steps", &steps.to_string(), "--warmup", "2"])
+                        .env("MALLOC_MMAP_THRESHOLD_", "1073741824")
+                        .env("MALLOC_TRIM_THRESHOLD_", "1073741824");
+                        c
+                    };
+                    let mut runs = vec![("", json_line(&mut shared(Command::new(&exe)))?)];
                     if peer_ok && backend == Backend::Cpu {
-                        let peer = json_line(
-                            Command::new(&py)
-                                .arg(root.join("../shared/bench/hf_bench.py"))
-                                .args([
-                                    "--model",
-                                    shape,
-                                    "--mode",
-                                    mode,
-                                    "--seq-len",
-                                    "128",
-                                    "--batch",
-                                    "32",
-                                ])
-                                .args([
-                                    "--steps",
-                                    &steps.to_string(),
-                                    "--warmup",
-                                    "2",
-                                    "--threads",
-                                    &threads,
-                                ])
-                                .env("MINILM_PATH", &model)
-                                .env("MALLOC_MMAP_THRESHOLD_", "1073741824")
-                                .env("MALLOC_TRIM_THRESHOLD_", "1073741824"),
-                        )?;
-                        let key = if mode == "train" {
-                            "peer_train"
-                        } else {
-                            "peer_infer"
+                        let mut c = Command::new(&py);
+                        c.arg(root.join("../shared/bench/hf_bench.py"));
+                        let mut c = shared(c);
+                        c.args(["--threads", &threads]).env("MINILM_PATH", &model);
+                        runs.push(("peer_", json_line(&mut c)?));
+                    }
+                    for (side, r) in runs {
+                        let mut push = |k: &str, field: &str| {
+                            m.entry(format!("{side}{k}"))
+                                .or_default()
+                                .push(r[field].as_f64().unwrap_or(f64::NAN));
                         };
-                        m.entry(key)
-                            .or_default()
-                            .push(peer["samples_per_s"].as_f64().unwrap_or(f64::NAN));
+                        push(mode, "samples_per_s");
                         if mode == "train" {
-                            m.entry("peer_rss")
-                                .or_default()
-                                .push(peer["rss_peak_mib"].as_f64().unwrap_or(f64::NAN));
-                            m.entry("peer_gflops")
-                                .or_default()
-                                .push(peer["gflops_per_s"].as_f64().unwrap_or(f64::NAN));
+                            push("rss", "rss_peak_mib");
+                            push("gflops", "gflops_per_s");
+                            if side.is_empty() {
+                                extra = r.clone();
+                            }
                         }
                     }
                 }
