@@ -297,6 +297,14 @@ pub struct BertSelfOutput {
     pub dropout: Dropout,
 }
 
+impl BertSelfOutput {
+    /// `LayerNorm(dropout(dense(attended)) + residual)`.
+    pub fn forward(&self, attended: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
+        self.LayerNorm
+            .forward(common::dropout(&self.dropout, self.dense.forward(attended)) + residual)
+    }
+}
+
 /// `attention`: self-attention then its output block.
 #[derive(Module, Debug)]
 pub struct BertAttention {
@@ -316,6 +324,13 @@ pub struct BertIntermediate {
     pub act: Activation,
 }
 
+impl BertIntermediate {
+    /// `act(dense(x))`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.act.forward(self.dense.forward(x))
+    }
+}
+
 /// `output`: the second feed-forward projection + residual + LayerNorm.
 #[derive(Module, Debug)]
 pub struct BertOutput {
@@ -325,6 +340,14 @@ pub struct BertOutput {
     pub LayerNorm: LayerNorm,
     /// Dropout (`hidden_dropout_prob`).
     pub dropout: Dropout,
+}
+
+impl BertOutput {
+    /// `LayerNorm(dropout(dense(intermediate)) + residual)`.
+    pub fn forward(&self, intermediate: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
+        self.LayerNorm
+            .forward(common::dropout(&self.dropout, self.dense.forward(intermediate)) + residual)
+    }
 }
 
 /// One post-norm transformer layer (`encoder.layer.N`).
@@ -343,17 +366,9 @@ impl BertLayer {
     /// - x: `[batch, seq, hidden]`, pad_mask: `[batch, seq]` (true = pad)
     pub fn forward(&self, x: Tensor<3>, pad_mask: Option<Tensor<2, Bool>>) -> Tensor<3> {
         let a = self.attention.self_attn.forward(x.clone(), pad_mask);
-        let o = &self.attention.output;
-        let x = o
-            .LayerNorm
-            .forward(common::dropout(&o.dropout, o.dense.forward(a)) + x);
-        let i = self
-            .intermediate
-            .act
-            .forward(self.intermediate.dense.forward(x.clone()));
-        let f = &self.output;
-        f.LayerNorm
-            .forward(common::dropout(&f.dropout, f.dense.forward(i)) + x)
+        let x = self.attention.output.forward(a, x);
+        let i = self.intermediate.forward(x.clone());
+        self.output.forward(i, x)
     }
 }
 

@@ -180,3 +180,322 @@ pub fn attention(
     let probs = activation::softmax(scores, 3);
     self::dropout(dropout, probs).matmul(v)
 }
+
+/// The value masked attention scores take (HF adds `finfo(float32).min`). Finite, so a row
+/// whose keys are all masked gives uniform weights rather than NaN.
+pub const MASKED: f32 = f32::MIN;
+
+/// Extra keys every query attends to besides its window: Longformer's global tokens, seen from
+/// local queries through the ordinary key and value projections.
+///
+/// # Shapes
+/// - k, v: `[batch, heads, slots, head_dim]`
+/// - invalid: `[batch, slots]`, `true` for slots a row does not use (rows have different
+///   numbers of global tokens)
+#[derive(Debug, Clone)]
+pub struct ExtraKeys {
+    /// Keys of the extra slots.
+    pub k: Tensor<4>,
+    /// Values of the extra slots.
+    pub v: Tensor<4>,
+    /// Unused slots, `true` = ignore.
+    pub invalid: Tensor<2, Bool>,
+}
+
+/// Sliding-window attention: query `i` attends to keys `j` with `|i − j| ≤ one_sided` that are
+/// not excluded, plus any [`ExtraKeys`], in one softmax. This is Longformer's local attention
+/// (with its global keys) and ModernBERT's local layers.
+///
+/// The sequence is cut into blocks of `2·one_sided` queries; each block scores only the
+/// `4·one_sided` keys around it, so memory grows linearly with the sequence length. When the
+/// window covers the whole sequence this falls back to ordinary attention.
+///
+/// # Shapes
+/// - q, k, v: `[batch, heads, seq, head_dim]`
+/// - excluded: `[batch, seq]`, `true` = this key is not attended to through the window
+///   (padding; for Longformer also the global tokens, which come in through `extra`)
+/// - output: `[batch, heads, seq, head_dim]`
+pub fn sliding_window_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    excluded: Tensor<2, Bool>,
+    one_sided: usize,
+    extra: Option<ExtraKeys>,
+    dropout: &Dropout,
+) -> Tensor<4> {
+    let [b, h, n, d] = q.dims();
+    let device = q.device();
+    let scale = 1.0 / (d as f64).sqrt();
+    if one_sided + 1 >= n {
+        // The window spans the sequence: every non-excluded key, plus the extra ones.
+        let scores = q.clone().matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+        let scores = scores.mask_fill(expand_pad_mask(excluded, h, n), MASKED);
+        return match extra {
+            None => {
+                let probs = activation::softmax(scores, 3);
+                self::dropout(dropout, probs).matmul(v)
+            }
+            Some(e) => {
+                let g = e.k.dims()[2];
+                let sg = q.matmul(e.k.swap_dims(2, 3)).mul_scalar(scale);
+                let sg = sg.mask_fill(expand_pad_mask(e.invalid, h, n), MASKED);
+                let probs = activation::softmax(Tensor::cat(vec![sg, scores], 3), 3);
+                let probs = self::dropout(dropout, probs);
+                probs.clone().narrow(3, 0, g).matmul(e.v) + probs.narrow(3, g, n).matmul(v)
+            }
+        };
+    }
+    let w = 2 * one_sided;
+    let c = n.div_ceil(w);
+    let np = c * w;
+    // Queries padded to whole blocks; keys and values with `one_sided` more on each side.
+    let pad_q = |x: Tensor<4>| {
+        let last = x.dims()[3];
+        if np == n {
+            x
+        } else {
+            Tensor::cat(vec![x, Tensor::zeros([b, h, np - n, last], &device)], 2)
+        }
+    };
+    let pad_kv = |x: Tensor<4>| {
+        Tensor::cat(
+            vec![
+                Tensor::zeros([b, h, one_sided, d], &device),
+                x,
+                Tensor::zeros([b, h, np - n + one_sided, d], &device),
+            ],
+            2,
+        )
+    };
+    // Block `i` sees padded keys [i·w, i·w + 2w): two reshaped, shifted views side by side.
+    let blocks = |x: Tensor<4>| {
+        let first = x.clone().narrow(2, 0, np).reshape([b, h, c, w, d]);
+        let second = x.narrow(2, w, np).reshape([b, h, c, w, d]);
+        Tensor::cat(vec![first, second], 3)
+    };
+    let qb = pad_q(q.clone()).reshape([b, h, c, w, d]);
+    let kb = blocks(pad_kv(k));
+    let vb = blocks(pad_kv(v));
+    let scores = qb.matmul(kb.swap_dims(3, 4)).mul_scalar(scale); // [b, h, c, w, 2w]
+    // Query r of a block and key s of its span are |distance| ≤ one_sided apart iff r ≤ s ≤ r + w.
+    let band: Vec<bool> = (0..w)
+        .flat_map(|r| (0..2 * w).map(move |s| s < r || s > r + w))
+        .collect();
+    let band = Tensor::<2, Bool>::from_data(TensorData::new(band, [w, 2 * w]), &device)
+        .reshape([1, 1, 1, w, 2 * w])
+        .expand([b, h, c, w, 2 * w]);
+    let ex = Tensor::cat(
+        vec![
+            Tensor::<2, Bool>::full([b, one_sided], true, &device),
+            excluded,
+            Tensor::<2, Bool>::full([b, np - n + one_sided], true, &device),
+        ],
+        1,
+    );
+    let ex = Tensor::cat(
+        vec![
+            ex.clone().narrow(1, 0, np).reshape([b, c, w]),
+            ex.narrow(1, w, np).reshape([b, c, w]),
+        ],
+        2,
+    )
+    .reshape([b, 1, c, 1, 2 * w])
+    .expand([b, h, c, w, 2 * w]);
+    let scores = scores.mask_fill(band, MASKED).mask_fill(ex, MASKED);
+    let out = match extra {
+        None => {
+            let probs = self::dropout(dropout, activation::softmax(scores, 4));
+            probs.matmul(vb).reshape([b, h, np, d])
+        }
+        Some(e) => {
+            let g = e.k.dims()[2];
+            let sg = q.matmul(e.k.swap_dims(2, 3)).mul_scalar(scale); // [b, h, n, g]
+            let sg = sg.mask_fill(expand_pad_mask(e.invalid, h, n), MASKED);
+            let sg = pad_q(sg).reshape([b, h, c, w, g]);
+            let probs = activation::softmax(Tensor::cat(vec![sg, scores], 4), 4);
+            let probs = self::dropout(dropout, probs);
+            let pg = probs.clone().narrow(4, 0, g).reshape([b, h, np, g]);
+            let local = probs.narrow(4, g, 2 * w).matmul(vb).reshape([b, h, np, d]);
+            pg.matmul(e.v) + local
+        }
+    };
+    out.narrow(2, 0, n)
+}
+
+/// Rotary position embeddings as transformers' default RoPE computes them: frequencies
+/// `θ^(−2i/d)` in float32, angles `position · frequency` in float32, `cos`/`sin` of
+/// `[freqs, freqs]`.
+///
+/// Returns `(cos, sin)`, each `[seq, head_dim]`.
+pub fn rotary_tables(
+    seq: usize,
+    head_dim: usize,
+    theta: f64,
+    device: &burn::tensor::Device,
+) -> (Tensor<2>, Tensor<2>) {
+    let half = head_dim / 2;
+    let inv: Vec<f32> = (0..half)
+        .map(|i| {
+            let exponent = (2 * i) as f32 / head_dim as f32;
+            1.0f32 / (theta as f32).powf(exponent)
+        })
+        .collect();
+    let mut cos = Vec::with_capacity(seq * head_dim);
+    let mut sin = Vec::with_capacity(seq * head_dim);
+    for p in 0..seq {
+        for _ in 0..2 {
+            for &f in &inv {
+                let angle = p as f32 * f;
+                cos.push((angle as f64).cos() as f32);
+                sin.push((angle as f64).sin() as f32);
+            }
+        }
+    }
+    (
+        Tensor::from_data(TensorData::new(cos, [seq, head_dim]), device),
+        Tensor::from_data(TensorData::new(sin, [seq, head_dim]), device),
+    )
+}
+
+/// Applies rotary embeddings: `x·cos + rotate_half(x)·sin`, where `rotate_half([a, b]) =
+/// [−b, a]` on the two halves of the head dimension.
+///
+/// # Shapes
+/// - x: `[batch, heads, seq, head_dim]`; cos, sin: `[seq, head_dim]`
+pub fn apply_rotary(x: Tensor<4>, cos: Tensor<2>, sin: Tensor<2>) -> Tensor<4> {
+    let [b, h, s, d] = x.dims();
+    let half = d / 2;
+    let rotated = Tensor::cat(
+        vec![
+            x.clone().narrow(3, half, half).neg(),
+            x.clone().narrow(3, 0, half),
+        ],
+        3,
+    );
+    let cos = cos.reshape([1, 1, s, d]).expand([b, h, s, d]);
+    let sin = sin.reshape([1, 1, s, d]).expand([b, h, s, d]);
+    x * cos + rotated * sin
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::DropoutConfig;
+    use burn::tensor::{Device, Distribution, Tolerance};
+
+    /// The blocked computation against a dense one with an explicit band mask.
+    fn dense_reference(
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        excluded: &[Vec<bool>],
+        one_sided: usize,
+        extra: Option<ExtraKeys>,
+    ) -> Tensor<4> {
+        let [b, h, n, d] = q.dims();
+        let device = q.device();
+        let mut m = vec![false; b * n * n];
+        for (bi, ex) in excluded.iter().enumerate() {
+            for i in 0..n {
+                for j in 0..n {
+                    m[(bi * n + i) * n + j] = ex[j] || i.abs_diff(j) > one_sided;
+                }
+            }
+        }
+        let mask = Tensor::<3, Bool>::from_data(TensorData::new(m, [b, n, n]), &device)
+            .reshape([b, 1, n, n])
+            .expand([b, h, n, n]);
+        let scale = 1.0 / (d as f64).sqrt();
+        let s = q
+            .clone()
+            .matmul(k.swap_dims(2, 3))
+            .mul_scalar(scale)
+            .mask_fill(mask, MASKED);
+        match extra {
+            None => activation::softmax(s, 3).matmul(v),
+            Some(e) => {
+                let g = e.k.dims()[2];
+                let sg = q.matmul(e.k.swap_dims(2, 3)).mul_scalar(scale);
+                let sg = sg.mask_fill(expand_pad_mask(e.invalid, h, n), MASKED);
+                let p = activation::softmax(Tensor::cat(vec![sg, s], 3), 3);
+                p.clone().narrow(3, 0, g).matmul(e.v) + p.narrow(3, g, n).matmul(v)
+            }
+        }
+    }
+
+    #[test]
+    fn sliding_window_matches_dense_band() {
+        let device = Device::flex();
+        let drop = DropoutConfig::new(0.0).init();
+        for (n, one_sided) in [(13, 2), (16, 4), (7, 3), (5, 8), (21, 1)] {
+            let r = |s: [usize; 4]| Tensor::<4>::random(s, Distribution::Normal(0.0, 1.0), &device);
+            let (b, h, d) = (2, 3, 4);
+            let (q, k, v) = (r([b, h, n, d]), r([b, h, n, d]), r([b, h, n, d]));
+            let excluded: Vec<Vec<bool>> = vec![
+                (0..n).map(|j| j == 1).collect(),
+                (0..n).map(|j| j + 3 >= n).collect(),
+            ];
+            let ex =
+                Tensor::<2, Bool>::from_data(TensorData::new(excluded.concat(), [b, n]), &device);
+            // Rows of excluded (padding) tokens may see no key at all; they are not compared.
+            let keep: Vec<f32> = excluded
+                .concat()
+                .iter()
+                .map(|&e| if e { 0.0 } else { 1.0 })
+                .collect();
+            let keep = Tensor::<4>::from_data(TensorData::new(keep, [b, 1, n, 1]), &device)
+                .expand([b, h, n, d]);
+            let got = keep.clone()
+                * sliding_window_attention(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    ex.clone(),
+                    one_sided,
+                    None,
+                    &drop,
+                );
+            let want = keep.clone()
+                * dense_reference(q.clone(), k.clone(), v.clone(), &excluded, one_sided, None);
+            got.into_data()
+                .assert_approx_eq::<f32>(&want.into_data(), Tolerance::absolute(1e-5));
+            let extra = ExtraKeys {
+                k: r([b, h, 2, d]),
+                v: r([b, h, 2, d]),
+                invalid: Tensor::from_data(
+                    TensorData::new(vec![false, false, false, true], [b, 2]),
+                    &device,
+                ),
+            };
+            let got = keep.clone()
+                * sliding_window_attention(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    ex,
+                    one_sided,
+                    Some(extra.clone()),
+                    &drop,
+                );
+            let want = keep * dense_reference(q, k, v, &excluded, one_sided, Some(extra));
+            got.into_data()
+                .assert_approx_eq::<f32>(&want.into_data(), Tolerance::absolute(1e-5));
+        }
+    }
+
+    #[test]
+    fn rotary_keeps_norms_and_is_identity_at_zero() {
+        let device = Device::flex();
+        let x = Tensor::<4>::random([1, 2, 5, 8], Distribution::Normal(0.0, 1.0), &device);
+        let (cos, sin) = rotary_tables(5, 8, 10_000.0, &device);
+        let y = apply_rotary(x.clone(), cos, sin);
+        let norms = |t: Tensor<4>| t.powi_scalar(2).sum_dim(3);
+        norms(y.clone())
+            .into_data()
+            .assert_approx_eq::<f32>(&norms(x.clone()).into_data(), Tolerance::absolute(1e-4));
+        y.narrow(2, 0, 1)
+            .into_data()
+            .assert_approx_eq::<f32>(&x.narrow(2, 0, 1).into_data(), Tolerance::absolute(1e-6));
+    }
+}

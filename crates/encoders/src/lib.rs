@@ -9,12 +9,16 @@
 pub mod bert;
 pub mod common;
 pub mod distilbert;
+pub mod longformer;
+pub mod modernbert;
 pub mod roberta;
 
 pub use EncoderError as Error;
 pub use bert::{BertConfig, BertModel};
 pub use common::Activation;
 pub use distilbert::{DistilBertConfig, DistilBertModel};
+pub use longformer::{LongformerConfig, LongformerModel};
+pub use modernbert::{ModernBertConfig, ModernBertModel};
 pub use roberta::{RobertaConfig, RobertaModel};
 
 /// Errors raised when a configuration cannot build a model.
