@@ -135,10 +135,13 @@ fn classifier_logits_match_transformers_batched_and_single() {
 
 /// Batched logits of a classifier on the fixture inputs, padded as transformers padded them.
 fn batched_logits(c: &Classifier, fx: &serde_json::Value) -> Vec<f32> {
+    batched_logits_at(c, fx, fx["max_length"].as_u64().unwrap() as usize)
+}
+
+fn batched_logits_at(c: &Classifier, fx: &serde_json::Value, max_length: usize) -> Vec<f32> {
     let device = Device::flex();
     let recs = records(fx);
     let refs: Vec<&Record> = recs.iter().collect();
-    let max_length = fx["max_length"].as_u64().unwrap() as usize;
     let opts = EncodeOptions {
         max_length,
         pad_to_multiple_of: Some(8),
@@ -287,11 +290,22 @@ fn check_logits(
     batch: &serde_json::Value,
     single: &serde_json::Value,
 ) {
+    let max_length = inputs["max_length"].as_u64().unwrap() as usize;
+    check_logits_at(name, c, inputs, max_length, batch, single)
+}
+
+fn check_logits_at(
+    name: &str,
+    c: &Classifier,
+    inputs: &serde_json::Value,
+    max_length: usize,
+    batch: &serde_json::Value,
+    single: &serde_json::Value,
+) {
     assert!(c.report.newly_initialized.is_empty(), "{}", c.report);
-    let got = batched_logits(c, inputs);
+    let got = batched_logits_at(c, inputs, max_length);
     let diff = max_abs_diff(&got, &flat_f32(batch));
     assert!(diff < 1e-4, "{name} batched logits differ by {diff}");
-    let max_length = inputs["max_length"].as_u64().unwrap() as usize;
     let opts = EncodeOptions {
         max_length,
         pad_to_multiple_of: None,
@@ -311,7 +325,15 @@ fn family_parity(name: &str, dir: &str) {
     let inputs = read_json(&fixture("parity.json"));
     let c = Classifier::load(&fixture(dir), &Device::flex()).unwrap();
     check_tokenizer(name, &c.tokenizer, &inputs, &fx);
-    check_logits(name, &c, &inputs, &fx["logits_batch"], &fx["logits_single"]);
+    let max_length = fx["max_length"].as_u64().unwrap() as usize;
+    check_logits_at(
+        name,
+        &c,
+        &inputs,
+        max_length,
+        &fx["logits_batch"],
+        &fx["logits_single"],
+    );
 }
 
 /// RoBERTa: byte-level BPE, `<s> A </s></s> B </s>` pairs, positions from `padding_idx + 1`
@@ -325,4 +347,77 @@ fn roberta_matches_transformers() {
 #[test]
 fn distilbert_matches_transformers() {
     family_parity("distilbert", "distilbert-tiny-cls");
+}
+
+/// Longformer: sliding windows of 4 and 8 tokens (one per layer), global attention on `<s>`,
+/// 96-token inputs in padded batches and single rows.
+#[test]
+fn longformer_matches_transformers() {
+    family_parity("longformer", "longformer-tiny-cls");
+}
+
+/// Another Longformer: one window of 6 for all three layers (inputs padded to a multiple of 6),
+/// other sizes.
+#[test]
+fn longformer_other_window_matches_transformers() {
+    family_parity("longformer-b", "longformer-b-tiny-cls");
+}
+
+/// A caller-given global-attention mask (rows with different numbers of global tokens).
+#[test]
+fn longformer_custom_global_mask_matches_transformers() {
+    use burn::tensor::{Bool, Int, TensorData};
+    for name in ["longformer", "longformer-b"] {
+        let fx = read_json(&fixture(&format!("{name}.json")));
+        let c = Classifier::load(&fixture(&format!("{name}-tiny-cls")), &Device::flex()).unwrap();
+        let SequenceClassifier::Longformer(m) = &c.model else {
+            panic!("{name} did not load as Longformer")
+        };
+        let device = Device::flex();
+        let rows = |v: &serde_json::Value| -> (Vec<i64>, [usize; 2]) {
+            let rows = v.as_array().unwrap();
+            let n = rows[0].as_array().unwrap().len();
+            let flat: Vec<i64> = rows
+                .iter()
+                .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()))
+                .collect();
+            (flat, [rows.len(), n])
+        };
+        let (ids, shape) = rows(&fx["batch"]["input_ids"]);
+        let (mask, _) = rows(&fx["batch"]["attention_mask"]);
+        let (global, _) = rows(&fx["global_mask"]);
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, shape), &device);
+        let pad = Tensor::<2, Bool>::from_data(
+            TensorData::new(mask.iter().map(|&m| m == 0).collect::<Vec<_>>(), shape),
+            &device,
+        );
+        let global = Tensor::<2, Bool>::from_data(
+            TensorData::new(global.iter().map(|&g| g == 1).collect::<Vec<_>>(), shape),
+            &device,
+        );
+        let got: Vec<f32> = m
+            .forward_with_global(ids, None, Some(pad), Some(global))
+            .into_data()
+            .try_into_vec_as()
+            .unwrap();
+        let diff = max_abs_diff(&got, &flat_f32(&fx["logits_batch_global"]));
+        assert!(
+            diff < 1e-4,
+            "{name} logits with a global mask differ by {diff}"
+        );
+    }
+}
+
+/// ModernBERT: rotary embeddings, local layers (window 8) between global ones, gated MLP,
+/// no biases, `cls` pooling; 96-token inputs.
+#[test]
+fn modernbert_matches_transformers() {
+    family_parity("modernbert", "modernbert-tiny-cls");
+}
+
+/// Another ModernBERT: biases everywhere, window 12, global every 2nd layer, other θ,
+/// gelu_new / silu, `mean` pooling.
+#[test]
+fn modernbert_other_config_matches_transformers() {
+    family_parity("modernbert-b", "modernbert-b-tiny-cls");
 }

@@ -8,12 +8,15 @@
 pub mod loss;
 
 use burn::module::{Module, Param};
+use burn::nn::LayerNorm;
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::activation::{relu, tanh};
 use burn::tensor::{Bool, Device, Int, Tensor};
 use sequin_encoders::common::{dropout, first_token};
+use sequin_encoders::modernbert::Pooling;
 use sequin_encoders::{
-    BertConfig, BertModel, DistilBertConfig, DistilBertModel, EncoderError, RobertaModel,
+    Activation, BertConfig, BertModel, DistilBertConfig, DistilBertModel, EncoderError,
+    LongformerConfig, LongformerModel, ModernBertConfig, ModernBertModel, RobertaModel,
 };
 use serde::{Deserialize, Serialize};
 
@@ -178,19 +181,9 @@ impl RobertaForSequenceClassification {
         num_labels: usize,
         device: &Device,
     ) -> Self {
-        let h = config.hidden_size;
         Self {
             roberta,
-            classifier: RobertaClassificationHead {
-                dense: zero_bias(config.linear(h, h, device), h, device),
-                dropout: DropoutConfig::new(
-                    config
-                        .classifier_dropout
-                        .unwrap_or(config.hidden_dropout_prob),
-                )
-                .init(),
-                out_proj: zero_bias(config.linear(h, num_labels, device), num_labels, device),
-            },
+            classifier: RobertaClassificationHead::new(config, num_labels, device),
         }
     }
 
@@ -208,10 +201,170 @@ impl RobertaForSequenceClassification {
         token_type_ids: Option<Tensor<2, Int>>,
         pad_mask: Option<Tensor<2, Bool>>,
     ) -> Tensor<2> {
-        let x = first_token(self.roberta.forward(input_ids, token_type_ids, pad_mask));
-        let c = &self.classifier;
-        let x = tanh(c.dense.forward(dropout(&c.dropout, x)));
-        c.out_proj.forward(dropout(&c.dropout, x))
+        self.classifier
+            .forward(self.roberta.forward(input_ids, token_type_ids, pad_mask))
+    }
+}
+
+impl RobertaClassificationHead {
+    fn new(config: &BertConfig, num_labels: usize, device: &Device) -> Self {
+        let h = config.hidden_size;
+        Self {
+            dense: zero_bias(config.linear(h, h, device), h, device),
+            dropout: DropoutConfig::new(
+                config
+                    .classifier_dropout
+                    .unwrap_or(config.hidden_dropout_prob),
+            )
+            .init(),
+            out_proj: zero_bias(config.linear(h, num_labels, device), num_labels, device),
+        }
+    }
+
+    /// On the first token: dropout → `dense` → tanh → dropout → `out_proj`.
+    ///
+    /// # Shapes
+    /// - hidden: `[batch, seq, hidden]` → logits `[batch, num_labels]`
+    pub fn forward(&self, hidden: Tensor<3>) -> Tensor<2> {
+        let x = first_token(hidden);
+        let x = tanh(self.dense.forward(dropout(&self.dropout, x)));
+        self.out_proj.forward(dropout(&self.dropout, x))
+    }
+}
+
+/// `transformers.LongformerForSequenceClassification`: RoBERTa's head on `<s>`, with global
+/// attention on `<s>` unless the caller gives a global-attention mask.
+#[derive(Module, Debug)]
+pub struct LongformerForSequenceClassification {
+    /// `longformer`: the encoder, without pooler.
+    pub longformer: LongformerModel,
+    /// `classifier`
+    pub classifier: RobertaClassificationHead,
+}
+
+impl LongformerForSequenceClassification {
+    /// A fresh head on top of `longformer`.
+    pub fn new(
+        longformer: LongformerModel,
+        config: &LongformerConfig,
+        num_labels: usize,
+        device: &Device,
+    ) -> Self {
+        Self {
+            longformer,
+            classifier: RobertaClassificationHead::new(&config.bert, num_labels, device),
+        }
+    }
+
+    /// Number of output logits.
+    pub fn num_labels(&self) -> usize {
+        self.classifier.out_proj.weight.dims()[1]
+    }
+
+    /// Logits with a caller-given global-attention mask (`None`: the first token).
+    ///
+    /// # Shapes
+    /// - input_ids, token_type_ids, pad_mask (true = pad), global_mask (true = global):
+    ///   `[batch, seq]`
+    /// - output: logits `[batch, num_labels]`
+    pub fn forward_with_global(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Option<Tensor<2, Int>>,
+        pad_mask: Option<Tensor<2, Bool>>,
+        global_mask: Option<Tensor<2, Bool>>,
+    ) -> Tensor<2> {
+        let hidden = self
+            .longformer
+            .forward(input_ids, token_type_ids, pad_mask, global_mask);
+        self.classifier.forward(hidden)
+    }
+}
+
+/// `ModernBertPredictionHead`: `dense` → activation → `norm`.
+#[derive(Module, Debug)]
+pub struct ModernBertPredictionHead {
+    /// `head.dense` (bias per `classifier_bias`)
+    pub dense: Linear,
+    /// `head.norm`
+    pub norm: LayerNorm,
+    /// `classifier_activation`
+    #[module(skip)]
+    pub act: Activation,
+}
+
+/// `transformers.ModernBertForSequenceClassification`: pooling (`classifier_pooling`: the
+/// first token or the masked mean), `head`, dropout (`classifier_dropout`), `classifier`.
+#[derive(Module, Debug)]
+pub struct ModernBertForSequenceClassification {
+    /// `model`
+    pub model: ModernBertModel,
+    /// `head`
+    pub head: ModernBertPredictionHead,
+    /// Dropout before the classifier.
+    pub drop: Dropout,
+    /// `classifier`
+    pub classifier: Linear,
+    /// `classifier_pooling`
+    #[module(skip)]
+    pub pooling: Pooling,
+}
+
+impl ModernBertForSequenceClassification {
+    /// A fresh head (and prediction head) on top of `model`.
+    pub fn new(
+        model: ModernBertModel,
+        config: &ModernBertConfig,
+        num_labels: usize,
+        device: &Device,
+    ) -> Result<Self, EncoderError> {
+        let h = config.hidden_size;
+        Ok(Self {
+            model,
+            head: ModernBertPredictionHead {
+                dense: config.linear(h, h, config.classifier_bias, device),
+                norm: config.norm(device),
+                act: Activation::from_hf(&config.classifier_activation)?,
+            },
+            drop: DropoutConfig::new(config.classifier_dropout).init(),
+            classifier: zero_bias(
+                config.linear(h, num_labels, true, device),
+                num_labels,
+                device,
+            ),
+            pooling: config.classifier_pooling,
+        })
+    }
+
+    /// Number of output logits.
+    pub fn num_labels(&self) -> usize {
+        self.classifier.weight.dims()[1]
+    }
+
+    /// # Shapes
+    /// - input_ids, pad_mask (true = pad): `[batch, seq]`
+    /// - output: logits `[batch, num_labels]`
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        pad_mask: Option<Tensor<2, Bool>>,
+    ) -> Tensor<2> {
+        let hidden = self.model.forward(input_ids, pad_mask.clone());
+        let pooled = match (self.pooling, pad_mask) {
+            (Pooling::Cls, _) => first_token(hidden),
+            (Pooling::Mean, None) => hidden.mean_dim(1).squeeze_dim(1),
+            (Pooling::Mean, Some(pad)) => {
+                let [b, n, h] = hidden.dims();
+                let real = pad.bool_not().float().reshape([b, n, 1]);
+                let sum = (hidden * real.clone().expand([b, n, h]))
+                    .sum_dim(1)
+                    .reshape([b, h]);
+                sum / real.sum_dim(1).reshape([b, 1]).expand([b, h])
+            }
+        };
+        let x = self.head.dense.forward(pooled);
+        let x = self.head.norm.forward(self.head.act.forward(x));
+        self.classifier.forward(dropout(&self.drop, x))
     }
 }
 
@@ -277,6 +430,10 @@ pub enum SequenceClassifier {
     Roberta(RobertaForSequenceClassification),
     /// DistilBERT.
     DistilBert(DistilBertForSequenceClassification),
+    /// Longformer.
+    Longformer(LongformerForSequenceClassification),
+    /// ModernBERT.
+    ModernBert(ModernBertForSequenceClassification),
 }
 
 impl SequenceClassifier {
@@ -286,6 +443,8 @@ impl SequenceClassifier {
             Self::Bert(m) => m.num_labels(),
             Self::Roberta(m) => m.num_labels(),
             Self::DistilBert(m) => m.num_labels(),
+            Self::Longformer(m) => m.num_labels(),
+            Self::ModernBert(m) => m.num_labels(),
         }
     }
 
@@ -304,6 +463,8 @@ impl SequenceClassifier {
             Self::Bert(m) => m.forward(input_ids, token_type_ids, pad_mask),
             Self::Roberta(m) => m.forward(input_ids, token_type_ids, pad_mask),
             Self::DistilBert(m) => m.forward(input_ids, pad_mask),
+            Self::Longformer(m) => m.forward_with_global(input_ids, token_type_ids, pad_mask, None),
+            Self::ModernBert(m) => m.forward(input_ids, pad_mask),
         }
     }
 }

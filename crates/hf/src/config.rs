@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use sequin_encoders::{BertConfig, DistilBertConfig};
+use sequin_encoders::{BertConfig, DistilBertConfig, LongformerConfig, ModernBertConfig};
 use sequin_heads::ProblemType;
 use serde_json::{Map, Value};
 
@@ -21,6 +21,10 @@ pub enum ArchConfig {
     Roberta(BertConfig),
     /// `distilbert`
     DistilBert(DistilBertConfig),
+    /// `longformer` (RoBERTa's fields plus `attention_window`).
+    Longformer(LongformerConfig),
+    /// `modernbert`
+    ModernBert(ModernBertConfig),
 }
 
 impl ArchConfig {
@@ -30,6 +34,8 @@ impl ArchConfig {
             Self::Bert(c) => c.max_position_embeddings,
             Self::Roberta(c) => c.roberta_max_length(),
             Self::DistilBert(c) => c.max_position_embeddings,
+            Self::Longformer(c) => c.max_length(),
+            Self::ModernBert(c) => c.max_position_embeddings,
         }
     }
 
@@ -38,6 +44,8 @@ impl ArchConfig {
         match self {
             Self::Bert(c) | Self::Roberta(c) => c.vocab_size,
             Self::DistilBert(c) => c.vocab_size,
+            Self::Longformer(c) => c.bert.vocab_size,
+            Self::ModernBert(c) => c.vocab_size,
         }
     }
 
@@ -48,6 +56,8 @@ impl ArchConfig {
             (Self::Roberta(_), "xlm-roberta") => "XLMRobertaForSequenceClassification",
             (Self::Roberta(_), _) => "RobertaForSequenceClassification",
             (Self::DistilBert(_), _) => "DistilBertForSequenceClassification",
+            (Self::Longformer(_), _) => "LongformerForSequenceClassification",
+            (Self::ModernBert(_), _) => "ModernBertForSequenceClassification",
         }
     }
 }
@@ -71,7 +81,14 @@ pub struct HfConfig {
 }
 
 /// The model types this version can load.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert", "distilbert", "roberta", "xlm-roberta"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
+    "bert",
+    "distilbert",
+    "longformer",
+    "modernbert",
+    "roberta",
+    "xlm-roberta",
+];
 
 impl HfConfig {
     /// Reads `dir/config.json`.
@@ -108,6 +125,18 @@ impl HfConfig {
                     serde_json::from_value(value).map_err(|e| cfg_err(e.to_string()))?;
                 c.validate().map_err(|e| cfg_err(e.to_string()))?;
                 ArchConfig::DistilBert(c)
+            }
+            "longformer" => {
+                let c: LongformerConfig =
+                    serde_json::from_value(value).map_err(|e| cfg_err(e.to_string()))?;
+                c.validate().map_err(|e| cfg_err(e.to_string()))?;
+                ArchConfig::Longformer(c)
+            }
+            "modernbert" => {
+                let c: ModernBertConfig =
+                    serde_json::from_value(value).map_err(|e| cfg_err(e.to_string()))?;
+                c.plan().map_err(|e| cfg_err(e.to_string()))?;
+                ArchConfig::ModernBert(c)
             }
             t => {
                 let c: BertConfig =

@@ -10,6 +10,7 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use sequin_heads::{
     BertForSequenceClassification, DistilBertForSequenceClassification,
+    LongformerForSequenceClassification, ModernBertForSequenceClassification,
     RobertaForSequenceClassification, SequenceClassifier,
 };
 
@@ -216,6 +217,24 @@ fn family(arch: &ArchConfig) -> Family {
             fresh_ok: &[],
             ignored: &["vocab_transform.", "vocab_layer_norm.", "vocab_projector."],
         },
+        ArchConfig::Longformer(_) => Family {
+            prefix: "longformer",
+            base_roots: "embeddings|encoder|pooler",
+            head: &["classifier."],
+            head_rows: "classifier.out_proj.weight",
+            fresh_ok: &[],
+            ignored: &["lm_head.", "longformer.pooler."],
+        },
+        // `head` (dense, act, norm) is shared with the masked-LM model and is loaded from it,
+        // as transformers does; only `classifier` is the task head.
+        ArchConfig::ModernBert(_) => Family {
+            prefix: "model",
+            base_roots: "embeddings|layers|final_norm",
+            head: &["classifier."],
+            head_rows: "classifier.weight",
+            fresh_ok: &["head."],
+            ignored: &["decoder."],
+        },
     }
 }
 
@@ -328,6 +347,27 @@ pub fn load_classifier(
             let (m, r) = apply!(m);
             (SequenceClassifier::DistilBert(m), r)
         }
+        ArchConfig::Longformer(c) => {
+            let m = LongformerForSequenceClassification::new(
+                c.init(device).map_err(enc_err)?,
+                c,
+                n,
+                device,
+            );
+            let (m, r) = apply!(m);
+            (SequenceClassifier::Longformer(m), r)
+        }
+        ArchConfig::ModernBert(c) => {
+            let m = ModernBertForSequenceClassification::new(
+                c.init(device).map_err(enc_err)?,
+                c,
+                n,
+                device,
+            )
+            .map_err(enc_err)?;
+            let (m, r) = apply!(m);
+            (SequenceClassifier::ModernBert(m), r)
+        }
     };
 
     if let Some(e) = result.errors.first() {
@@ -374,7 +414,9 @@ pub fn load_classifier(
                 .ignored
                 .iter()
                 .any(|i| key.starts_with(i) || to_hf_key(p).starts_with(i))
-            || (!has_prefix && fam.prefix == "roberta" && key.starts_with("pooler."));
+            || (!has_prefix
+                && matches!(fam.prefix, "roberta" | "longformer")
+                && key.starts_with("pooler."));
         if expected {
             report.discarded.push(key);
         } else {

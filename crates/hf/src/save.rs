@@ -52,6 +52,8 @@ pub fn save_classifier_folder(
         SequenceClassifier::Bert(m) => m.save_into(&mut store),
         SequenceClassifier::Roberta(m) => m.save_into(&mut store),
         SequenceClassifier::DistilBert(m) => m.save_into(&mut store),
+        SequenceClassifier::Longformer(m) => m.save_into(&mut store),
+        SequenceClassifier::ModernBert(m) => m.save_into(&mut store),
     }
     .map_err(|e| HfError::Weights {
         path: weights.clone(),
