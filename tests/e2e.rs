@@ -319,3 +319,118 @@ fn predict_top_k_and_score_functions() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Longformer and ModernBERT folders that transformers wrote: `eval` and `predict` work on
+/// them as they are, and a fine-tuned copy (new head, chunked long texts) saves, reloads and
+/// predicts the same.
+#[test]
+fn long_document_families_train_eval_and_predict() {
+    for (family, arch) in [
+        ("longformer", "LongformerForSequenceClassification"),
+        ("modernbert", "ModernBertForSequenceClassification"),
+    ] {
+        let src = fixture(&format!("{family}-tiny-cls"));
+        let tmp = std::env::temp_dir().join(format!("sequin-{family}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).unwrap();
+
+        // eval on the transformers folder, with its own LABEL_n names.
+        let data = tmp.join("labelled.jsonl");
+        let texts = [
+            "short text",
+            "a longer text that runs past the attention window of these tiny models by far",
+        ];
+        let lines: Vec<String> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                serde_json::json!({"text": t, "label": format!("LABEL_{}", i % 2)}).to_string()
+            })
+            .collect();
+        std::fs::write(&data, lines.join("\n")).unwrap();
+        let c = Classifier::load(&src, &Device::flex()).unwrap();
+        let recs = c.read(&data, &Default::default()).unwrap();
+        let report = c
+            .evaluate(&recs, &data, c.encode_options(Some(48)), 2)
+            .unwrap();
+        assert_eq!(report.summary.n, 2);
+
+        // Fine-tune with chunked inputs; the folder names the right architecture.
+        let out = tmp.join("run");
+        sequin_ok(&[
+            "train",
+            "--model",
+            src.to_str().unwrap(),
+            "--train",
+            dataset("amazon-food", "train").to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--max-train-samples",
+            "48",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--max-length",
+            "40",
+            "--long-text",
+            "chunk",
+            "--chunk-stride",
+            "8",
+            "--max-chunks",
+            "3",
+        ]);
+        let config = read_json(&out.join("config.json"));
+        assert_eq!(config["architectures"][0], arch);
+        assert_eq!(config["model_type"], family);
+        assert_eq!(config["id2label"]["0"], "great");
+
+        // predict on the saved folder, with the saved policy and overriding it.
+        let val = dataset("amazon-food", "validation");
+        let p1 = tmp.join("p1.jsonl");
+        let p2 = tmp.join("p2.jsonl");
+        let args = |o: &std::path::Path| {
+            vec![
+                "predict".to_string(),
+                "--model".into(),
+                out.to_string_lossy().into_owned(),
+                "--input".into(),
+                val.to_string_lossy().into_owned(),
+                "--output".into(),
+                o.to_string_lossy().into_owned(),
+            ]
+        };
+        let a1 = args(&p1);
+        sequin_ok(&a1.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut a2 = args(&p2);
+        a2.extend(["--long-text".into(), "truncate".into()]);
+        sequin_ok(&a2.iter().map(String::as_str).collect::<Vec<_>>());
+        let read = |p: &std::path::Path| -> Vec<serde_json::Value> {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        let (r1, r2) = (read(&p1), read(&p2));
+        assert_eq!(r1.len(), 398);
+        assert_eq!(r1.len(), r2.len());
+        // Long reviews are classified from more than their first window.
+        assert!(r1.iter().zip(&r2).any(|(a, b)| a["logits"] != b["logits"]));
+
+        // The reloaded folder gives the logits the in-memory reload gives, row by row.
+        let c = Classifier::load(&out, &Device::flex()).unwrap();
+        let recs = sequin_data::read_records(&val, &Default::default()).unwrap();
+        let preds = c.predict(&recs[..5], c.encode_options(None), 5).unwrap();
+        for (p, r) in preds.iter().zip(&r1) {
+            let want: Vec<f32> = r["logits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
+            assert!(max_abs_diff(&p.logits, &want) < 1e-5);
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+}

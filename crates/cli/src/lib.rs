@@ -105,10 +105,27 @@ struct TrainArgs {
     /// Stop after this many optimizer steps (smoke tests).
     #[arg(long)]
     max_steps: Option<usize>,
+    #[command(flatten)]
+    long: LongTextArgs,
+    /// Batch training examples in random order instead of grouping similar lengths (grouping
+    /// pads less and trains faster; the examples seen per epoch are the same).
+    #[arg(long)]
+    no_group_by_length: bool,
+    /// Use only this many training examples (a seeded random subset).
+    #[arg(long)]
+    max_train_samples: Option<usize>,
+    /// A JSON file with any of the options above (snake_case keys); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// How texts longer than --max-length are fitted.
+#[derive(Args, Default)]
+struct LongTextArgs {
     /// How to fit texts longer than --max-length: `truncate` (keep the start, the default),
     /// `head-tail` (keep the first --head-tokens and the last --tail-tokens), or `chunk`
-    /// (overlapping windows whose logits are aggregated). Saved with the model; eval and
-    /// predict apply it the same way.
+    /// (overlapping windows whose logits are aggregated). `train` saves it with the model;
+    /// `eval` and `predict` apply the saved one unless given here.
     #[arg(long, value_parser = ["truncate", "head-tail", "chunk"])]
     long_text: Option<String>,
     /// head-tail: tokens kept from the start [default: a quarter of the content tokens].
@@ -120,22 +137,57 @@ struct TrainArgs {
     /// chunk: tokens shared by consecutive windows [default: a quarter of --max-length].
     #[arg(long)]
     chunk_stride: Option<usize>,
-    /// chunk: the most windows per text [default: 8].
+    /// chunk: the most windows per text; the first ones are kept [default: 8].
     #[arg(long)]
     max_chunks: Option<usize>,
     /// chunk: how window logits become the text's logits [default: mean].
     #[arg(long, value_parser = ["mean", "max"])]
     aggregate: Option<String>,
-    /// Batch training examples in random order instead of grouping similar lengths (grouping
-    /// pads less and trains faster; the examples seen per epoch are the same).
-    #[arg(long)]
-    no_group_by_length: bool,
-    /// Use only this many training examples (a seeded random subset).
-    #[arg(long)]
-    max_train_samples: Option<usize>,
-    /// A JSON file with any of the options above (snake_case keys); flags override it.
-    #[arg(long)]
-    config: Option<PathBuf>,
+}
+
+impl LongTextArgs {
+    /// The policy these flags ask for, as the JSON of `LongText`, with defaults resolved for
+    /// `max_length`. `None` when no policy is named (then the other flags are an error).
+    fn policy(&self, max_length: usize) -> Result<Option<Value>> {
+        let content = max_length.saturating_sub(2);
+        let Some(policy) = self.long_text.as_deref() else {
+            if self.head_tokens.is_some()
+                || self.tail_tokens.is_some()
+                || self.chunk_stride.is_some()
+                || self.max_chunks.is_some()
+            {
+                bail!(
+                    "--head-tokens, --tail-tokens, --chunk-stride and --max-chunks need --long-text head-tail or chunk"
+                );
+            }
+            return Ok(None);
+        };
+        Ok(Some(match policy {
+            "head-tail" => {
+                let head = self.head_tokens.unwrap_or(content / 4);
+                let tail = self.tail_tokens.unwrap_or(content.saturating_sub(head));
+                serde_json::json!({"policy": "head-tail", "head": head, "tail": tail})
+            }
+            "chunk" => serde_json::json!({
+                "policy": "chunk",
+                "stride": self.chunk_stride.unwrap_or(max_length / 4),
+                "max_chunks": self.max_chunks.unwrap_or(8),
+            }),
+            _ => serde_json::json!({"policy": "truncate"}),
+        }))
+    }
+
+    /// Overrides a loaded classifier's saved policy with the flags given.
+    fn apply(&self, c: &mut Classifier, max_length: usize) -> Result<()> {
+        if let Some(v) = self.policy(max_length)? {
+            c.policy.long_text = serde_json::from_value(v).context("--long-text")?;
+        }
+        if let Some(a) = &self.aggregate {
+            c.policy.aggregate =
+                serde_json::from_value(Value::from(a.as_str())).context("--aggregate")?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Args)]
@@ -157,6 +209,8 @@ struct EvalArgs {
     /// Batch size.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
+    #[command(flatten)]
+    long: LongTextArgs,
 }
 
 #[derive(Args)]
@@ -184,6 +238,8 @@ struct PredictArgs {
     /// How logits become scores: softmax (single-label default), sigmoid (multi-label), none.
     #[arg(long, value_parser = ["softmax", "sigmoid", "none"])]
     function: Option<String>,
+    #[command(flatten)]
+    long: LongTextArgs,
 }
 
 fn parse_top_k(s: &str) -> std::result::Result<usize, String> {
@@ -283,34 +339,10 @@ fn train_config(a: TrainArgs) -> Result<TrainConfig> {
         "group_by_length",
         a.no_group_by_length.then_some(Value::Bool(false)),
     );
-    set!("aggregate", a.aggregate.map(Value::from));
-    if let Some(policy) = a.long_text {
-        // Defaults depend on max_length: resolve it as the run will.
-        let max_length = map.get("max_length").and_then(Value::as_u64).unwrap_or(128) as usize;
-        let content = max_length.saturating_sub(2);
-        let v = match policy.as_str() {
-            "head-tail" => {
-                let head = a.head_tokens.unwrap_or(content / 4);
-                let tail = a.tail_tokens.unwrap_or(content.saturating_sub(head));
-                serde_json::json!({"policy": "head-tail", "head": head, "tail": tail})
-            }
-            "chunk" => serde_json::json!({
-                "policy": "chunk",
-                "stride": a.chunk_stride.unwrap_or(max_length / 4),
-                "max_chunks": a.max_chunks.unwrap_or(8),
-            }),
-            _ => serde_json::json!({"policy": "truncate"}),
-        };
-        map.insert("long_text".into(), v);
-    } else if a.head_tokens.is_some()
-        || a.tail_tokens.is_some()
-        || a.chunk_stride.is_some()
-        || a.max_chunks.is_some()
-    {
-        bail!(
-            "--head-tokens, --tail-tokens, --chunk-stride and --max-chunks need --long-text head-tail or chunk"
-        );
-    }
+    set!("aggregate", a.long.aggregate.clone().map(Value::from));
+    // Defaults depend on max_length: resolve it as the run will.
+    let max_length = map.get("max_length").and_then(Value::as_u64).unwrap_or(128) as usize;
+    set!("long_text", a.long.policy(max_length)?);
     for required in ["model", "train", "output"] {
         if !map.contains_key(required) {
             bail!("--{required} is required (as a flag or in --config)");
@@ -369,8 +401,9 @@ fn run(cli: Cli) -> Result<()> {
             println!("{out}");
         }
         Cmd::Eval(a) => {
-            let c = Classifier::load(&a.model, &device)?;
+            let mut c = Classifier::load(&a.model, &device)?;
             let opts = encode_opts(&c, a.max_length)?;
+            a.long.apply(&mut c, opts.max_length)?;
             let cols = Columns {
                 text: a.columns.text_column,
                 text_pair: a.columns.text_pair_column,
@@ -381,8 +414,9 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string(&m)?);
         }
         Cmd::Predict(a) => {
-            let c = Classifier::load(&a.model, &device)?;
+            let mut c = Classifier::load(&a.model, &device)?;
             let opts = encode_opts(&c, a.max_length)?;
+            a.long.apply(&mut c, opts.max_length)?;
             let cols = Columns {
                 text: a.columns.text_column,
                 text_pair: a.columns.text_pair_column,
