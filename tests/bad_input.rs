@@ -264,7 +264,7 @@ fn checkpoint_problems_name_the_tensor() {
         &[
             "config.json",
             "gpt2",
-            "supported: bert, distilbert, roberta, xlm-roberta",
+            "supported: bert, distilbert, longformer, modernbert, roberta, xlm-roberta",
         ],
     );
 

@@ -203,7 +203,8 @@ fn chunked_documents_are_saved_and_aggregated() {
         c.policy.long_text,
         LongText::Chunk {
             stride: 8,
-            max_chunks: 4
+            max_chunks: 4,
+            select: sequin_tokenize::ChunkSelect::First,
         }
     );
     let val = sequin_data::read_records(&dataset("amazon-food", "validation"), &Default::default())

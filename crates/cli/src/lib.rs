@@ -137,9 +137,13 @@ struct LongTextArgs {
     /// chunk: tokens shared by consecutive windows [default: a quarter of --max-length].
     #[arg(long)]
     chunk_stride: Option<usize>,
-    /// chunk: the most windows per text; the first ones are kept [default: 8].
+    /// chunk: the most windows per text [default: 8].
     #[arg(long)]
     max_chunks: Option<usize>,
+    /// chunk: which windows a longer text keeps: `first` (its start) or `spread` (evenly from
+    /// its first window to its last) [default: first].
+    #[arg(long, value_parser = ["first", "spread"])]
+    chunk_select: Option<String>,
     /// chunk: how window logits become the text's logits [default: mean].
     #[arg(long, value_parser = ["mean", "max"])]
     aggregate: Option<String>,
@@ -155,9 +159,10 @@ impl LongTextArgs {
                 || self.tail_tokens.is_some()
                 || self.chunk_stride.is_some()
                 || self.max_chunks.is_some()
+                || self.chunk_select.is_some()
             {
                 bail!(
-                    "--head-tokens, --tail-tokens, --chunk-stride and --max-chunks need --long-text head-tail or chunk"
+                    "--head-tokens, --tail-tokens, --chunk-stride, --max-chunks and --chunk-select need --long-text head-tail or chunk"
                 );
             }
             return Ok(None);
@@ -172,6 +177,7 @@ impl LongTextArgs {
                 "policy": "chunk",
                 "stride": self.chunk_stride.unwrap_or(max_length / 4),
                 "max_chunks": self.max_chunks.unwrap_or(8),
+                "select": self.chunk_select.as_deref().unwrap_or("first"),
             }),
             _ => serde_json::json!({"policy": "truncate"}),
         }))

@@ -90,6 +90,17 @@ impl EncodedBatch {
         ))
     }
 
+    /// A batch of already encoded rows (windows of documents, say), padded to the longest.
+    pub fn from_rows(
+        tokenizer: &Tokenizer,
+        rows: &[&Encoded],
+        pad_to_multiple_of: Option<usize>,
+        device: &Device,
+    ) -> Self {
+        let b = tokenizer.pad(rows, pad_to_multiple_of);
+        Self::from_padded(&b, None, None, device)
+    }
+
     fn from_padded(
         b: &sequin_tokenize::Batch,
         labels: Option<&[usize]>,

@@ -108,7 +108,37 @@ pub enum LongText {
         stride: usize,
         /// The most windows kept per text.
         max_chunks: usize,
+        /// Which windows a text with more than `max_chunks` keeps.
+        #[serde(default)]
+        select: ChunkSelect,
     },
+}
+
+/// Which windows a text keeps when it has more than `max_chunks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChunkSelect {
+    /// The first `max_chunks` windows (the start of the text).
+    #[default]
+    First,
+    /// `max_chunks` windows spread evenly from the first to the last, so that a very long
+    /// text is read throughout.
+    Spread,
+}
+
+/// Indices of the windows kept out of `n`, at most `k` of them.
+pub fn select_windows(n: usize, k: usize, how: ChunkSelect) -> Vec<usize> {
+    let k = k.max(1);
+    if n <= k {
+        return (0..n).collect();
+    }
+    match how {
+        ChunkSelect::First => (0..k).collect(),
+        ChunkSelect::Spread if k == 1 => vec![0],
+        ChunkSelect::Spread => (0..k)
+            .map(|i| (i * (n - 1) + (k - 1) / 2) / (k - 1))
+            .collect(),
+    }
 }
 
 /// One encoded row (before padding: `attention_mask` is all ones).
@@ -408,7 +438,11 @@ impl Tokenizer {
                 let e = self.inner.post_process(kept, None, true).map_err(enc_err)?;
                 Ok(vec![to_row(&e)])
             }
-            LongText::Chunk { stride, max_chunks } => {
+            LongText::Chunk {
+                stride,
+                max_chunks,
+                select,
+            } => {
                 let content = opts
                     .max_length
                     .saturating_sub(self.num_special_tokens(pair.is_some()));
@@ -435,10 +469,17 @@ impl Tokenizer {
                 }
                 .map_err(enc_err)?;
                 let rest = e.take_overflowing();
-                let mut rows = vec![to_row(&e)];
-                rows.extend(rest.iter().map(to_row));
-                rows.truncate(max_chunks.max(1));
-                Ok(rows)
+                let n = rest.len() + 1;
+                Ok(select_windows(n, max_chunks, select)
+                    .into_iter()
+                    .map(|i| {
+                        if i == 0 {
+                            to_row(&e)
+                        } else {
+                            to_row(&rest[i - 1])
+                        }
+                    })
+                    .collect())
             }
         }
     }
@@ -641,6 +682,7 @@ mod tests {
                 LongText::Chunk {
                     stride: 1,
                     max_chunks: 10,
+                    select: ChunkSelect::First,
                 },
             )
             .unwrap();
@@ -661,6 +703,7 @@ mod tests {
                 LongText::Chunk {
                     stride: 1,
                     max_chunks: 2,
+                    select: ChunkSelect::First,
                 },
             )
             .unwrap();
@@ -679,5 +722,17 @@ mod tests {
     fn missing_tokenizer_names_the_folder() {
         let err = Tokenizer::from_dir("/definitely/not/here").unwrap_err();
         assert!(err.to_string().contains("/definitely/not/here"), "{err}");
+    }
+
+    #[test]
+    fn spread_windows_cover_the_text() {
+        assert_eq!(select_windows(3, 8, ChunkSelect::Spread), vec![0, 1, 2]);
+        assert_eq!(select_windows(10, 3, ChunkSelect::First), vec![0, 1, 2]);
+        assert_eq!(select_windows(10, 3, ChunkSelect::Spread), vec![0, 5, 9]);
+        assert_eq!(
+            select_windows(100, 5, ChunkSelect::Spread),
+            vec![0, 25, 50, 74, 99]
+        );
+        assert_eq!(select_windows(7, 1, ChunkSelect::Spread), vec![0]);
     }
 }

@@ -3,10 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 use sequin_data::{Columns, EncodedBatch, LabelMap, Record, read_records};
-use sequin_heads::{Aggregate, SequenceClassifier, aggregate_chunks, loss};
+use sequin_heads::{Aggregate, SequenceClassifier, aggregate_chunks};
 use sequin_hf::{HfConfig, LoadReport, load_classifier};
 use sequin_tokenize::{EncodeOptions, LongText, Tokenizer};
 use serde::{Deserialize, Serialize};
@@ -95,6 +94,55 @@ pub(crate) fn doc_logits(
         Some(chunks) => aggregate_chunks(logits, chunks, aggregate),
         None => logits,
     }
+}
+
+/// Inference logits per document, with bounded memory however long the documents are: every
+/// document becomes its rows under `policy` (one, or its windows), the rows go through the
+/// model at most `batch_size` at a time, and each document's window logits are aggregated.
+pub(crate) fn infer_docs(
+    model: &SequenceClassifier,
+    tokenizer: &Tokenizer,
+    records: &[&Record],
+    opts: EncodeOptions,
+    policy: InputPolicy,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<Vec<f32>>> {
+    let mut rows = Vec::with_capacity(records.len());
+    let mut counts = Vec::with_capacity(records.len());
+    for r in records {
+        let e = tokenizer
+            .encode_long(&r.text, r.text_pair.as_deref(), opts, policy.long_text)
+            .map_err(sequin_data::DataError::from)?;
+        counts.push(e.len());
+        rows.extend(e);
+    }
+    let mut row_logits: Vec<Vec<f32>> = Vec::with_capacity(rows.len());
+    for part in rows.chunks(batch_size.max(1)) {
+        let refs: Vec<_> = part.iter().collect();
+        let b = EncodedBatch::from_rows(tokenizer, &refs, opts.pad_to_multiple_of, device);
+        let logits = model.forward(b.input_ids, Some(b.token_type_ids), Some(b.pad_mask));
+        let k = logits.dims()[1];
+        let flat: Vec<f32> = logits.into_data().try_into_vec_as().expect("f32 logits");
+        row_logits.extend(flat.chunks(k).map(<[f32]>::to_vec));
+    }
+    let mut out = Vec::with_capacity(records.len());
+    let mut start = 0;
+    for n in counts {
+        let doc = &row_logits[start..start + n];
+        start += n;
+        let k = doc[0].len();
+        out.push(match policy.aggregate {
+            _ if n == 1 => doc[0].clone(),
+            Aggregate::Mean => (0..k)
+                .map(|j| doc.iter().map(|r| r[j]).sum::<f32>() / n as f32)
+                .collect(),
+            Aggregate::Max => (0..k)
+                .map(|j| doc.iter().map(|r| r[j]).fold(f32::NEG_INFINITY, f32::max))
+                .collect(),
+        });
+    }
+    Ok(out)
 }
 
 /// A sequence classifier with its tokenizer and label names, ready for inference.
@@ -193,30 +241,28 @@ impl Classifier {
         let order = length_order(records);
         let chunks = order.chunks(batch_size.max(1));
         let pb = crate::progress::bar(chunks.len() as u64, "predict");
+        let policy = InputPolicy {
+            max_length: opts.max_length,
+            ..self.policy
+        };
         for chunk in chunks {
             pb.inc(1);
             let recs: Vec<&Record> = chunk.iter().map(|&i| &records[i]).collect();
-            let logits = self.forward(&recs, opts)?;
-            let k = logits.dims()[1];
-            let flat: Vec<f32> = logits.into_data().try_into_vec_as().expect("f32 logits");
-            for (j, &i) in chunk.iter().enumerate() {
-                out[i] = flat[j * k..(j + 1) * k].to_vec();
+            let logits = infer_docs(
+                &self.model,
+                &self.tokenizer,
+                &recs,
+                opts,
+                policy,
+                batch_size,
+                &self.device,
+            )?;
+            for (l, &i) in logits.into_iter().zip(chunk) {
+                out[i] = l;
             }
         }
         pb.finish_and_clear();
         Ok(out)
-    }
-
-    fn forward(&self, recs: &[&Record], opts: EncodeOptions) -> Result<Tensor<2>> {
-        let b = EncodedBatch::new_long(
-            &self.tokenizer,
-            recs,
-            None,
-            opts,
-            self.policy.long_text,
-            &self.device,
-        )?;
-        Ok(doc_logits(&self.model, b, self.policy.aggregate))
     }
 
     /// Predictions for records, in input order.
@@ -348,16 +394,15 @@ pub(crate) fn evaluate_model(
         pb.inc(1);
         let recs: Vec<&Record> = chunk.iter().map(|&i| &records[i]).collect();
         let ids: Vec<usize> = chunk.iter().map(|&i| label_ids[i]).collect();
-        let mut b =
-            EncodedBatch::new_long(tokenizer, &recs, Some(&ids), opts, policy.long_text, device)?;
-        let targets = b.labels.take().expect("labelled");
-        let logits = doc_logits(model, b, policy.aggregate);
-        let loss: f32 = loss::cross_entropy(logits.clone(), targets).into_scalar();
-        conf.add_loss(loss as f64 * chunk.len() as f64);
-        let probs: Vec<f32> = softmax(logits, 1)
-            .into_data()
-            .try_into_vec_as()
-            .expect("f32 probs");
+        let logits = infer_docs(model, tokenizer, &recs, opts, policy, batch_size, device)?;
+        let mut probs = Vec::with_capacity(logits.len() * k);
+        for (l, &t) in logits.iter().zip(&ids) {
+            // Cross-entropy from log-softmax, in f64.
+            let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let sum: f64 = l.iter().map(|&x| (x as f64 - max).exp()).sum();
+            conf.add_loss(sum.ln() + max - l[t] as f64);
+            probs.extend(l.iter().map(|&x| ((x as f64 - max).exp() / sum) as f32));
+        }
         for (row, &t) in probs.chunks(k).zip(&ids) {
             let pred = row
                 .iter()
