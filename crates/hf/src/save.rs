@@ -43,7 +43,9 @@ pub fn save_classifier_folder(
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let weights = dir.join("model.safetensors");
-    let mut store = SafetensorsStore::from_file(&weights)
+    // burn-store writes the file itself: give it a temp name, then fsync and rename.
+    let tmp = dir.join(format!(".model.safetensors.{}.tmp", std::process::id()));
+    let mut store = SafetensorsStore::from_file(&tmp)
         .with_to_adapter(BurnToPyTorchAdapter)
         .with_key_remapping(r"\.attention\.self_attn\.", ".attention.self.")
         .metadata("format", "pt")
@@ -55,10 +57,20 @@ pub fn save_classifier_folder(
         SequenceClassifier::Longformer(m) => m.save_into(&mut store),
         SequenceClassifier::ModernBert(m) => m.save_into(&mut store),
     }
-    .map_err(|e| HfError::Weights {
-        path: weights.clone(),
-        message: e.to_string(),
+    .map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        HfError::Weights {
+            path: weights.clone(),
+            message: e.to_string(),
+        }
     })?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, &weights))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io_err(&weights)(e)
+        })?;
 
     let config = base.for_classifier(labels, problem_type);
     let text = serde_json::to_string_pretty(&Value::Object(config)).expect("json");
