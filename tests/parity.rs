@@ -421,3 +421,15 @@ fn modernbert_matches_transformers() {
 fn modernbert_other_config_matches_transformers() {
     family_parity("modernbert-b", "modernbert-b-tiny-cls");
 }
+
+/// XLM-RoBERTa's `model_type` (the RoBERTa code), other sizes, `gelu_new`, eps 1e-5, 96 tokens.
+#[test]
+fn xlm_roberta_other_size_matches_transformers() {
+    family_parity("xlm-roberta-b", "xlm-roberta-b-tiny-cls");
+}
+
+/// DistilBERT with other sizes, ReLU, sinusoidal position table, 5 labels, 96 tokens.
+#[test]
+fn distilbert_other_size_matches_transformers() {
+    family_parity("distilbert-b", "distilbert-b-tiny-cls");
+}
