@@ -55,17 +55,37 @@ fn train_save_reload_predict_on_amazon_food_slice() {
         "model.safetensors",
         "tokenizer.json",
         "tokenizer_config.json",
-        "sequin_train.json",
+        "run.json",
+        "metrics.jsonl",
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     // The run record: one metrics line per evaluation, data fingerprints.
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    assert_eq!(metrics.lines().count(), summary.epochs.len());
-    let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
-    assert_eq!(first["epoch"], 1);
-    assert!(first["validation"]["accuracy"].is_number());
-    let record = read_json(&out.join("sequin_train.json"));
+    let evals: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("validation").is_some())
+        .collect();
+    assert_eq!(evals.len(), summary.epochs.len());
+    assert_eq!(evals[0]["epoch"].as_f64(), Some(1.0));
+    assert!(evals[0]["validation"]["accuracy"].is_number());
+    // The last checkpoint and the best one are kept, each resumable.
+    let ckpts = sequin_train::list_checkpoints(&out);
+    assert!(!ckpts.is_empty() && ckpts.len() <= 2, "{ckpts:?}");
+    assert_eq!(ckpts.last().unwrap().0, summary.steps);
+    for f in [
+        "model.safetensors",
+        "optimizer.bpk",
+        "trainer_state.json",
+        "config.json",
+    ] {
+        assert!(
+            ckpts.last().unwrap().1.join(f).is_file(),
+            "checkpoint lacks {f}"
+        );
+    }
+    let record = read_json(&out.join("run.json"));
     assert_eq!(record["data_sha256"]["train"].as_str().unwrap().len(), 64);
     assert_eq!(record["summary"]["best_epoch"], summary.best_epoch);
     let reloaded = Classifier::load(&out, &device).unwrap();
@@ -434,4 +454,177 @@ fn long_document_families_train_eval_and_predict() {
         }
         let _ = std::fs::remove_dir_all(&tmp);
     }
+}
+
+/// Exact resume: training is killed with SIGKILL at several points (whatever it was doing:
+/// a step, an evaluation, a checkpoint write), resumed from its last checkpoint each time, and
+/// the final weights are bit-identical to an uninterrupted run's. A resume refuses changed
+/// options or data.
+///
+/// The killed runs are this test binary re-run as a child (`SEQUIN_KILL_CHILD` holds the
+/// `sequin` arguments), so the test needs no separately built executable.
+#[test]
+fn killed_and_resumed_training_is_bit_identical() {
+    const CHILD: &str = "SEQUIN_KILL_CHILD";
+    if let Ok(args) = std::env::var(CHILD) {
+        let args: Vec<String> = serde_json::from_str(&args).unwrap();
+        let mut all = vec!["sequin".to_string()];
+        all.extend(args);
+        sequin_cli::run_args(all).unwrap();
+        return;
+    }
+    let tmp = std::env::temp_dir().join(format!("sequin-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let train = tmp.join("train.parquet");
+    std::fs::copy(dataset("amazon-food", "train"), &train).unwrap();
+    let out = tmp.join("run");
+    let args = |output: &std::path::Path| -> Vec<String> {
+        [
+            "train",
+            "--model",
+            fixture("bert-tiny-cls").to_str().unwrap(),
+            "--train",
+            train.to_str().unwrap(),
+            "--validation",
+            fixture("../../datasets/amazon-food/validation.parquet")
+                .to_str()
+                .unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+            "--max-train-samples",
+            "240",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "16",
+            "--max-length",
+            "64",
+            "--lr",
+            "2e-3",
+            "--eval-steps",
+            "4",
+            "--gradient-accumulation-steps",
+            "2",
+            "--save-total-limit",
+            "2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    // 240 examples / 16 = 15 batches, 8 optimizer steps per epoch (the last of one batch),
+    // 24 steps in all, a checkpoint every 4.
+    let spawn = |a: Vec<String>| {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "e2e::killed_and_resumed_training_is_bit_identical",
+                "--test-threads",
+                "1",
+                "--nocapture",
+            ])
+            .env(CHILD, serde_json::to_string(&a).unwrap())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let last_step = |dir: &std::path::Path| sequin_train::list_checkpoints(dir).last().map(|c| c.0);
+    let resume_args = || {
+        vec![
+            "train".to_string(),
+            "--resume".into(),
+            out.to_string_lossy().into_owned(),
+        ]
+    };
+    let mut kills = Vec::new();
+    let mut child = spawn(args(&out));
+    for kill_after in [4, 12, 16] {
+        let t0 = std::time::Instant::now();
+        loop {
+            if last_step(&out).is_some_and(|s| s >= kill_after) {
+                break;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the child ended ({status}) before checkpoint {kill_after}");
+            }
+            assert!(
+                t0.elapsed().as_secs() < 300,
+                "no checkpoint {kill_after} after 300 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let at = last_step(&out).unwrap();
+        kills.push(at);
+        // Every checkpoint left behind is whole: its state parses and its weights load.
+        for (step, dir) in sequin_train::list_checkpoints(&out) {
+            let st: sequin_train::TrainerState = serde_json::from_str(
+                &std::fs::read_to_string(dir.join("trainer_state.json")).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(st.step, step);
+            Classifier::load(&dir, &Device::flex()).unwrap();
+        }
+        if kill_after == 4 {
+            // A resume with other options, or on changed data, is refused.
+            let err = sequin_err(&["train", "--resume", out.to_str().unwrap(), "--lr", "1e-3"]);
+            assert!(err.contains("lr") && err.contains("differ"), "{err}");
+            std::fs::copy(dataset("amazon-food", "test"), &train).unwrap();
+            let err = sequin_err(&["train", "--resume", out.to_str().unwrap()]);
+            assert!(err.contains("data files changed"), "{err}");
+            std::fs::copy(dataset("amazon-food", "train"), &train).unwrap();
+        }
+        child = spawn(resume_args());
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the last resumed run failed: {status}");
+    assert_eq!(last_step(&out), Some(24));
+
+    // The same run, never interrupted, in this process.
+    let reference = tmp.join("reference");
+    let a = args(&reference);
+    let mut all = vec!["sequin"];
+    all.extend(a.iter().map(String::as_str));
+    sequin_cli::run_args(all).unwrap();
+
+    for file in [
+        "model.safetensors",
+        "checkpoints/checkpoint-24/model.safetensors",
+    ] {
+        let x = std::fs::read(out.join(file)).unwrap();
+        let y = std::fs::read(reference.join(file)).unwrap();
+        let (sx, sy) = (
+            safetensors::SafeTensors::deserialize(&x).unwrap(),
+            safetensors::SafeTensors::deserialize(&y).unwrap(),
+        );
+        let mut names = sx.names();
+        names.sort();
+        assert_eq!(names.len(), 41);
+        let differ: Vec<&str> = names
+            .into_iter()
+            .filter(|n| sx.tensor(n).unwrap().data() != sy.tensor(n).unwrap().data())
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "{file}: killed at checkpoints {kills:?} and resumed, the weights differ from an uninterrupted run in {differ:?}"
+        );
+    }
+    // The same evaluations were logged.
+    let evals = |d: &std::path::Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(d.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("elapsed_s");
+                v.as_object_mut().unwrap().remove("train_samples_per_s");
+                v
+            })
+            .collect()
+    };
+    assert_eq!(evals(&out), evals(&reference));
+    let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -114,6 +114,42 @@ struct TrainArgs {
     /// Use only this many training examples (a seeded random subset).
     #[arg(long)]
     max_train_samples: Option<usize>,
+    /// Sum the gradients of this many batches before each optimizer step (an effective batch
+    /// of --batch-size × N) [default: 1].
+    #[arg(long)]
+    gradient_accumulation_steps: Option<usize>,
+    /// Learning-rate schedule after warmup [default: linear].
+    #[arg(long, value_parser = ["linear", "cosine", "constant"])]
+    lr_scheduler: Option<String>,
+    /// Layer-wise learning-rate decay in (0, 1]: the top encoder layer trains at --lr, each
+    /// layer below at this factor times the one above, the embeddings lowest [default: off].
+    #[arg(long)]
+    layer_lr_decay: Option<f64>,
+    /// Learning rate of the classification head (and pooler) [default: --lr].
+    #[arg(long)]
+    head_lr: Option<f64>,
+    /// Evaluate on --validation and write a checkpoint every N optimizer steps
+    /// [default: after every epoch].
+    #[arg(long)]
+    eval_steps: Option<usize>,
+    /// Validation metric that picks the kept model and drives early stopping: accuracy,
+    /// macro_f1 (higher is better) or loss (lower is better) [default: accuracy].
+    #[arg(long, value_parser = ["accuracy", "macro_f1", "loss"])]
+    metric_for_best_model: Option<String>,
+    /// Stop after N evaluations without improvement [default: never].
+    #[arg(long)]
+    early_stopping_patience: Option<usize>,
+    /// The least change in the metric that counts as an improvement [default: 0].
+    #[arg(long)]
+    early_stopping_min_delta: Option<f64>,
+    /// Checkpoints kept besides the last one (the best ones) [default: 1].
+    #[arg(long)]
+    save_total_limit: Option<usize>,
+    /// Continue the run in this folder from its last checkpoint (checkpoints/checkpoint-N),
+    /// with its saved options. Other options may be repeated but must not differ; the data
+    /// files must be unchanged.
+    #[arg(long)]
+    resume: Option<PathBuf>,
     /// A JSON file with any of the options above (snake_case keys); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -303,8 +339,27 @@ pub fn backend_name() -> &'static str {
     }
 }
 
-fn train_config(a: TrainArgs) -> Result<TrainConfig> {
-    let mut map: Map<String, Value> = match &a.config {
+/// What `sequin train` was asked to do: a new run, or a resume (with the options given, to be
+/// checked against the saved ones).
+enum TrainJob {
+    New(TrainConfig),
+    Resume(PathBuf, Option<TrainConfig>),
+}
+
+fn train_job(a: TrainArgs) -> Result<TrainJob> {
+    let Some(dir) = a.resume.clone() else {
+        return Ok(TrainJob::New(train_config(a, None)?));
+    };
+    // Options given with --resume are completed from the saved config and must equal it.
+    let (_, state) = sequin_train::latest_checkpoint(&dir)?;
+    let saved = serde_json::to_value(&state.config)?;
+    let given = train_config(a, Some(saved.as_object().expect("object").clone()))?;
+    Ok(TrainJob::Resume(dir, Some(given)))
+}
+
+fn train_config(a: TrainArgs, base: Option<Map<String, Value>>) -> Result<TrainConfig> {
+    let mut map: Map<String, Value> = base.unwrap_or_default();
+    let file: Map<String, Value> = match &a.config {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .with_context(|| format!("cannot read {}", p.display()))?;
@@ -313,6 +368,7 @@ fn train_config(a: TrainArgs) -> Result<TrainConfig> {
         }
         None => Map::new(),
     };
+    map.extend(file);
     fn set_in(map: &mut Map<String, Value>, k: &str, v: Option<Value>) {
         if let Some(v) = v {
             map.insert(k.into(), v);
@@ -345,6 +401,27 @@ fn train_config(a: TrainArgs) -> Result<TrainConfig> {
         "group_by_length",
         a.no_group_by_length.then_some(Value::Bool(false)),
     );
+    set!(
+        "gradient_accumulation_steps",
+        a.gradient_accumulation_steps.map(Value::from)
+    );
+    set!("lr_scheduler", a.lr_scheduler.map(Value::from));
+    set!("layer_lr_decay", a.layer_lr_decay.map(Value::from));
+    set!("head_lr", a.head_lr.map(Value::from));
+    set!("eval_steps", a.eval_steps.map(Value::from));
+    set!(
+        "metric_for_best_model",
+        a.metric_for_best_model.map(Value::from)
+    );
+    set!(
+        "early_stopping_patience",
+        a.early_stopping_patience.map(Value::from)
+    );
+    set!(
+        "early_stopping_min_delta",
+        a.early_stopping_min_delta.map(Value::from)
+    );
+    set!("save_total_limit", a.save_total_limit.map(Value::from));
     set!("aggregate", a.long.aggregate.clone().map(Value::from));
     // Defaults depend on max_length: resolve it as the run will.
     let max_length = map.get("max_length").and_then(Value::as_u64).unwrap_or(128) as usize;
@@ -393,13 +470,20 @@ fn run(cli: Cli) -> Result<()> {
     let device = device();
     match cli.cmd {
         Cmd::Train(a) => {
-            let cfg = train_config(a)?;
             eprintln!("sequin train on {}", backend_name());
-            let s = sequin_train::train(&cfg, &device)?;
+            let (s, output) = match train_job(a)? {
+                TrainJob::New(cfg) => (sequin_train::train(&cfg, &device)?, cfg.output),
+                TrainJob::Resume(dir, expected) => {
+                    let (s, c) = sequin_train::resume(&dir, expected.as_ref(), &device)?;
+                    (s, c.dir)
+                }
+            };
             let out = serde_json::json!({
-                "output": cfg.output,
+                "output": output,
                 "best_epoch": s.best_epoch,
-                "validation": s.epochs.get(s.best_epoch.saturating_sub(1)).and_then(|e| e.validation),
+                "best_step": s.best_step,
+                "stopped_early": s.stopped_early,
+                "validation": s.best_validation,
                 "test": s.test,
                 "train_seconds": (s.train_seconds * 10.0).round() / 10.0,
                 "steps": s.steps,

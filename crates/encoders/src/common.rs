@@ -85,6 +85,20 @@ pub fn seed_dropout(seed: u64) {
     *DROPOUT_RNG.lock().unwrap_or_else(|p| p.into_inner()) = Some(ChaCha8Rng::seed_from_u64(seed));
 }
 
+/// Where the dropout generator stands: `(seed, word position)`, enough to restore it exactly
+/// with [`restore_dropout`] (a resumed run draws the same masks as an uninterrupted one).
+pub fn dropout_position() -> Option<([u8; 32], u128)> {
+    let guard = DROPOUT_RNG.lock().unwrap_or_else(|p| p.into_inner());
+    guard.as_ref().map(|r| (r.get_seed(), r.get_word_pos()))
+}
+
+/// Puts the dropout generator back where [`dropout_position`] said it was.
+pub fn restore_dropout(seed: [u8; 32], word_pos: u128) {
+    let mut rng = ChaCha8Rng::from_seed(seed);
+    rng.set_word_pos(word_pos);
+    *DROPOUT_RNG.lock().unwrap_or_else(|p| p.into_inner()) = Some(rng);
+}
+
 /// Inverted dropout with `d`'s probability, active only when `d` is in training mode and the
 /// tensor lives on an autodiff device (as burn's `Dropout::forward`).
 pub fn dropout<const D: usize>(d: &Dropout, x: Tensor<D>) -> Tensor<D> {

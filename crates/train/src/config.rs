@@ -42,6 +42,28 @@ fn d_true() -> bool {
 fn d_clip() -> f64 {
     1.0
 }
+fn d_one() -> usize {
+    1
+}
+fn d_metric() -> String {
+    "accuracy".into()
+}
+
+/// How the learning rate moves after warmup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrSchedule {
+    /// Linear decay to zero (transformers' default).
+    #[default]
+    Linear,
+    /// Half a cosine wave down to zero.
+    Cosine,
+    /// Constant after warmup.
+    Constant,
+}
+
+/// The metrics a run can select its best checkpoint and stop early on.
+pub const BEST_METRICS: &[&str] = &["accuracy", "macro_f1", "loss"];
 
 /// Every option of a training run. The defaults are those of the reference
 /// transformers `Trainer` run (2 epochs, lr 5e-5, batch 32, max_length 128, warmup 0.1,
@@ -116,6 +138,38 @@ pub struct TrainConfig {
     /// Cap the number of training examples (first N after a seeded shuffle).
     #[serde(default)]
     pub max_train_samples: Option<usize>,
+    /// Batches whose gradients are summed (each loss divided by this) before one optimizer
+    /// step.
+    #[serde(default = "d_one")]
+    pub gradient_accumulation_steps: usize,
+    /// Learning-rate schedule after warmup.
+    #[serde(default)]
+    pub lr_scheduler: LrSchedule,
+    /// Layer-wise learning-rate decay: the top encoder layer trains at `lr`, each layer below
+    /// at `decay` times the one above, the embeddings below the first layer. `None` = the same
+    /// rate everywhere.
+    #[serde(default)]
+    pub layer_lr_decay: Option<f64>,
+    /// Learning rate of the classification head (and pooler); `None` = `lr`.
+    #[serde(default)]
+    pub head_lr: Option<f64>,
+    /// Evaluate (and checkpoint) every this many optimizer steps; `None` = after every epoch.
+    #[serde(default)]
+    pub eval_steps: Option<usize>,
+    /// The validation metric that picks the best checkpoint and drives early stopping
+    /// (`accuracy`, `macro_f1`: higher is better; `loss`: lower is better).
+    #[serde(default = "d_metric")]
+    pub metric_for_best_model: String,
+    /// Stop after this many evaluations without an improvement of at least
+    /// `early_stopping_min_delta`.
+    #[serde(default)]
+    pub early_stopping_patience: Option<usize>,
+    /// The least change of the metric that counts as an improvement.
+    #[serde(default)]
+    pub early_stopping_min_delta: f64,
+    /// Checkpoints kept besides the last one: the best by `metric_for_best_model`.
+    #[serde(default = "d_one")]
+    pub save_total_limit: usize,
 }
 
 impl TrainConfig {
@@ -156,6 +210,38 @@ impl TrainConfig {
                 "--weight-decay must be >= 0, got {}",
                 self.weight_decay
             ));
+        }
+        if self.gradient_accumulation_steps == 0 {
+            return bad("--gradient-accumulation-steps must be at least 1".into());
+        }
+        if let Some(d) = self.layer_lr_decay
+            && !(d > 0.0 && d <= 1.0)
+        {
+            return bad(format!("--layer-lr-decay must be in (0, 1], got {d}"));
+        }
+        if let Some(h) = self.head_lr
+            && !(h > 0.0 && h.is_finite())
+        {
+            return bad(format!("--head-lr must be positive, got {h}"));
+        }
+        if self.eval_steps == Some(0) {
+            return bad("--eval-steps must be at least 1".into());
+        }
+        if !BEST_METRICS.contains(&self.metric_for_best_model.as_str()) {
+            return bad(format!(
+                "--metric-for-best-model `{}` is not one of {}",
+                self.metric_for_best_model,
+                BEST_METRICS.join(", ")
+            ));
+        }
+        if !(self.early_stopping_min_delta >= 0.0) {
+            return bad(format!(
+                "--early-stopping-min-delta must be >= 0, got {}",
+                self.early_stopping_min_delta
+            ));
+        }
+        if self.early_stopping_patience == Some(0) {
+            return bad("--early-stopping-patience must be at least 1".into());
         }
         if self.max_length < 2 {
             return bad(format!(

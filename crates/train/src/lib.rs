@@ -16,8 +16,12 @@ mod trainer;
 
 pub use classifier::{Classifier, InputPolicy, LabelScore, POLICY_FILE, Prediction, ScoreFunction};
 pub use config::TrainConfig;
+pub use config::{BEST_METRICS, LrSchedule};
 pub use metrics::{ClassReport, Confusion, EvalMetrics, Report, RocAccumulator};
-pub use trainer::{EpochReport, TrainSummary, train, train_model};
+pub use trainer::{
+    Best, CHECKPOINTS, CheckpointInfo, EpochReport, TrainSummary, TrainerState, data_fingerprint,
+    latest_checkpoint, list_checkpoints, resume, train, train_model,
+};
 
 /// Errors of training, evaluation and prediction.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +58,9 @@ pub enum TrainError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A run cannot be resumed as asked.
+    #[error("cannot resume: {0}")]
+    Resume(String),
     /// The loss became NaN or infinite.
     #[error("training diverged at step {step}: the loss is {loss}; lower --lr")]
     Diverged {

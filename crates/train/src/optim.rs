@@ -1,10 +1,168 @@
 //! The optimizer as transformers' `Trainer` sets it up.
 
 use burn::module::ParamGroup;
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
+use burn::optim::lr_scheduler::{LrScheduler, LrSchedulerRecord};
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
 
+use crate::config::LrSchedule;
+
+/// Gives every parameter an id derived from its position in the module (0, 1, 2, ... in
+/// visiting order), so that the same architecture gets the same ids in every process and an
+/// optimizer state saved by one run applies to the model another run rebuilds.
+pub fn stable_param_ids<M: Module>(model: M) -> M {
+    struct Ids(u64);
+    impl ModuleMapper for Ids {
+        fn map_float<const D: usize>(&mut self, mut p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            p.id = ParamId::from(self.0);
+            self.0 += 1;
+            p
+        }
+    }
+    model.map(&mut Ids(1))
+}
+
+/// Learning rate at optimizer step `step` (0-based) of `total`, after `warmup` linear steps,
+/// as transformers' schedulers compute it.
+pub fn schedule(kind: LrSchedule, peak: f64, step: usize, warmup: usize, total: usize) -> f64 {
+    if step < warmup {
+        return peak * step as f64 / warmup.max(1) as f64;
+    }
+    match kind {
+        LrSchedule::Linear => linear_schedule(peak, step, warmup, total),
+        LrSchedule::Constant => peak,
+        LrSchedule::Cosine => {
+            let progress = (step - warmup) as f64 / (total - warmup).max(1) as f64;
+            peak * (0.5 * (1.0 + (std::f64::consts::PI * progress).cos())).max(0.0)
+        }
+    }
+}
+
+/// A [`schedule`] scaled by a group's multiplier, as burn's scheduler interface wants it.
+#[derive(Clone)]
+pub struct Scheduled {
+    kind: LrSchedule,
+    peak: f64,
+    warmup: usize,
+    total: usize,
+    /// The next step.
+    pub step: usize,
+}
+
+impl LrScheduler for Scheduled {
+    fn step(&mut self) -> f64 {
+        let lr = schedule(self.kind, self.peak, self.step, self.warmup, self.total);
+        self.step += 1;
+        lr
+    }
+    fn to_record(&self) -> LrSchedulerRecord {
+        LrSchedulerRecord::new()
+    }
+    fn load_record(&mut self, _record: LrSchedulerRecord) {}
+}
+
+/// The parameter groups with their own learning rate: the head (and pooler) at `head_lr`, and
+/// with layer-wise decay layer `l` of `L` at `lr · decay^(L − 1 − l)` and the embeddings at
+/// `lr · decay^L`.
+///
+/// Returns `(ids, multiplier of the base lr)` per group; parameters in no group train at
+/// the base rate.
+pub fn lr_groups<M: Module>(
+    model: &M,
+    lr: f64,
+    layer_decay: Option<f64>,
+    head_lr: Option<f64>,
+) -> Vec<(Vec<ParamId>, f64)> {
+    #[derive(Default)]
+    struct Paths {
+        stack: Vec<String>,
+        params: Vec<(ParamId, String)>,
+    }
+    impl ModuleVisitor for Paths {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.stack.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.stack.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            self.params.push((p.id, self.stack.join(".")));
+        }
+    }
+    let mut paths = Paths::default();
+    model.visit(&mut paths);
+    // The layer index of a parameter path: `...layer.N...` / `...layers.N...`.
+    let layer_of = |path: &str| -> Option<usize> {
+        let parts: Vec<&str> = path.split('.').collect();
+        parts
+            .windows(2)
+            .find(|w| w[0] == "layer" || w[0] == "layers")
+            .and_then(|w| w[1].parse().ok())
+    };
+    let is_head = |path: &str| {
+        let first = path.split('.').nth(1).unwrap_or("");
+        // Top-level fields other than the backbone, plus BERT's pooler.
+        !matches!(
+            first,
+            "bert" | "roberta" | "distilbert" | "longformer" | "model"
+        ) || path.contains(".pooler.")
+    };
+    let n_layers = paths
+        .params
+        .iter()
+        .filter_map(|(_, p)| layer_of(p))
+        .max()
+        .map_or(0, |m| m + 1);
+    let mut groups: std::collections::BTreeMap<u64, (Vec<ParamId>, f64)> = Default::default();
+    for (id, path) in &paths.params {
+        let mult = if is_head(path) {
+            head_lr.map(|h| h / lr)
+        } else if let Some(decay) = layer_decay {
+            // The top layer trains at lr, each layer below at `decay` times the one above,
+            // the embeddings below the first layer.
+            let depth = match layer_of(path) {
+                Some(l) => n_layers - 1 - l,
+                None => n_layers,
+            };
+            Some(decay.powi(depth as i32))
+        } else {
+            None
+        };
+        if let Some(m) = mult {
+            groups
+                .entry(m.to_bits())
+                .or_insert_with(|| (Vec::new(), m))
+                .0
+                .push(*id);
+        }
+    }
+    groups.into_values().collect()
+}
+
+/// The per-group schedules: the base group plus one per [`lr_groups`] entry.
+pub fn module_scheduler(
+    kind: LrSchedule,
+    lr: f64,
+    groups: &[(Vec<ParamId>, f64)],
+    warmup: usize,
+    total: usize,
+    step: usize,
+) -> ModuleLrScheduler {
+    let make = |peak: f64| Scheduled {
+        kind,
+        peak,
+        warmup,
+        total,
+        step,
+    };
+    let mut s = ModuleLrScheduler::new(make(lr));
+    for (ids, mult) in groups {
+        s = s.with_group(ParamGroup::from_ids(ids.clone()), make(lr * mult));
+    }
+    s
+}
 /// AdamW (β = 0.9/0.999, ε = 1e-8) with `weight_decay` on weight matrices and none on biases
 /// and LayerNorm parameters (every 1-D parameter, as HF's rule amounts to for these models).
 pub fn adamw<M: Module>(model: &M, weight_decay: f64) -> ModuleOptimizer {
@@ -89,6 +247,19 @@ pub fn linear_schedule(peak: f64, step: usize, warmup: usize, total: usize) -> f
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cosine_and_constant_schedules() {
+        let cos: Vec<f64> = (0..10)
+            .map(|s| schedule(LrSchedule::Cosine, 1.0, s, 2, 10))
+            .collect();
+        assert_eq!(cos[1], 0.5);
+        assert_eq!(cos[2], 1.0);
+        assert!((cos[6] - 0.5).abs() < 1e-12); // halfway through the decay
+        assert!(cos[9] > 0.0 && cos[9] < cos[8]);
+        assert_eq!(schedule(LrSchedule::Constant, 1.0, 9, 2, 10), 1.0);
+        assert_eq!(schedule(LrSchedule::Constant, 1.0, 1, 2, 10), 0.5);
+    }
 
     #[test]
     fn schedule_matches_transformers() {

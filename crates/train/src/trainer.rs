@@ -1,33 +1,47 @@
-//! The training loop.
+//! The training loop: evaluation and checkpoints every N steps or every epoch, the best
+//! checkpoints kept, early stopping, and exact resume from the last checkpoint.
+//!
+//! Folder layout of a run (`--output DIR`):
+//!
+//! ```text
+//! DIR/                          the best model so far: an export-ready HF folder
+//!   config.json, model.safetensors, tokenizer.json, tokenizer_config.json, sequin.json
+//!   metrics.jsonl               one line per evaluation (and per finished epoch)
+//!   run.json                    resolved config, data fingerprints, versions, timings, results
+//!   checkpoints/checkpoint-N/   the last checkpoint and the best `save_total_limit` ones:
+//!     (an HF folder as above) + optimizer.bpk + trainer_state.json
+//! ```
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::GradientsParams;
-use burn::tensor::Device;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::{Bytes, Device};
 use sequin_data::{
     EncodedBatch, LabelMap, Record, length_grouped_batches, read_records, shuffled_indices,
 };
+use sequin_encoders::common::{dropout_position, restore_dropout, seed_dropout};
 use sequin_heads::{ProblemType, SequenceClassifier, loss};
-use sequin_hf::{load_classifier, resolve, save_classifier_folder, write_atomic};
+use sequin_hf::{HfConfig, load_classifier, resolve, save_classifier_folder, write_atomic};
 use sequin_tokenize::{EncodeOptions, Tokenizer};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::classifier::{Classifier, InputPolicy, POLICY_FILE, doc_logits, evaluate_model};
 use crate::metrics::EvalMetrics;
-use crate::optim::{adamw, clip_global_norm, linear_schedule};
+use crate::optim::{adamw, clip_global_norm, lr_groups, module_scheduler, stable_param_ids};
 use crate::progress::bar;
 use crate::{Result, TrainConfig, TrainError};
 
 /// One epoch's figures.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EpochReport {
     /// 1-based epoch.
     pub epoch: usize,
     /// Mean training loss over the epoch.
     pub train_loss: f64,
-    /// Validation metrics, when a validation file was given.
+    /// Validation metrics at the end of the epoch, when evaluating per epoch.
     pub validation: Option<EvalMetrics>,
     /// Training throughput.
     pub samples_per_s: f64,
@@ -38,24 +52,164 @@ pub struct EpochReport {
 pub struct TrainSummary {
     /// Per-epoch figures.
     pub epochs: Vec<EpochReport>,
-    /// The epoch whose weights were kept (1-based).
+    /// The epoch whose weights were kept (1-based; with `eval_steps`, the epoch of the kept
+    /// step).
     pub best_epoch: usize,
+    /// The optimizer step whose weights were kept.
+    pub best_step: usize,
+    /// Validation metrics of the kept weights.
+    pub best_validation: Option<EvalMetrics>,
     /// Test metrics of the kept weights, when a test file was given.
     pub test: Option<EvalMetrics>,
     /// Class names in id order.
     pub labels: Vec<String>,
     /// Training examples.
     pub n_train: usize,
-    /// Optimizer steps taken.
+    /// Optimizer steps taken (in all sessions of the run).
     pub steps: usize,
-    /// Wall time of the training loop, seconds.
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+    /// Wall time of the training loop, seconds (all sessions).
     pub train_seconds: f64,
     /// The load report of the base model.
     pub load_report: String,
 }
 
+/// The best evaluation so far.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Best {
+    /// `metric_for_best_model` (or the step, without validation data).
+    pub score: f64,
+    /// Its optimizer step.
+    pub step: usize,
+    /// Its epoch.
+    pub epoch: usize,
+    /// Its validation metrics.
+    pub validation: Option<EvalMetrics>,
+}
+
+/// A checkpoint on disk.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct CheckpointInfo {
+    /// Its optimizer step.
+    pub step: usize,
+    /// Its score (`None` without validation data).
+    pub score: Option<f64>,
+}
+
+/// Everything needed to continue a run exactly where a checkpoint left it; saved as
+/// `trainer_state.json` in each checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// The resolved config of the run.
+    pub config: TrainConfig,
+    /// sha256 of the train, validation and test files.
+    pub data_sha256: BTreeMap<String, Option<String>>,
+    /// Class names in id order.
+    pub labels: Vec<String>,
+    /// Optimizer steps taken.
+    pub step: usize,
+    /// The epoch the data cursor is in (1-based).
+    pub epoch: usize,
+    /// The next batch of that epoch.
+    pub batch: usize,
+    /// Loss sum and examples seen so far in that epoch.
+    pub epoch_loss_sum: f64,
+    /// Examples seen so far in that epoch.
+    pub epoch_seen: usize,
+    /// The dropout generator: seed (hex) and word position.
+    pub dropout_seed: String,
+    /// Word position of the dropout generator (decimal, it is a u128).
+    pub dropout_word_pos: String,
+    /// The best evaluation so far.
+    pub best: Option<Best>,
+    /// Evaluations since the last improvement.
+    pub evals_without_improvement: usize,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+    /// Every line of `metrics.jsonl` so far.
+    pub metrics_log: Vec<serde_json::Value>,
+    /// Finished epochs.
+    pub epochs: Vec<EpochReport>,
+    /// The checkpoints kept.
+    pub checkpoints: Vec<CheckpointInfo>,
+    /// Training-loop seconds so far.
+    pub train_seconds: f64,
+}
+
+/// The file of [`TrainerState`] in a checkpoint.
+pub const STATE_FILE: &str = "trainer_state.json";
+/// The optimizer state in a checkpoint (burnpack).
+pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
+/// The folder of checkpoints in a run folder.
+pub const CHECKPOINTS: &str = "checkpoints";
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 fn read(path: &Path, cfg: &TrainConfig) -> Result<Vec<Record>> {
     Ok(read_records(path, &cfg.columns())?)
+}
+
+fn sha256_file(p: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(p).map_err(io(p))?;
+    Ok(format!("{:x}", Sha256::digest(&bytes)))
+}
+
+/// sha256 of each data file of a config.
+pub fn data_fingerprint(cfg: &TrainConfig) -> Result<BTreeMap<String, Option<String>>> {
+    let mut m = BTreeMap::new();
+    m.insert("train".into(), Some(sha256_file(&cfg.train)?));
+    for (k, p) in [("validation", &cfg.validation), ("test", &cfg.test)] {
+        m.insert(k.to_string(), p.as_deref().map(sha256_file).transpose()?);
+    }
+    Ok(m)
+}
+
+/// The checkpoints of a run folder, oldest first: `(step, folder)`. Unfinished checkpoints
+/// (temp folders of a killed write) are not listed.
+pub fn list_checkpoints(run_dir: &Path) -> Vec<(usize, PathBuf)> {
+    let dir = run_dir.join(CHECKPOINTS);
+    let mut out: Vec<(usize, PathBuf)> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let step = name.strip_prefix("checkpoint-")?.parse().ok()?;
+            e.path()
+                .join(STATE_FILE)
+                .is_file()
+                .then(|| (step, e.path()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The last checkpoint of a run folder and its state.
+pub fn latest_checkpoint(run_dir: &Path) -> Result<(PathBuf, TrainerState)> {
+    let Some((_, dir)) = list_checkpoints(run_dir).pop() else {
+        return Err(TrainError::Resume(format!(
+            "{} holds no checkpoint to resume from (expected {}/checkpoint-N/{STATE_FILE})",
+            run_dir.display(),
+            run_dir.join(CHECKPOINTS).display()
+        )));
+    };
+    let path = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let state: TrainerState = serde_json::from_str(&text).map_err(|e| {
+        TrainError::Resume(format!(
+            "{}: not a valid trainer state: {e}",
+            path.display()
+        ))
+    })?;
+    Ok((dir, state))
 }
 
 /// Fine-tunes a sequence classifier and writes an HF folder to `cfg.output`.
@@ -67,20 +221,89 @@ pub fn train(cfg: &TrainConfig, device: &Device) -> Result<TrainSummary> {
 }
 
 /// Serialises training runs within a process: burn's CPU backend draws every random number
-/// (head initialisation, dropout) from one process-wide seeded generator, so two runs at once
-/// would interleave their draws and neither would be reproducible.
+/// (head initialisation) from one process-wide seeded generator, as does sequin's dropout, so
+/// two runs at once would interleave their draws and neither would be reproducible.
 static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// As [`train`], and also returns the kept model, in memory, ready for inference.
 pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, Classifier)> {
+    run(cfg.clone(), device, None)
+}
+
+/// Continues the run in `run_dir` from its last checkpoint, with the config saved there.
+///
+/// `expected`, when given, must equal the saved config (the data files must also be
+/// unchanged): a resumed run never silently trains on something else.
+pub fn resume(
+    run_dir: &Path,
+    expected: Option<&TrainConfig>,
+    device: &Device,
+) -> Result<(TrainSummary, Classifier)> {
+    let (dir, state) = latest_checkpoint(run_dir)?;
+    if let Some(want) = expected
+        && want != &state.config
+    {
+        let a = serde_json::to_value(want).expect("json");
+        let b = serde_json::to_value(&state.config).expect("json");
+        let diff: Vec<String> = a
+            .as_object()
+            .expect("object")
+            .iter()
+            .filter(|(k, v)| b.get(k.as_str()) != Some(v))
+            .map(|(k, v)| {
+                format!(
+                    "{k}: {} → {v}",
+                    b.get(k.as_str()).unwrap_or(&serde_json::Value::Null)
+                )
+            })
+            .collect();
+        return Err(TrainError::Resume(format!(
+            "the options differ from those of the run in {} ({}); resume with the run's own options, or start a new run in another folder",
+            run_dir.display(),
+            diff.join("; ")
+        )));
+    }
+    let cfg = state.config.clone();
+    run(cfg, device, Some((dir, state)))
+}
+
+fn run(
+    cfg: TrainConfig,
+    device: &Device,
+    resume: Option<(PathBuf, TrainerState)>,
+) -> Result<(TrainSummary, Classifier)> {
     let _one_at_a_time = TRAINING.lock().unwrap_or_else(|p| p.into_inner());
+    let cfg = &cfg;
     cfg.validate()?;
     // Fail on an unwritable output before any work is done.
-    std::fs::create_dir_all(&cfg.output).map_err(|source| TrainError::Io {
-        path: cfg.output.clone(),
-        source,
-    })?;
-    let model_dir = resolve(&cfg.model)?;
+    std::fs::create_dir_all(&cfg.output).map_err(io(&cfg.output))?;
+    let fingerprint = data_fingerprint(cfg)?;
+    let ckpt_root = cfg.output.join(CHECKPOINTS);
+    if let Some((dir, state)) = &resume {
+        remove_leftovers(&cfg.output);
+        if state.data_sha256 != fingerprint {
+            return Err(TrainError::Resume(format!(
+                "the data files changed since the checkpoint {} was written (sha256 then {:?}, now {:?}); a resumed run must see the same data",
+                dir.display(),
+                state.data_sha256,
+                fingerprint
+            )));
+        }
+    } else if ckpt_root.is_dir() {
+        let old = list_checkpoints(&cfg.output).len();
+        if old > 0 {
+            eprintln!(
+                "note: starting a new run in {}: removing {old} checkpoint(s) of an earlier run (use --resume to continue it instead)",
+                cfg.output.display()
+            );
+        }
+        std::fs::remove_dir_all(&ckpt_root).map_err(io(&ckpt_root))?;
+    }
+    // The base model, or the checkpoint (an HF folder with its tokenizer) when resuming.
+    let model_dir = match &resume {
+        Some((dir, _)) => dir.clone(),
+        None => resolve(&cfg.model)?,
+    };
     let tokenizer = Tokenizer::from_dir(&model_dir)?;
 
     let mut train_recs = read(&cfg.train, cfg)?;
@@ -94,27 +317,21 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
             .collect();
     }
     let train_ids = labels.encode(&train_recs, &cfg.train)?;
-    let val = match &cfg.validation {
-        Some(p) => {
-            let r = read(p, cfg)?;
-            let ids = labels.encode(&r, p)?;
-            Some((r, ids))
-        }
-        None => None,
+    let labelled = |p: &Option<PathBuf>| -> Result<Option<(Vec<Record>, Vec<usize>)>> {
+        p.as_ref()
+            .map(|p| {
+                let r = read(p, cfg)?;
+                let ids = labels.encode(&r, p)?;
+                Ok((r, ids))
+            })
+            .transpose()
     };
-    let test = match &cfg.test {
-        Some(p) => {
-            let r = read(p, cfg)?;
-            let ids = labels.encode(&r, p)?;
-            Some((r, ids))
-        }
-        None => None,
-    };
+    let val = labelled(&cfg.validation)?;
+    let test = labelled(&cfg.test)?;
 
     let ad = device.clone().autodiff();
     ad.seed(cfg.seed);
-    sequin_encoders::common::seed_dropout(cfg.seed);
-    let (mut model, base_config, report) = load_classifier(&model_dir, Some(labels.len()), &ad)?;
+    let (model, base_config, report) = load_classifier(&model_dir, Some(labels.len()), &ad)?;
     if cfg.max_length > base_config.arch.max_length() {
         return Err(TrainError::Config(format!(
             "--max-length {} exceeds the {} positions the model's max_position_embeddings allows",
@@ -124,8 +341,62 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
     }
     crate::check_vocab(&tokenizer, &base_config)?;
     eprintln!("model {}: {report}", model_dir.display());
-    model = model.train();
+    // Ids by position: the optimizer state of a checkpoint applies to the reloaded model.
+    let mut model = stable_param_ids(model.train());
     let mut optim = adamw(&model, cfg.weight_decay);
+
+    let mut state = match resume {
+        Some((dir, state)) => {
+            let path = dir.join(OPTIMIZER_FILE);
+            let bytes = std::fs::read(&path).map_err(io(&path))?;
+            optim = optim
+                .from_bytes(Bytes::from_bytes_vec(bytes))
+                .map_err(|e| TrainError::Resume(format!("{}: {e}", path.display())))?;
+            let seed = hex_to_seed(&state.dropout_seed).ok_or_else(|| {
+                TrainError::Resume(format!(
+                    "{}: bad dropout_seed",
+                    dir.join(STATE_FILE).display()
+                ))
+            })?;
+            let pos: u128 = state.dropout_word_pos.parse().map_err(|_| {
+                TrainError::Resume(format!(
+                    "{}: bad dropout_word_pos",
+                    dir.join(STATE_FILE).display()
+                ))
+            })?;
+            restore_dropout(seed, pos);
+            eprintln!(
+                "resuming {} at step {} (epoch {}, batch {})",
+                cfg.output.display(),
+                state.step,
+                state.epoch,
+                state.batch
+            );
+            state
+        }
+        None => {
+            seed_dropout(cfg.seed);
+            TrainerState {
+                config: cfg.clone(),
+                data_sha256: fingerprint,
+                labels: labels.names().to_vec(),
+                step: 0,
+                epoch: 1,
+                batch: 0,
+                epoch_loss_sum: 0.0,
+                epoch_seen: 0,
+                dropout_seed: String::new(),
+                dropout_word_pos: String::new(),
+                best: None,
+                evals_without_improvement: 0,
+                stopped_early: false,
+                metrics_log: Vec::new(),
+                epochs: Vec::new(),
+                checkpoints: Vec::new(),
+                train_seconds: 0.0,
+            }
+        }
+    };
 
     let opts = EncodeOptions {
         max_length: cfg.max_length,
@@ -136,19 +407,18 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
         .iter()
         .map(|r| r.text.len() + r.text_pair.as_ref().map_or(0, String::len))
         .collect();
-    let steps_per_epoch = n.div_ceil(cfg.batch_size);
+    let accum = cfg.gradient_accumulation_steps;
+    let batches_per_epoch = n.div_ceil(cfg.batch_size);
+    let steps_per_epoch = batches_per_epoch.div_ceil(accum);
     let total = cfg
         .max_steps
         .unwrap_or(usize::MAX)
         .min(steps_per_epoch * cfg.epochs);
     let warmup = (cfg.warmup_ratio * total as f64).ceil() as usize;
+    let groups = lr_groups(&model, cfg.lr, cfg.layer_lr_decay, cfg.head_lr);
+    let mut scheduler =
+        module_scheduler(cfg.lr_scheduler, cfg.lr, &groups, warmup, total, state.step);
 
-    let mut step = 0usize;
-    let mut epochs = Vec::new();
-    let mut best: Option<(f64, usize)> = None;
-    let mut kept: Option<SequenceClassifier> = None;
-    let mut metrics_log: Vec<serde_json::Value> = Vec::new();
-    let started = Instant::now();
     let policy = InputPolicy {
         max_length: cfg.max_length,
         long_text: cfg.long_text,
@@ -167,9 +437,9 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
         )
         .map(|r| r.summary)
     };
-    let save = |m: &SequenceClassifier| -> Result<()> {
+    let save_folder = |dir: &Path, m: &SequenceClassifier| -> Result<()> {
         save_classifier_folder(
-            &cfg.output,
+            dir,
             m,
             &base_config,
             labels.names(),
@@ -178,15 +448,111 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
             cfg.max_length,
         )?;
         write_atomic(
-            &cfg.output.join(POLICY_FILE),
+            &dir.join(POLICY_FILE),
             serde_json::to_string_pretty(&policy)
                 .expect("json")
                 .as_bytes(),
         )?;
         Ok(())
     };
+    let higher_is_better = cfg.metric_for_best_model != "loss";
+    let score_of = |v: &EvalMetrics| match cfg.metric_for_best_model.as_str() {
+        "macro_f1" => v.macro_f1,
+        "loss" => v.loss,
+        _ => v.accuracy,
+    };
 
-    'epochs: for epoch in 1..=cfg.epochs {
+    let session = Instant::now();
+    let seconds_before = state.train_seconds;
+    let mut accumulator = GradientsAccumulator::<SequenceClassifier>::new();
+    let mut in_accum = 0usize;
+    let mut t_epoch = Instant::now();
+    let mut seen_session = 0usize;
+    let done = state.step >= total || state.stopped_early;
+
+    // One evaluation and checkpoint, with the cursor already pointing past the last step.
+    let eval_point = |model: &SequenceClassifier,
+                      optim: &burn::optim::ModuleOptimizer,
+                      state: &mut TrainerState,
+                      train_loss: f64|
+     -> Result<bool> {
+        let inference = model.valid();
+        let validation = match &val {
+            Some((r, ids)) => Some(eval_on(&inference, r, ids)?),
+            None => None,
+        };
+        let score = validation.as_ref().map(score_of);
+        let entry = serde_json::json!({
+            "step": state.step,
+            "epoch": (state.epoch - 1) as f64 + state.batch as f64 / batches_per_epoch as f64,
+            "lr": scheduler_lr(cfg, warmup, total, state.step),
+            "train_loss": train_loss,
+            "validation": validation,
+            "elapsed_s": seconds_before + session.elapsed().as_secs_f64(),
+        });
+        if let Some(v) = &validation {
+            eprintln!(
+                "step {}: validation accuracy {:.4}, macro-F1 {:.4}, loss {:.4}",
+                state.step, v.accuracy, v.macro_f1, v.loss
+            );
+        }
+        state.metrics_log.push(entry);
+        // Without validation data the latest weights count as the best.
+        let key = score.unwrap_or(state.step as f64);
+        let improved = match state.best {
+            None => true,
+            Some(b) if score.is_none() => key > b.score,
+            Some(b) => {
+                if higher_is_better {
+                    key > b.score + cfg.early_stopping_min_delta
+                } else {
+                    key < b.score - cfg.early_stopping_min_delta
+                }
+            }
+        };
+        // Strictly better (without the delta) still becomes the kept model.
+        let better = match state.best {
+            None => true,
+            Some(b) if higher_is_better || score.is_none() => key > b.score,
+            Some(b) => key < b.score,
+        };
+        if better {
+            state.best = Some(Best {
+                score: key,
+                step: state.step,
+                // The epoch the step belongs to (the cursor may already be in the next one).
+                epoch: if state.batch == 0 {
+                    state.epoch - 1
+                } else {
+                    state.epoch
+                },
+                validation,
+            });
+            save_folder(&cfg.output, &inference)?;
+        }
+        if improved {
+            state.evals_without_improvement = 0;
+        } else {
+            state.evals_without_improvement += 1;
+        }
+        if let Some(p) = cfg.early_stopping_patience
+            && state.evals_without_improvement >= p
+        {
+            eprintln!(
+                "early stopping: {} evaluations without an improvement of {} in {}",
+                p, cfg.early_stopping_min_delta, cfg.metric_for_best_model
+            );
+            state.stopped_early = true;
+        }
+        write_metrics(&cfg.output, &state.metrics_log)?;
+        state.train_seconds = seconds_before + session.elapsed().as_secs_f64();
+        write_checkpoint(cfg, state, score, &inference, optim, &save_folder)?;
+        Ok(state.stopped_early)
+    };
+
+    'epochs: while !done && state.epoch <= cfg.epochs {
+        // (`done` only matters for a resumed run that had already finished.)
+        let epoch = state.epoch;
         let batches: Vec<Vec<usize>> = if cfg.group_by_length {
             length_grouped_batches(&lengths, cfg.batch_size, cfg.seed, epoch)
         } else {
@@ -196,16 +562,12 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
                 .collect()
         };
         let pb = bar(
-            steps_per_epoch.min(total - step) as u64,
+            (batches.len() - state.batch) as u64,
             &format!("epoch {epoch}/{}", cfg.epochs),
         );
-        let t0 = Instant::now();
-        let (mut loss_sum, mut seen) = (0.0f64, 0usize);
-        for chunk in &batches {
-            if step >= total {
-                pb.finish_and_clear();
-                break 'epochs;
-            }
+        let log_every = (batches.len() / 10).max(1);
+        while state.batch < batches.len() {
+            let chunk = &batches[state.batch];
             let recs: Vec<&Record> = chunk.iter().map(|&i| &train_recs[i]).collect();
             let ids: Vec<usize> = chunk.iter().map(|&i| train_ids[i]).collect();
             let mut b =
@@ -216,129 +578,306 @@ pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, 
             let loss_val: f32 = loss.clone().into_scalar();
             if !loss_val.is_finite() {
                 return Err(TrainError::Diverged {
-                    step,
+                    step: state.step,
                     loss: loss_val,
                 });
             }
-            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-            if cfg.max_grad_norm > 0.0 {
-                clip_global_norm(&model, &mut grads, cfg.max_grad_norm);
-            }
-            let lr = linear_schedule(cfg.lr, step, warmup, total);
-            model = optim.step(lr, model, grads);
-            step += 1;
-            loss_sum += loss_val as f64 * chunk.len() as f64;
-            seen += chunk.len();
+            // The last group of an epoch may hold fewer batches.
+            let group_start = state.batch - state.batch % accum;
+            let group_len = accum.min(batches.len() - group_start);
+            let loss = if group_len > 1 {
+                loss.div_scalar(group_len as f64)
+            } else {
+                loss
+            };
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            accumulator.accumulate(&model, grads);
+            in_accum += 1;
+            state.batch += 1;
+            state.epoch_loss_sum += loss_val as f64 * chunk.len() as f64;
+            state.epoch_seen += chunk.len();
+            seen_session += chunk.len();
             pb.inc(1);
             let status = format!(
                 "loss {:.4} | {:.1} samples/s",
-                loss_sum / seen as f64,
-                seen as f64 / t0.elapsed().as_secs_f64()
+                state.epoch_loss_sum / state.epoch_seen as f64,
+                seen_session as f64 / t_epoch.elapsed().as_secs_f64()
             );
             // Without a terminal the bar is hidden: log a line every tenth of an epoch.
-            let every = (steps_per_epoch / 10).max(1);
-            if pb.is_hidden() && (pb.position() as usize).is_multiple_of(every) {
+            if pb.is_hidden() && state.batch.is_multiple_of(log_every) {
                 eprintln!(
-                    "epoch {epoch} step {}/{}: {status}",
-                    pb.position(),
-                    pb.length().unwrap_or(0)
+                    "epoch {epoch} batch {}/{}: {status}",
+                    state.batch,
+                    batches.len()
                 );
             }
             pb.set_prefix(status);
+            if in_accum < group_len {
+                continue;
+            }
+            let mut grads = accumulator.grads();
+            in_accum = 0;
+            if cfg.max_grad_norm > 0.0 {
+                clip_global_norm(&model, &mut grads, cfg.max_grad_norm);
+            }
+            let lr = scheduler.step();
+            model = optim.step(lr, model, grads);
+            state.step += 1;
+            let epoch_end = state.batch == batches.len();
+            let finished = state.step >= total;
+            let running_loss = state.epoch_loss_sum / state.epoch_seen.max(1) as f64;
+            if epoch_end {
+                pb.finish_and_clear();
+                let rep = EpochReport {
+                    epoch,
+                    train_loss: running_loss,
+                    validation: None,
+                    samples_per_s: seen_session as f64 / t_epoch.elapsed().as_secs_f64(),
+                };
+                // Logged before any checkpoint, so a resumed run's log is the same.
+                state.metrics_log.push(serde_json::json!({
+                    "epoch_end": epoch, "step": state.step, "train_loss": rep.train_loss,
+                    "train_samples_per_s": rep.samples_per_s,
+                }));
+                write_metrics(&cfg.output, &state.metrics_log)?;
+                state.epochs.push(rep);
+                // The cursor moves to the next epoch before any checkpoint is written.
+                state.epoch += 1;
+                state.batch = 0;
+                state.epoch_loss_sum = 0.0;
+                state.epoch_seen = 0;
+                seen_session = 0;
+                t_epoch = Instant::now();
+            }
+            let eval_now = match cfg.eval_steps {
+                Some(k) => state.step.is_multiple_of(k) || finished,
+                None => epoch_end || finished,
+            };
+            if eval_now {
+                capture_dropout(&mut state);
+                let stop = eval_point(&model, &optim, &mut state, running_loss)?;
+                if epoch_end && let Some(last) = state.epochs.last_mut() {
+                    last.validation = state
+                        .metrics_log
+                        .last()
+                        .and_then(|m| serde_json::from_value(m["validation"].clone()).ok());
+                }
+                if stop || finished {
+                    pb.finish_and_clear();
+                    if let Some(last) = state.epochs.last().filter(|_| epoch_end) {
+                        eprintln!("{}", serde_json::to_string(last).expect("json"));
+                    }
+                    break 'epochs;
+                }
+            }
+            if epoch_end {
+                if let Some(last) = state.epochs.last() {
+                    eprintln!("{}", serde_json::to_string(last).expect("json"));
+                }
+                continue 'epochs;
+            }
         }
         pb.finish_and_clear();
-        let samples_per_s = seen as f64 / t0.elapsed().as_secs_f64();
-        let validation = match &val {
-            Some((r, ids)) => Some(eval_on(&model.valid(), r, ids)?),
-            None => None,
-        };
-        let rep = EpochReport {
-            epoch,
-            train_loss: loss_sum / seen.max(1) as f64,
-            validation,
-            samples_per_s,
-        };
-        eprintln!("{}", serde_json::to_string(&rep).expect("json"));
-        metrics_log.push(serde_json::json!({
-            "epoch": epoch,
-            "step": step,
-            "elapsed_s": started.elapsed().as_secs_f64(),
-            "lr": linear_schedule(cfg.lr, step.saturating_sub(1), warmup, total),
-            "train_loss": rep.train_loss,
-            "train_samples_per_s": rep.samples_per_s,
-            "validation": rep.validation,
-        }));
-        let lines: String = metrics_log.iter().map(|m| format!("{m}\n")).collect();
-        write_atomic(&cfg.output.join("metrics.jsonl"), lines.as_bytes())?;
-        // Keep the best epoch by validation accuracy (the last epoch without validation).
-        let score = validation.map_or(epoch as f64, |v| v.accuracy);
-        if best.is_none_or(|(s, _)| score > s) {
-            best = Some((score, epoch));
-            let m = model.valid();
-            save(&m)?;
-            kept = Some(m);
-        }
-        epochs.push(rep);
     }
-    let kept = match kept {
-        Some(m) => m,
-        // Stopped by max_steps before an epoch ended: keep the weights as they are.
-        None => {
-            let m = model.valid();
-            save(&m)?;
-            best = Some((0.0, epochs.len() + 1));
-            m
-        }
-    };
-    let train_seconds = started.elapsed().as_secs_f64();
-    let best_epoch = best.map_or(0, |b| b.1);
+    state.train_seconds = seconds_before + session.elapsed().as_secs_f64();
 
+    // The kept weights, as written (the same bytes whichever session wrote them).
+    let (kept, _, _) = load_classifier(&cfg.output, Some(labels.len()), device)?;
+    let best = state.best.expect("at least one evaluation ran");
     let test_metrics = match &test {
         Some((r, ids)) => Some(eval_on(&kept, r, ids)?),
         None => None,
     };
     let summary = TrainSummary {
-        epochs,
-        best_epoch,
+        epochs: state.epochs.clone(),
+        best_epoch: best.epoch,
+        best_step: best.step,
+        best_validation: best.validation,
         test: test_metrics,
         labels: labels.names().to_vec(),
         n_train: n,
-        steps: step,
-        train_seconds,
+        steps: state.step,
+        stopped_early: state.stopped_early,
+        train_seconds: state.train_seconds,
         load_report: report.to_string(),
     };
-    let fingerprint = |p: &Path| -> Option<String> {
-        use sha2::{Digest, Sha256};
-        std::fs::read(p)
-            .ok()
-            .map(|b| format!("{:x}", Sha256::digest(&b)))
-    };
-    let json = serde_json::json!({
-        "config": cfg,
-        "model_dir": model_dir,
-        "data_sha256": {
-            "train": fingerprint(&cfg.train),
-            "validation": cfg.validation.as_deref().and_then(fingerprint),
-            "test": cfg.test.as_deref().and_then(fingerprint),
-        },
-        "sequin_version": env!("CARGO_PKG_VERSION"),
-        "device": format!("{device:?}"),
-        "summary": &summary,
-    });
-    write_atomic(
-        &cfg.output.join("sequin_train.json"),
-        serde_json::to_string_pretty(&json)
-            .expect("json")
-            .as_bytes(),
-    )?;
+    write_run_record(cfg, &state, &summary, &model_dir, device)?;
     let classifier = Classifier::from_parts(
         kept,
         tokenizer,
         labels,
-        base_config,
+        base_config_for(&cfg.output)?,
         cfg.output.clone(),
         policy,
         device,
     );
     Ok((summary, classifier))
+}
+
+/// Removes what a killed run may have left half-written: temp files of atomic writes in the
+/// run folder and temp checkpoint folders (never listed as checkpoints).
+fn remove_leftovers(run_dir: &Path) {
+    for dir in [run_dir.to_path_buf(), run_dir.join(CHECKPOINTS)] {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                let p = e.path();
+                let _ = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+            }
+        }
+    }
+}
+
+fn base_config_for(dir: &Path) -> Result<HfConfig> {
+    Ok(HfConfig::from_dir(dir)?)
+}
+
+/// The learning rate of the base group at a step (for the record).
+fn scheduler_lr(cfg: &TrainConfig, warmup: usize, total: usize, step: usize) -> f64 {
+    crate::optim::schedule(
+        cfg.lr_scheduler,
+        cfg.lr,
+        step.saturating_sub(1),
+        warmup,
+        total,
+    )
+}
+
+fn capture_dropout(state: &mut TrainerState) {
+    if let Some((seed, pos)) = dropout_position() {
+        state.dropout_seed = seed.iter().map(|b| format!("{b:02x}")).collect();
+        state.dropout_word_pos = pos.to_string();
+    }
+}
+
+fn hex_to_seed(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn write_metrics(dir: &Path, log: &[serde_json::Value]) -> Result<()> {
+    let lines: String = log.iter().map(|m| format!("{m}\n")).collect();
+    write_atomic(&dir.join("metrics.jsonl"), lines.as_bytes())?;
+    Ok(())
+}
+
+/// Writes `checkpoints/checkpoint-N` (HF folder + optimizer + state) through a temp folder
+/// and one rename, then removes checkpoints beyond the last and the best
+/// `save_total_limit`.
+fn write_checkpoint(
+    cfg: &TrainConfig,
+    state: &mut TrainerState,
+    score: Option<f64>,
+    model: &SequenceClassifier,
+    optim: &burn::optim::ModuleOptimizer,
+    save_folder: &dyn Fn(&Path, &SequenceClassifier) -> Result<()>,
+) -> Result<()> {
+    let root = cfg.output.join(CHECKPOINTS);
+    std::fs::create_dir_all(&root).map_err(io(&root))?;
+    let name = format!("checkpoint-{}", state.step);
+    let fin = root.join(&name);
+    let tmp = root.join(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    save_folder(&tmp, model)?;
+    let bytes = optim
+        .into_bytes()
+        .map_err(|e| TrainError::Resume(format!("cannot serialise the optimizer state: {e}")))?;
+    write_atomic(&tmp.join(OPTIMIZER_FILE), &bytes)?;
+    state.checkpoints.retain(|c| c.step != state.step);
+    state.checkpoints.push(CheckpointInfo {
+        step: state.step,
+        score,
+    });
+    // Which to keep: the last, and the best `save_total_limit` by score.
+    let higher = cfg.metric_for_best_model != "loss";
+    let mut ranked: Vec<CheckpointInfo> = state.checkpoints.clone();
+    ranked.sort_by(|a, b| {
+        let key = |c: &CheckpointInfo| c.score.unwrap_or(c.step as f64);
+        let ord = key(b).total_cmp(&key(a));
+        if higher { ord } else { ord.reverse() }
+    });
+    let keep: Vec<usize> = ranked
+        .iter()
+        .take(cfg.save_total_limit)
+        .map(|c| c.step)
+        .chain([state.step])
+        .collect();
+    let dropped: Vec<usize> = state
+        .checkpoints
+        .iter()
+        .filter(|c| !keep.contains(&c.step))
+        .map(|c| c.step)
+        .collect();
+    state.checkpoints.retain(|c| keep.contains(&c.step));
+    write_atomic(
+        &tmp.join(STATE_FILE),
+        serde_json::to_string_pretty(state)
+            .expect("json")
+            .as_bytes(),
+    )?;
+    if fin.exists() {
+        // A resumed run re-writing the checkpoint it started from: swap it out atomically.
+        let old = root.join(format!(".{name}.{}.old.tmp", std::process::id()));
+        std::fs::rename(&fin, &old).map_err(io(&fin))?;
+        std::fs::rename(&tmp, &fin).map_err(io(&fin))?;
+        let _ = std::fs::remove_dir_all(&old);
+    } else {
+        std::fs::rename(&tmp, &fin).map_err(io(&fin))?;
+    }
+    if let Ok(d) = std::fs::File::open(&root) {
+        let _ = d.sync_all();
+    }
+    for step in dropped {
+        // Renamed out of the checkpoint namespace first: a kill mid-removal leaves a temp
+        // folder (cleaned at resume), never a half-deleted checkpoint.
+        let d = root.join(format!("checkpoint-{step}"));
+        let gone = root.join(format!(
+            ".checkpoint-{step}.{}.deleted.tmp",
+            std::process::id()
+        ));
+        if std::fs::rename(&d, &gone).is_ok() {
+            let _ = std::fs::remove_dir_all(&gone);
+        }
+    }
+    Ok(())
+}
+
+/// `run.json`: what ran, on what, and what came out.
+fn write_run_record(
+    cfg: &TrainConfig,
+    state: &TrainerState,
+    summary: &TrainSummary,
+    model_dir: &Path,
+    device: &Device,
+) -> Result<()> {
+    let json = serde_json::json!({
+        "config": cfg,
+        "base_model": cfg.model,
+        "resolved_from": model_dir,
+        "data_sha256": state.data_sha256,
+        "seed": cfg.seed,
+        "sequin_version": env!("CARGO_PKG_VERSION"),
+        "git_revision": option_env!("SEQUIN_GIT_REVISION").unwrap_or("unknown"),
+        "crates": {"burn": "0.22.1"},
+        "device": format!("{device:?}"),
+        "summary": summary,
+    });
+    write_atomic(
+        &cfg.output.join("run.json"),
+        serde_json::to_string_pretty(&json)
+            .expect("json")
+            .as_bytes(),
+    )?;
+    Ok(())
 }
