@@ -234,7 +234,7 @@ impl TrainConfig {
                 BEST_METRICS.join(", ")
             ));
         }
-        if !(self.early_stopping_min_delta >= 0.0) {
+        if self.early_stopping_min_delta.is_nan() || self.early_stopping_min_delta < 0.0 {
             return bad(format!(
                 "--early-stopping-min-delta must be >= 0, got {}",
                 self.early_stopping_min_delta

@@ -11,6 +11,7 @@ mod classifier;
 mod config;
 pub mod metrics;
 pub mod optim;
+pub mod plots;
 mod progress;
 mod trainer;
 
@@ -57,6 +58,14 @@ pub enum TrainError {
         path: std::path::PathBuf,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// A plot could not be drawn.
+    #[error("{path}: cannot draw the plot: {message}")]
+    Plot {
+        /// The image file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        message: String,
     },
     /// A run cannot be resumed as asked.
     #[error("cannot resume: {0}")]

@@ -684,10 +684,49 @@ fn run(
     // The kept weights, as written (the same bytes whichever session wrote them).
     let (kept, _, _) = load_classifier(&cfg.output, Some(labels.len()), device)?;
     let best = state.best.expect("at least one evaluation ran");
-    let test_metrics = match &test {
-        Some((r, ids)) => Some(eval_on(&kept, r, ids)?),
+    let full_report = |recs: &[Record], ids: &[usize]| {
+        evaluate_model(
+            &kept,
+            &tokenizer,
+            recs,
+            ids,
+            labels.names(),
+            policy,
+            cfg.eval_batch_size,
+            device,
+        )
+    };
+    let test_report = match &test {
+        Some((r, ids)) => Some(full_report(r, ids)?),
         None => None,
     };
+    let test_metrics = test_report.as_ref().map(|r| r.summary);
+    // The confusion matrix of the kept model: on test data, else on validation data.
+    let (confusion_split, confusion_report) = match (&test_report, &val) {
+        (Some(r), _) => ("test", Some(r.clone())),
+        (None, Some((r, ids))) => ("validation", Some(full_report(r, ids)?)),
+        (None, None) => ("", None),
+    };
+    let confusion = confusion_report
+        .as_ref()
+        .map(|r| crate::plots::ConfusionChart {
+            title: format!(
+                "Confusion matrix ({confusion_split}, {} examples)",
+                r.summary.n
+            ),
+            labels: labels.names().to_vec(),
+            counts: r.confusion.clone(),
+        });
+    let plots = crate::plots::plot_run(&cfg.output, &state.metrics_log, confusion.as_ref())?;
+    eprintln!(
+        "plots: {}",
+        plots
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "png"))
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let summary = TrainSummary {
         epochs: state.epochs.clone(),
         best_epoch: best.epoch,
@@ -701,7 +740,14 @@ fn run(
         train_seconds: state.train_seconds,
         load_report: report.to_string(),
     };
-    write_run_record(cfg, &state, &summary, &model_dir, device)?;
+    write_run_record(
+        cfg,
+        &state,
+        &summary,
+        test_report.as_ref(),
+        &model_dir,
+        device,
+    )?;
     let classifier = Classifier::from_parts(
         kept,
         tokenizer,
@@ -858,6 +904,7 @@ fn write_run_record(
     cfg: &TrainConfig,
     state: &TrainerState,
     summary: &TrainSummary,
+    test_report: Option<&crate::metrics::Report>,
     model_dir: &Path,
     device: &Device,
 ) -> Result<()> {
@@ -872,6 +919,7 @@ fn write_run_record(
         "crates": {"burn": "0.22.1"},
         "device": format!("{device:?}"),
         "summary": summary,
+        "test_report": test_report,
     });
     write_atomic(
         &cfg.output.join("run.json"),
