@@ -628,3 +628,75 @@ fn killed_and_resumed_training_is_bit_identical() {
     assert_eq!(evals(&out), evals(&reference));
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// `predict --long-text chunk` on one 30,000-word document: every window is read (with
+/// `--chunk-select spread` under a cap, or all of them), in bounded row batches, and the
+/// document gets one prediction.
+#[test]
+fn predict_chunks_a_30000_word_document() {
+    let tmp = std::env::temp_dir().join(format!("sequin-30k-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let articles = sequin_data::read_records(&dataset("bbc-news", "train"), &Default::default())
+        .unwrap();
+    let mut words: Vec<&str> = Vec::new();
+    for a in &articles {
+        words.extend(a.text.split_whitespace());
+        if words.len() >= 30_000 {
+            break;
+        }
+    }
+    words.truncate(30_000);
+    let input = tmp.join("long.jsonl");
+    std::fs::write(
+        &input,
+        serde_json::json!({"text": words.join(" ")}).to_string() + "\n",
+    )
+    .unwrap();
+    let model = fixture("bert-tiny-cls");
+    let c = Classifier::load(&model, &Device::flex()).unwrap();
+    let opts = c.encode_options(Some(64));
+    let windows = c
+        .tokenizer
+        .encode_long(
+            &words.join(" "),
+            None,
+            opts,
+            sequin_tokenize::LongText::Chunk {
+                stride: 16,
+                max_chunks: usize::MAX,
+                select: sequin_tokenize::ChunkSelect::First,
+            },
+        )
+        .unwrap();
+    assert!(windows.len() > 800, "{} windows", windows.len());
+    for (cap, out) in [("100000", "all.jsonl"), ("16", "spread.jsonl")] {
+        let out = tmp.join(out);
+        sequin_ok(&[
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--max-length",
+            "64",
+            "--batch-size",
+            "32",
+            "--long-text",
+            "chunk",
+            "--chunk-stride",
+            "16",
+            "--max-chunks",
+            cap,
+            "--chunk-select",
+            "spread",
+        ]);
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        let p: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(p["logits"].as_array().unwrap().len(), 3);
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}
