@@ -637,8 +637,8 @@ fn predict_chunks_a_30000_word_document() {
     let tmp = std::env::temp_dir().join(format!("sequin-30k-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).unwrap();
-    let articles = sequin_data::read_records(&dataset("bbc-news", "train"), &Default::default())
-        .unwrap();
+    let articles =
+        sequin_data::read_records(&dataset("bbc-news", "train"), &Default::default()).unwrap();
     let mut words: Vec<&str> = Vec::new();
     for a in &articles {
         words.extend(a.text.split_whitespace());
@@ -698,5 +698,145 @@ fn predict_chunks_a_30000_word_document() {
         let p: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
         assert_eq!(p["logits"].as_array().unwrap().len(), 3);
     }
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// Multi-label (movie genres from titles, a list column) and regression (the IMDB rating):
+/// the HF `problem_type` is written, BCE / MSE train, thresholds are tuned on validation and
+/// used by eval and predict.
+#[test]
+fn multi_label_and_regression_train_and_predict() {
+    let tmp = std::env::temp_dir().join(format!("sequin-problem-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    // 400 validation rows as JSONL (labels as a JSON array), to keep the test short.
+    let cols = sequin_data::Columns {
+        label: Some("labels".into()),
+        ..Default::default()
+    };
+    let all_val = sequin_data::read_records(&dataset("movie-genres", "validation"), &cols).unwrap();
+    let ratings = sequin_data::read_records(
+        &dataset("movie-genres", "validation"),
+        &sequin_data::Columns {
+            label: Some("rating".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let val_file = tmp.join("validation.jsonl");
+    let lines: Vec<String> = all_val
+        .iter()
+        .zip(&ratings)
+        .take(400)
+        .map(|(r, g)| {
+            serde_json::json!({"text": r.text, "labels": r.labels, "rating": g.label.as_deref().unwrap().parse::<f64>().unwrap()})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(&val_file, lines.join("\n")).unwrap();
+    let base = [
+        "--model",
+        fixture("bert-tiny-cls")
+            .to_str()
+            .unwrap()
+            .to_string()
+            .leak() as &str,
+        "--train",
+        dataset("movie-genres", "train")
+            .to_str()
+            .unwrap()
+            .to_string()
+            .leak(),
+        "--validation",
+        val_file.to_str().unwrap().to_string().leak(),
+        "--max-train-samples",
+        "1500",
+        "--max-length",
+        "24",
+        "--epochs",
+        "2",
+        "--lr",
+        "3e-3",
+    ];
+    // Multi-label: `labels` is a list<string> column.
+    let out = tmp.join("genres");
+    let mut args = vec![
+        "train",
+        "--output",
+        out.to_str().unwrap(),
+        "--label-column",
+        "labels",
+        "--tune-thresholds",
+    ];
+    args.extend(base);
+    sequin_ok(&args);
+    let config = read_json(&out.join("config.json"));
+    assert_eq!(config["problem_type"], "multi_label_classification");
+    assert_eq!(config["id2label"].as_object().unwrap().len(), 7);
+    let policy = read_json(&out.join("sequin.json"));
+    let thresholds = policy["thresholds"].as_array().unwrap();
+    assert_eq!(thresholds.len(), 7);
+    assert!(
+        thresholds
+            .iter()
+            .all(|t| (0.0..1.0).contains(&t.as_f64().unwrap()))
+    );
+    let c = Classifier::load(&out, &Device::flex()).unwrap();
+    let val = c.read(&val_file, &cols).unwrap();
+    assert_eq!(val.len(), 400);
+    let report = c
+        .evaluate(&val, &val_file, c.encode_options(None), 64)
+        .unwrap();
+    assert_eq!(report.per_class.len(), 7);
+    let micro = report.summary.micro_f1.unwrap();
+    // Drama alone is in 47% of rows: a model that learned anything beats predicting nothing.
+    assert!(micro > 0.2, "micro-F1 {micro}");
+    let preds = c.predict(&val[..20], c.encode_options(None), 8).unwrap();
+    for p in &preds {
+        let set = p
+            .labels
+            .as_ref()
+            .expect("multi-label predictions carry a label set");
+        // Scores are sigmoid probabilities; the set is every label over its threshold.
+        let probs: Vec<f32> = p.logits.iter().map(|&z| 1.0 / (1.0 + (-z).exp())).collect();
+        let want: Vec<&String> = c
+            .labels
+            .names()
+            .iter()
+            .zip(&probs)
+            .zip(thresholds)
+            .filter(|((_, p), t)| **p >= t.as_f64().unwrap() as f32)
+            .map(|((n, _), _)| n)
+            .collect();
+        assert_eq!(set.iter().collect::<Vec<_>>(), want);
+    }
+
+    // Regression: the rating (a float column).
+    let out = tmp.join("rating");
+    let mut args = vec![
+        "train",
+        "--output",
+        out.to_str().unwrap(),
+        "--label-column",
+        "rating",
+        "--problem-type",
+        "regression",
+    ];
+    args.extend(base);
+    sequin_ok(&args);
+    let config = read_json(&out.join("config.json"));
+    assert_eq!(config["problem_type"], "regression");
+    assert_eq!(config["id2label"].as_object().unwrap().len(), 1);
+    let run = read_json(&out.join("run.json"));
+    let v = &run["summary"]["best_validation"];
+    assert!(v["mse"].as_f64().unwrap() > 0.0 && v["r2"].is_number() && v["mae"].is_number());
+    // The rating's variance is about 2.3: the model must do better than predicting 0.
+    assert!(v["mse"].as_f64().unwrap() < 10.0, "{v}");
+    let c = Classifier::load(&out, &Device::flex()).unwrap();
+    let p = c.predict(&val[..3], c.encode_options(None), 8).unwrap();
+    assert!(
+        p.iter()
+            .all(|p| p.logits.len() == 1 && p.score == p.logits[0])
+    );
     let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -18,6 +18,7 @@ fn records(fx: &serde_json::Value) -> Vec<Record> {
             text: i["text"].as_str().unwrap().to_string(),
             text_pair: i["text_pair"].as_str().map(String::from),
             label: None,
+            labels: None,
         })
         .collect()
 }

@@ -145,6 +145,18 @@ struct TrainArgs {
     /// Checkpoints kept besides the last one (the best ones) [default: 1].
     #[arg(long)]
     save_total_limit: Option<usize>,
+    /// HF problem type: single_label_classification, multi_label_classification (BCE; labels
+    /// as a list column or --label-columns) or regression (MSE on a numeric label)
+    /// [default: multi-label when the labels are lists, else single-label].
+    #[arg(long, value_parser = ["single_label_classification", "multi_label_classification", "regression"])]
+    problem_type: Option<String>,
+    /// Multi-label data as 0/1 columns, one per label (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    label_columns: Vec<String>,
+    /// Multi-label: choose each label's threshold on --validation for F1 (else 0.5); saved
+    /// with the model and used by eval and predict.
+    #[arg(long)]
+    tune_thresholds: bool,
     /// Continue the run in this folder from its last checkpoint (checkpoints/checkpoint-N),
     /// with its saved options. Other options may be repeated but must not differ; the data
     /// files must be unchanged.
@@ -245,6 +257,9 @@ struct EvalArgs {
     /// Column with the label.
     #[arg(long, default_value = "label")]
     label_column: String,
+    /// Multi-label data as 0/1 columns, one per label (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    label_columns: Vec<String>,
     /// Maximum tokens per example [default: the folder's model_max_length, else 128].
     #[arg(long)]
     max_length: Option<usize>,
@@ -277,7 +292,8 @@ struct PredictArgs {
     /// Also write the best N classes per row with their scores (`all` for every class).
     #[arg(long, value_parser = parse_top_k)]
     top_k: Option<usize>,
-    /// How logits become scores: softmax (single-label default), sigmoid (multi-label), none.
+    /// How logits become scores [default: as transformers' pipeline: softmax for single-label,
+    /// sigmoid for multi-label; none (the value) for regression].
     #[arg(long, value_parser = ["softmax", "sigmoid", "none"])]
     function: Option<String>,
     #[command(flatten)]
@@ -422,6 +438,15 @@ fn train_config(a: TrainArgs, base: Option<Map<String, Value>>) -> Result<TrainC
         a.early_stopping_min_delta.map(Value::from)
     );
     set!("save_total_limit", a.save_total_limit.map(Value::from));
+    set!("problem_type", a.problem_type.map(Value::from));
+    set!(
+        "label_columns",
+        (!a.label_columns.is_empty()).then(|| Value::from(a.label_columns.clone()))
+    );
+    set!(
+        "tune_thresholds",
+        a.tune_thresholds.then_some(Value::Bool(true))
+    );
     set!("aggregate", a.long.aggregate.clone().map(Value::from));
     // Defaults depend on max_length: resolve it as the run will.
     let max_length = map.get("max_length").and_then(Value::as_u64).unwrap_or(128) as usize;
@@ -498,12 +523,14 @@ fn run(cli: Cli) -> Result<()> {
                 text: a.columns.text_column,
                 text_pair: a.columns.text_pair_column,
                 label: Some(a.label_column),
+                label_columns: a.label_columns,
             };
             let recs = c.read(&a.data, &cols)?;
             let m = c.evaluate(&recs, &a.data, opts, a.batch_size)?;
             println!("{}", serde_json::to_string(&m)?);
         }
         Cmd::Predict(a) => {
+            // (the score function and thresholds follow the folder's problem type)
             let mut c = Classifier::load(&a.model, &device)?;
             let opts = encode_opts(&c, a.max_length)?;
             a.long.apply(&mut c, opts.max_length)?;
@@ -511,12 +538,14 @@ fn run(cli: Cli) -> Result<()> {
                 text: a.columns.text_column,
                 text_pair: a.columns.text_pair_column,
                 label: None,
+                label_columns: Vec::new(),
             };
             let recs = c.read(&a.input, &cols)?;
             let function = match a.function.as_deref() {
-                Some("sigmoid") => sequin_train::ScoreFunction::Sigmoid,
-                Some("none") => sequin_train::ScoreFunction::None,
-                _ => sequin_train::ScoreFunction::Softmax,
+                Some("sigmoid") => Some(sequin_train::ScoreFunction::Sigmoid),
+                Some("none") => Some(sequin_train::ScoreFunction::None),
+                Some(_) => Some(sequin_train::ScoreFunction::Softmax),
+                None => None,
             };
             let preds = c.predict_with(&recs, opts, a.batch_size, function, a.top_k)?;
             write_jsonl_atomic(

@@ -90,6 +90,13 @@ impl EncodedBatch {
         ))
     }
 
+    /// Float targets `[rows, k]` (multi-hot labels, or regression values with k = 1).
+    pub fn float_targets(rows: &[Vec<f32>], device: &Device) -> Tensor<2> {
+        let k = rows.first().map_or(0, Vec::len);
+        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        Tensor::from_data(TensorData::new(flat, [rows.len(), k]), device)
+    }
+
     /// A batch of already encoded rows (windows of documents, say), padded to the longest.
     pub fn from_rows(
         tokenizer: &Tokenizer,

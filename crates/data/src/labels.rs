@@ -40,6 +40,100 @@ impl LabelMap {
         Ok(Self::new(names))
     }
 
+    /// The label set of multi-label training records: every label that occurs, sorted.
+    pub fn from_train_sets(records: &[Record], path: &Path) -> Result<Self> {
+        let mut set = BTreeSet::new();
+        for (i, r) in records.iter().enumerate() {
+            let Some(ls) = &r.labels else {
+                return Err(DataError::BadRow {
+                    path: path.to_path_buf(),
+                    row: i + 1,
+                    problem: "multi-label training needs a label list (or 0/1 label columns) in every row".into(),
+                });
+            };
+            set.extend(ls.iter().map(String::as_str));
+        }
+        let names: Vec<String> = set.into_iter().map(String::from).collect();
+        if names.len() < 2 {
+            return Err(DataError::TooFewLabels {
+                path: path.to_path_buf(),
+                labels: names,
+            });
+        }
+        Ok(Self::new(names))
+    }
+
+    /// Multi-hot targets (`[n, labels]`, 1.0 where the row carries the label); a label the map
+    /// lacks is an error naming all of them.
+    pub fn encode_sets(&self, records: &[Record], path: &Path) -> Result<Vec<Vec<f32>>> {
+        let mut unknown = BTreeSet::new();
+        let mut out = Vec::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            // A single label in a multi-label file is a set of one.
+            let one;
+            let ls: &[String] = match (&r.labels, &r.label) {
+                (Some(ls), _) => ls,
+                (None, Some(l)) => {
+                    one = [l.clone()];
+                    &one
+                }
+                (None, None) => {
+                    return Err(DataError::BadRow {
+                        path: path.to_path_buf(),
+                        row: i + 1,
+                        problem: "the labels are missing (null)".into(),
+                    });
+                }
+            };
+            let mut row = vec![0f32; self.len()];
+            for l in ls {
+                match self.id(l) {
+                    Some(id) => row[id] = 1.0,
+                    None => {
+                        unknown.insert(l.clone());
+                    }
+                }
+            }
+            out.push(row);
+        }
+        if !unknown.is_empty() {
+            return Err(DataError::UnknownLabels {
+                path: path.to_path_buf(),
+                labels: unknown.into_iter().collect(),
+                known: self.names.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Regression targets: every label parsed as a finite number.
+    pub fn encode_values(records: &[Record], path: &Path) -> Result<Vec<f32>> {
+        records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let bad = |problem: String| DataError::BadRow {
+                    path: path.to_path_buf(),
+                    row: i + 1,
+                    problem,
+                };
+                let l = r
+                    .label
+                    .as_deref()
+                    .ok_or_else(|| bad("the target value is missing (null)".into()))?;
+                match l.trim().parse::<f64>() {
+                    Ok(v) if v.is_finite() => Ok(v as f32),
+                    Ok(v) => Err(bad(format!(
+                        "the target value is {v}; expected a finite number"
+                    ))),
+                    Err(_) => Err(bad(format!(
+                        "the target `{l}` is not a number (regression needs numeric labels)"
+                    ))),
+                }
+            })
+            .collect()
+    }
+
     /// Class names in id order.
     pub fn names(&self) -> &[String] {
         &self.names
@@ -65,6 +159,15 @@ impl LabelMap {
         let mut unknown = BTreeSet::new();
         let mut out = Vec::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
+            if r.labels.is_some() {
+                return Err(DataError::BadRow {
+                    path: path.to_path_buf(),
+                    row: i + 1,
+                    problem:
+                        "the label is a list; train with --problem-type multi_label_classification"
+                            .into(),
+                });
+            }
             let Some(l) = r.label.as_deref() else {
                 return Err(DataError::BadRow {
                     path: path.to_path_buf(),

@@ -19,8 +19,12 @@ pub struct Columns {
     pub text: String,
     /// The optional text-pair column.
     pub text_pair: Option<String>,
-    /// The label column; `None` when reading data to predict on.
+    /// The label column; `None` when reading data to predict on. A list column (Parquet
+    /// `list<string>`, a JSON array) gives each row a set of labels (multi-label).
     pub label: Option<String>,
+    /// Multi-label data as one 0/1 column per label, named after the label; used instead of
+    /// `label` when not empty.
+    pub label_columns: Vec<String>,
 }
 
 impl Default for Columns {
@@ -29,6 +33,7 @@ impl Default for Columns {
             text: "text".into(),
             text_pair: None,
             label: Some("label".into()),
+            label_columns: Vec::new(),
         }
     }
 }
@@ -40,9 +45,23 @@ pub struct Record {
     pub text: String,
     /// The second text of a pair; `None` (null or absent) encodes the row as a single text.
     pub text_pair: Option<String>,
-    /// The label as a string (integer labels are written in decimal); `None` when no label
-    /// column was asked for or the cell is null.
+    /// The label as a string (numbers are written in decimal); `None` when no label column
+    /// was asked for, the cell is null, or the labels are a set (`labels`).
     pub label: Option<String>,
+    /// A set of labels (multi-label data: a list column, or 0/1 label columns).
+    pub labels: Option<Vec<String>>,
+}
+
+impl Record {
+    /// A record with a text only.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            text_pair: None,
+            label: None,
+            labels: None,
+        }
+    }
 }
 
 enum Format {
@@ -91,7 +110,11 @@ pub fn read_records(path: &Path, cols: &Columns) -> Result<Vec<Record>> {
                 problem: format!("the text (column `{}`) is empty", cols.text),
             });
         }
-        if cols.label.is_some() && r.label.is_none() {
+        if cols.label_columns.is_empty()
+            && cols.label.is_some()
+            && r.label.is_none()
+            && r.labels.is_none()
+        {
             return Err(DataError::BadRow {
                 path: path.to_path_buf(),
                 row: i + 1,
@@ -137,14 +160,14 @@ fn strings(
     allow_int: bool,
 ) -> Result<Vec<Option<String>>> {
     let expected = if allow_int {
-        "a string or integer column"
+        "a string or number column"
     } else {
         "a string column"
     };
     let ok = matches!(
         arr.data_type(),
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-    ) || (allow_int && arr.data_type().is_integer());
+    ) || (allow_int && (arr.data_type().is_integer() || arr.data_type().is_floating()));
     if !ok {
         return Err(DataError::ColumnType {
             path: path.to_path_buf(),
@@ -165,6 +188,92 @@ fn strings(
         .collect())
 }
 
+/// A list-of-strings column as label sets.
+fn string_lists(path: &Path, name: &str, arr: &ArrayRef) -> Result<Vec<Option<Vec<String>>>> {
+    let bad = || DataError::ColumnType {
+        path: path.to_path_buf(),
+        column: name.into(),
+        found: arr.data_type().to_string(),
+        expected: "a string, number or list-of-strings column",
+    };
+    let (offsets, values): (Vec<usize>, ArrayRef) = match arr.data_type() {
+        DataType::List(_) => {
+            let l = arr.as_list::<i32>();
+            (
+                l.value_offsets().iter().map(|&o| o as usize).collect(),
+                l.values().clone(),
+            )
+        }
+        DataType::LargeList(_) => {
+            let l = arr.as_list::<i64>();
+            (
+                l.value_offsets().iter().map(|&o| o as usize).collect(),
+                l.values().clone(),
+            )
+        }
+        _ => return Err(bad()),
+    };
+    let values = strings(path, name, &values, true).map_err(|_| bad())?;
+    Ok((0..arr.len())
+        .map(|i| {
+            arr.is_valid(i).then(|| {
+                values[offsets[i]..offsets[i + 1]]
+                    .iter()
+                    .flatten()
+                    .cloned()
+                    .collect()
+            })
+        })
+        .collect())
+}
+
+/// One 0/1 (or boolean) column per label: the names of the columns set in each row.
+fn flag_columns(
+    path: &Path,
+    names: &[String],
+    arrays: &[ArrayRef],
+    row_offset: usize,
+) -> Result<Vec<Vec<String>>> {
+    let n = arrays.first().map_or(0, |a| a.len());
+    let mut out = vec![Vec::new(); n];
+    for (name, arr) in names.iter().zip(arrays) {
+        let as_str = strings(path, name, arr, true).or_else(|_| {
+            arrow::compute::cast(arr, &DataType::Utf8)
+                .ok()
+                .filter(|_| matches!(arr.data_type(), DataType::Boolean))
+                .map(|a| {
+                    let s = a.as_string::<i32>();
+                    (0..s.len())
+                        .map(|i| s.is_valid(i).then(|| s.value(i).to_string()))
+                        .collect()
+                })
+                .ok_or_else(|| DataError::ColumnType {
+                    path: path.to_path_buf(),
+                    column: name.clone(),
+                    found: arr.data_type().to_string(),
+                    expected: "a 0/1 or boolean label column",
+                })
+        })?;
+        for (i, v) in as_str.iter().enumerate() {
+            match v.as_deref() {
+                Some("1" | "1.0" | "true") => out[i].push(name.clone()),
+                Some("0" | "0.0" | "false") => {}
+                other => {
+                    return Err(DataError::BadRow {
+                        path: path.to_path_buf(),
+                        row: row_offset + i + 1,
+                        problem: format!(
+                            "label column `{name}` holds {}; expected 0 or 1",
+                            other.map_or("null".to_string(), |o| format!("`{o}`"))
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn read_parquet(path: &Path, cols: &Columns) -> Result<Vec<Record>> {
     let err = corrupt(path, "Parquet");
     let builder =
@@ -182,10 +291,19 @@ fn read_parquet(path: &Path, cols: &Columns) -> Result<Vec<Record>> {
         .as_deref()
         .map(|c| idx(c, "text pair"))
         .transpose()?;
-    let label_i = cols.label.as_deref().map(|c| idx(c, "label")).transpose()?;
+    let label_i = match cols.label_columns.is_empty() {
+        true => cols.label.as_deref().map(|c| idx(c, "label")).transpose()?,
+        false => None,
+    };
+    let flag_is: Vec<usize> = cols
+        .label_columns
+        .iter()
+        .map(|c| idx(c, "label"))
+        .collect::<Result<_>>()?;
     let wanted: Vec<usize> = [Some(text_i), pair_i, label_i]
         .into_iter()
         .flatten()
+        .chain(flag_is.iter().copied())
         .collect();
     let mask = ProjectionMask::roots(builder.parquet_schema(), wanted.clone());
     let reader = builder
@@ -204,9 +322,25 @@ fn read_parquet(path: &Path, cols: &Columns) -> Result<Vec<Record>> {
             (Some(i), Some(name)) => Some(strings(path, name, batch.column(pos(i)), false)?),
             _ => None,
         };
-        let labels = match (label_i, &cols.label) {
-            (Some(i), Some(name)) => Some(strings(path, name, batch.column(pos(i)), true)?),
-            _ => None,
+        let (labels, sets) = match (label_i, &cols.label) {
+            (Some(i), Some(name)) => {
+                let col = batch.column(pos(i));
+                if matches!(col.data_type(), DataType::List(_) | DataType::LargeList(_)) {
+                    (None, Some(string_lists(path, name, col)?))
+                } else {
+                    (Some(strings(path, name, col, true)?), None)
+                }
+            }
+            _ => (None, None),
+        };
+        let flags = if flag_is.is_empty() {
+            None
+        } else {
+            let arrays: Vec<ArrayRef> = flag_is
+                .iter()
+                .map(|&i| batch.column(pos(i)).clone())
+                .collect();
+            Some(flag_columns(path, &cols.label_columns, &arrays, out.len())?)
         };
         for (r, text) in texts.into_iter().enumerate() {
             let row = out.len() + 1;
@@ -219,6 +353,11 @@ fn read_parquet(path: &Path, cols: &Columns) -> Result<Vec<Record>> {
                 text,
                 text_pair: pairs.as_ref().and_then(|p| p[r].clone()),
                 label: labels.as_ref().and_then(|l| l[r].clone()),
+                labels: match (&sets, &flags) {
+                    (Some(s), _) => s[r].clone(),
+                    (_, Some(f)) => Some(f[r].clone()),
+                    _ => None,
+                },
             });
         }
     }
@@ -248,7 +387,15 @@ fn read_csv(path: &Path, cols: &Columns, delim: u8) -> Result<Vec<Record>> {
         .as_deref()
         .map(|c| idx(c, "text pair"))
         .transpose()?;
-    let label_i = cols.label.as_deref().map(|c| idx(c, "label")).transpose()?;
+    let label_i = match cols.label_columns.is_empty() {
+        true => cols.label.as_deref().map(|c| idx(c, "label")).transpose()?,
+        false => None,
+    };
+    let flag_is: Vec<usize> = cols
+        .label_columns
+        .iter()
+        .map(|c| idx(c, "label"))
+        .collect::<Result<_>>()?;
     let mut out = Vec::new();
     for (row, rec) in rdr.records().enumerate() {
         let rec = rec.map_err(|e| DataError::BadRow {
@@ -257,10 +404,33 @@ fn read_csv(path: &Path, cols: &Columns, delim: u8) -> Result<Vec<Record>> {
             problem: format!("cannot parse CSV: {e}"),
         })?;
         let get = |i: usize| rec.get(i).filter(|s| !s.is_empty()).map(String::from);
+        let labels = if flag_is.is_empty() {
+            None
+        } else {
+            let mut set = Vec::new();
+            for (name, &i) in cols.label_columns.iter().zip(&flag_is) {
+                match rec.get(i).map(str::trim) {
+                    Some("1" | "1.0" | "true") => set.push(name.clone()),
+                    Some("0" | "0.0" | "false") => {}
+                    other => {
+                        return Err(DataError::BadRow {
+                            path: path.to_path_buf(),
+                            row: row + 1,
+                            problem: format!(
+                                "label column `{name}` holds `{}`; expected 0 or 1",
+                                other.unwrap_or_default()
+                            ),
+                        });
+                    }
+                }
+            }
+            Some(set)
+        };
         out.push(Record {
             text: rec.get(text_i).unwrap_or_default().to_string(),
             text_pair: pair_i.and_then(get),
             label: label_i.and_then(get),
+            labels,
         });
     }
     Ok(out)
@@ -276,7 +446,7 @@ fn json_field(
     match obj.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(Value::Number(n)) if allow_int && n.is_i64() => Ok(Some(n.to_string())),
+        Some(Value::Number(n)) if allow_int => Ok(Some(n.to_string())),
         Some(other) => Err(DataError::BadRow {
             path: path.to_path_buf(),
             row,
@@ -326,21 +496,70 @@ fn read_jsonl(path: &Path, cols: &Columns) -> Result<Vec<Record>> {
                 obj.keys().cloned().collect(),
             ));
         }
-        if let Some(l) = &cols.label
-            && !obj.contains_key(l)
-        {
-            return Err(missing(path, l, "label", obj.keys().cloned().collect()));
+        let label_col = cols
+            .label
+            .as_ref()
+            .filter(|_| cols.label_columns.is_empty());
+        for l in label_col.into_iter().chain(&cols.label_columns) {
+            if !obj.contains_key(l) {
+                return Err(missing(path, l, "label", obj.keys().cloned().collect()));
+            }
         }
+        let (label, labels) = match label_col.and_then(|c| obj.get(c).map(|v| (c, v))) {
+            Some((c, Value::Array(items))) => {
+                let mut set = Vec::with_capacity(items.len());
+                for v in items {
+                    match v {
+                        Value::String(s) => set.push(s.clone()),
+                        Value::Number(n) => set.push(n.to_string()),
+                        other => {
+                            return Err(DataError::BadRow {
+                                path: path.to_path_buf(),
+                                row,
+                                problem: format!(
+                                    "field `{c}` holds {other}; expected strings in the label list"
+                                ),
+                            });
+                        }
+                    }
+                }
+                (None, Some(set))
+            }
+            Some((c, _)) => (json_field(path, row, &obj, c, true)?, None),
+            None => (None, None),
+        };
+        let labels = if cols.label_columns.is_empty() {
+            labels
+        } else {
+            let mut set = Vec::new();
+            for name in &cols.label_columns {
+                match obj.get(name) {
+                    Some(Value::Bool(true)) => set.push(name.clone()),
+                    Some(Value::Bool(false)) => {}
+                    Some(Value::Number(n)) if n.as_f64() == Some(1.0) => set.push(name.clone()),
+                    Some(Value::Number(n)) if n.as_f64() == Some(0.0) => {}
+                    other => {
+                        return Err(DataError::BadRow {
+                            path: path.to_path_buf(),
+                            row,
+                            problem: format!(
+                                "label field `{name}` holds {}; expected 0 or 1",
+                                other.map_or("nothing".to_string(), |v| v.to_string())
+                            ),
+                        });
+                    }
+                }
+            }
+            Some(set)
+        };
         out.push(Record {
             text: text.unwrap_or_default(),
             text_pair: match &cols.text_pair {
                 Some(c) => json_field(path, row, &obj, c, false)?,
                 None => None,
             },
-            label: match &cols.label {
-                Some(c) => json_field(path, row, &obj, c, true)?,
-                None => None,
-            },
+            label,
+            labels,
         });
     }
     Ok(out)

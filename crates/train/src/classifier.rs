@@ -5,12 +5,14 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use sequin_data::{Columns, EncodedBatch, LabelMap, Record, read_records};
-use sequin_heads::{Aggregate, SequenceClassifier, aggregate_chunks};
+use sequin_heads::{Aggregate, ProblemType, SequenceClassifier, aggregate_chunks};
 use sequin_hf::{HfConfig, LoadReport, load_classifier};
 use sequin_tokenize::{EncodeOptions, LongText, Tokenizer};
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{Confusion, Report, RocAccumulator};
+use crate::metrics::{
+    Confusion, MultiLabelAccumulator, RegressionAccumulator, Report, RocAccumulator,
+};
 use crate::{Result, TrainError};
 
 /// One prediction, as `sequin predict` writes it.
@@ -25,6 +27,47 @@ pub struct Prediction {
     /// The best `k` classes with their scores, when asked for (`--top-k`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top_k: Option<Vec<LabelScore>>,
+    /// Multi-label: every label whose probability reaches its threshold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
+}
+
+/// The targets of labelled records, by problem type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Targets {
+    /// Class ids (single-label).
+    Classes(Vec<usize>),
+    /// Multi-hot rows (multi-label).
+    MultiHot(Vec<Vec<f32>>),
+    /// One value per record (regression).
+    Values(Vec<f32>),
+}
+
+impl Targets {
+    /// The targets of the records at `idx`.
+    pub fn select(&self, idx: &[usize]) -> Targets {
+        match self {
+            Self::Classes(v) => Self::Classes(idx.iter().map(|&i| v[i]).collect()),
+            Self::MultiHot(v) => Self::MultiHot(idx.iter().map(|&i| v[i].clone()).collect()),
+            Self::Values(v) => Self::Values(idx.iter().map(|&i| v[i]).collect()),
+        }
+    }
+
+    /// Encodes labelled records for a problem type with a label map.
+    pub fn encode(
+        problem: ProblemType,
+        labels: &LabelMap,
+        records: &[Record],
+        path: &Path,
+    ) -> Result<Self> {
+        Ok(match problem {
+            ProblemType::SingleLabelClassification => Self::Classes(labels.encode(records, path)?),
+            ProblemType::MultiLabelClassification => {
+                Self::MultiHot(labels.encode_sets(records, path)?)
+            }
+            ProblemType::Regression => Self::Values(LabelMap::encode_values(records, path)?),
+        })
+    }
 }
 
 /// A class and its score.
@@ -67,8 +110,8 @@ impl ScoreFunction {
 }
 
 /// sequin's own settings saved beside an HF model folder (`sequin.json`): how inputs are fitted,
-/// so that eval and predict do what training did.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// so that eval and predict do what training did, and multi-label decision thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputPolicy {
     /// Tokens per row, special tokens included.
     pub max_length: usize,
@@ -78,6 +121,9 @@ pub struct InputPolicy {
     /// Aggregation of chunk logits.
     #[serde(default)]
     pub aggregate: Aggregate,
+    /// Multi-label: each label's threshold on its sigmoid probability (0.5 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<Vec<f32>>,
 }
 
 /// The file name of [`InputPolicy`] in a model folder.
@@ -104,7 +150,7 @@ pub(crate) fn infer_docs(
     tokenizer: &Tokenizer,
     records: &[&Record],
     opts: EncodeOptions,
-    policy: InputPolicy,
+    policy: &InputPolicy,
     batch_size: usize,
     device: &Device,
 ) -> Result<Vec<Vec<f32>>> {
@@ -243,7 +289,7 @@ impl Classifier {
         let pb = crate::progress::bar(chunks.len() as u64, "predict");
         let policy = InputPolicy {
             max_length: opts.max_length,
-            ..self.policy
+            ..self.policy.clone()
         };
         for chunk in chunks {
             pb.inc(1);
@@ -253,7 +299,7 @@ impl Classifier {
                 &self.tokenizer,
                 &recs,
                 opts,
-                policy,
+                &policy,
                 batch_size,
                 &self.device,
             )?;
@@ -272,7 +318,28 @@ impl Classifier {
         opts: EncodeOptions,
         batch_size: usize,
     ) -> Result<Vec<Prediction>> {
-        self.predict_with(records, opts, batch_size, ScoreFunction::Softmax, None)
+        self.predict_with(records, opts, batch_size, None, None)
+    }
+
+    /// The folder's HF `problem_type` (single-label when unset, regression for one output).
+    pub fn problem_type(&self) -> ProblemType {
+        self.config
+            .problem_type
+            .unwrap_or(if self.model.num_labels() == 1 {
+                ProblemType::Regression
+            } else {
+                ProblemType::SingleLabelClassification
+            })
+    }
+
+    /// The score function transformers' pipeline applies by default: sigmoid for multi-label,
+    /// none for regression (sequin reports the value), softmax otherwise.
+    pub fn default_function(&self) -> ScoreFunction {
+        match self.problem_type() {
+            ProblemType::MultiLabelClassification => ScoreFunction::Sigmoid,
+            ProblemType::Regression => ScoreFunction::None,
+            ProblemType::SingleLabelClassification => ScoreFunction::Softmax,
+        }
     }
 
     /// Predictions with a score function and, optionally, the best `top_k` classes per row
@@ -282,10 +349,13 @@ impl Classifier {
         records: &[Record],
         opts: EncodeOptions,
         batch_size: usize,
-        function: ScoreFunction,
+        function: Option<ScoreFunction>,
         top_k: Option<usize>,
     ) -> Result<Vec<Prediction>> {
         let names = self.labels.names();
+        let function = function.unwrap_or_else(|| self.default_function());
+        let multi = self.problem_type() == ProblemType::MultiLabelClassification;
+        let thresholds = self.policy.thresholds.clone();
         let logits = self.logits(records, opts, batch_size)?;
         Ok(logits
             .into_iter()
@@ -307,6 +377,20 @@ impl Classifier {
                             })
                             .collect()
                     }),
+                    labels: multi.then(|| {
+                        let probs = ScoreFunction::Sigmoid.apply(&l);
+                        probs
+                            .iter()
+                            .enumerate()
+                            .filter(|(j, p)| {
+                                **p >= thresholds
+                                    .as_ref()
+                                    .and_then(|t| t.get(*j).copied())
+                                    .unwrap_or(0.5)
+                            })
+                            .map(|(j, _)| names[j].clone())
+                            .collect()
+                    }),
                     logits: l,
                 }
             })
@@ -322,18 +406,18 @@ impl Classifier {
         opts: EncodeOptions,
         batch_size: usize,
     ) -> Result<Report> {
-        let ids = self.labels.encode(records, path)?;
+        let targets = Targets::encode(self.problem_type(), &self.labels, records, path)?;
         let policy = InputPolicy {
             max_length: opts.max_length,
-            ..self.policy
+            ..self.policy.clone()
         };
         evaluate_model(
             &self.model,
             &self.tokenizer,
             records,
-            &ids,
+            &targets,
             self.labels.names(),
-            policy,
+            &policy,
             batch_size,
             &self.device,
         )
@@ -362,21 +446,22 @@ fn read_policy(dir: &Path, config: &HfConfig) -> Result<InputPolicy> {
                 max_length: from_tok.unwrap_or(128).min(config.arch.max_length()),
                 long_text: LongText::Truncate,
                 aggregate: Aggregate::Mean,
+                thresholds: None,
             })
         }
     }
 }
 
-/// Evaluates an inference-mode model on labelled records (streaming: only a confusion matrix
-/// and a loss sum are kept).
+/// Evaluates an inference-mode model on labelled records, streaming: a confusion matrix (or
+/// per-label counts, or regression sums) and a loss sum are kept, not the predictions.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn evaluate_model(
     model: &SequenceClassifier,
     tokenizer: &Tokenizer,
     records: &[Record],
-    label_ids: &[usize],
+    targets: &Targets,
     labels: &[String],
-    policy: InputPolicy,
+    policy: &InputPolicy,
     batch_size: usize,
     device: &Device,
 ) -> Result<Report> {
@@ -387,31 +472,89 @@ pub(crate) fn evaluate_model(
     let k = labels.len();
     let mut conf = Confusion::new(k);
     let mut roc = RocAccumulator::new(k);
+    let mut multi = MultiLabelAccumulator::new(
+        policy
+            .thresholds
+            .clone()
+            .filter(|t| t.len() == k)
+            .unwrap_or_else(|| vec![0.5; k]),
+    );
+    let mut reg = RegressionAccumulator::default();
     let order = length_order(records);
     let chunks = order.chunks(batch_size.max(1));
     let pb = crate::progress::bar(chunks.len() as u64, "evaluate");
     for chunk in chunks {
         pb.inc(1);
         let recs: Vec<&Record> = chunk.iter().map(|&i| &records[i]).collect();
-        let ids: Vec<usize> = chunk.iter().map(|&i| label_ids[i]).collect();
         let logits = infer_docs(model, tokenizer, &recs, opts, policy, batch_size, device)?;
-        let mut probs = Vec::with_capacity(logits.len() * k);
-        for (l, &t) in logits.iter().zip(&ids) {
-            // Cross-entropy from log-softmax, in f64.
-            let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let sum: f64 = l.iter().map(|&x| (x as f64 - max).exp()).sum();
-            conf.add_loss(sum.ln() + max - l[t] as f64);
-            probs.extend(l.iter().map(|&x| ((x as f64 - max).exp() / sum) as f32));
-        }
-        for (row, &t) in probs.chunks(k).zip(&ids) {
-            let pred = row
-                .iter()
-                .enumerate()
-                .fold(0, |best, (i, &p)| if p > row[best] { i } else { best });
-            conf.add(t, pred);
-            roc.add(t, row);
+        match targets.select(chunk) {
+            Targets::Classes(ids) => {
+                let mut probs = Vec::with_capacity(logits.len() * k);
+                for (l, &t) in logits.iter().zip(&ids) {
+                    // Cross-entropy from log-softmax, in f64.
+                    let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+                    let sum: f64 = l.iter().map(|&x| (x as f64 - max).exp()).sum();
+                    conf.add_loss(sum.ln() + max - l[t] as f64);
+                    probs.extend(l.iter().map(|&x| ((x as f64 - max).exp() / sum) as f32));
+                }
+                for (row, &t) in probs.chunks(k).zip(&ids) {
+                    let pred = row
+                        .iter()
+                        .enumerate()
+                        .fold(0, |best, (i, &p)| if p > row[best] { i } else { best });
+                    conf.add(t, pred);
+                    roc.add(t, row);
+                }
+            }
+            Targets::MultiHot(rows) => {
+                for (l, y) in logits.iter().zip(&rows) {
+                    multi.add(l, y);
+                }
+            }
+            Targets::Values(values) => {
+                for (l, &y) in logits.iter().zip(&values) {
+                    reg.add(l[0], y);
+                }
+            }
         }
     }
     pb.finish_and_clear();
-    Ok(conf.report(labels, Some(&roc)))
+    Ok(match targets {
+        Targets::Classes(_) => conf.report(labels, Some(&roc)),
+        Targets::MultiHot(_) => multi.report(labels),
+        Targets::Values(_) => Report {
+            summary: reg.metrics(),
+            micro_f1: 0.0,
+            weighted_f1: 0.0,
+            macro_precision: 0.0,
+            macro_recall: 0.0,
+            mcc: 0.0,
+            auroc: None,
+            confusion: Vec::new(),
+            per_class: Vec::new(),
+        },
+    })
+}
+
+/// Sigmoid probabilities `[n][k]` of records, in order (for threshold tuning).
+pub(crate) fn sigmoid_probs(
+    model: &SequenceClassifier,
+    tokenizer: &Tokenizer,
+    records: &[Record],
+    policy: &InputPolicy,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<Vec<f32>>> {
+    let opts = EncodeOptions {
+        max_length: policy.max_length,
+        pad_to_multiple_of: None,
+    };
+    let mut out = Vec::with_capacity(records.len());
+    for chunk in records.chunks(batch_size.max(1)) {
+        let recs: Vec<&Record> = chunk.iter().collect();
+        for l in infer_docs(model, tokenizer, &recs, opts, policy, batch_size, device)? {
+            out.push(ScoreFunction::Sigmoid.apply(&l));
+        }
+    }
+    Ok(out)
 }

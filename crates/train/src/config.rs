@@ -63,7 +63,7 @@ pub enum LrSchedule {
 }
 
 /// The metrics a run can select its best checkpoint and stop early on.
-pub const BEST_METRICS: &[&str] = &["accuracy", "macro_f1", "loss"];
+pub const BEST_METRICS: &[&str] = &["accuracy", "macro_f1", "micro_f1", "loss", "r2"];
 
 /// Every option of a training run. The defaults are those of the reference
 /// transformers `Trainer` run (2 epochs, lr 5e-5, batch 32, max_length 128, warmup 0.1,
@@ -170,6 +170,17 @@ pub struct TrainConfig {
     /// Checkpoints kept besides the last one: the best by `metric_for_best_model`.
     #[serde(default = "d_one")]
     pub save_total_limit: usize,
+    /// HF `problem_type`; `None` = multi-label when the labels are lists (or
+    /// `label_columns` are given), else single-label.
+    #[serde(default)]
+    pub problem_type: Option<sequin_heads::ProblemType>,
+    /// Multi-label data as one 0/1 column per label (instead of `label_column`).
+    #[serde(default)]
+    pub label_columns: Vec<String>,
+    /// Multi-label: choose each label's decision threshold on the validation data (for F1)
+    /// instead of 0.5; the thresholds are saved with the model and used by eval and predict.
+    #[serde(default)]
+    pub tune_thresholds: bool,
 }
 
 impl TrainConfig {
@@ -258,6 +269,7 @@ impl TrainConfig {
             text: self.text_column.clone(),
             text_pair: self.text_pair_column.clone(),
             label: Some(self.label_column.clone()),
+            label_columns: self.label_columns.clone(),
         }
     }
 }

@@ -23,6 +23,18 @@ pub struct EvalMetrics {
     pub loss: f64,
     /// Number of examples.
     pub n: u64,
+    /// Multi-label: micro-averaged F1 over every (row, label) decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub micro_f1: Option<f64>,
+    /// Regression: mean squared error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mse: Option<f64>,
+    /// Regression: mean absolute error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mae: Option<f64>,
+    /// Regression: coefficient of determination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub r2: Option<f64>,
 }
 
 impl Confusion {
@@ -80,6 +92,10 @@ impl Confusion {
             macro_f1: f1,
             loss: self.loss_sum / n,
             n: self.n,
+            micro_f1: None,
+            mse: None,
+            mae: None,
+            r2: None,
         }
     }
 }
@@ -122,6 +138,194 @@ pub struct Report {
     pub confusion: Vec<Vec<u64>>,
     /// Per-class figures, in id order.
     pub per_class: Vec<ClassReport>,
+}
+
+fn f1_of(tp: u64, fp: u64, fn_: u64) -> (f64, f64, f64) {
+    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let (p, r) = (ratio(tp, tp + fp), ratio(tp, tp + fn_));
+    let f = if p + r == 0.0 {
+        0.0
+    } else {
+        2.0 * p * r / (p + r)
+    };
+    (p, r, f)
+}
+
+/// Multi-label metrics at per-label thresholds, streaming: per label true/false positives
+/// and false negatives, exact-match count, BCE sum.
+#[derive(Debug, Clone)]
+pub struct MultiLabelAccumulator {
+    thresholds: Vec<f32>,
+    tp: Vec<u64>,
+    fp: Vec<u64>,
+    fn_: Vec<u64>,
+    exact: u64,
+    loss_sum: f64,
+    n: u64,
+}
+
+impl MultiLabelAccumulator {
+    /// For labels with these decision thresholds (on sigmoid probabilities).
+    pub fn new(thresholds: Vec<f32>) -> Self {
+        let k = thresholds.len();
+        Self {
+            thresholds,
+            tp: vec![0; k],
+            fp: vec![0; k],
+            fn_: vec![0; k],
+            exact: 0,
+            loss_sum: 0.0,
+            n: 0,
+        }
+    }
+
+    /// Adds one row: logits and its multi-hot truth. The loss is the mean BCE over labels.
+    pub fn add(&mut self, logits: &[f32], truth: &[f32]) {
+        let mut all = true;
+        let mut bce = 0.0f64;
+        for (j, (&z, &y)) in logits.iter().zip(truth).enumerate() {
+            let (z, y) = (z as f64, y as f64);
+            // log(1 + e^-|z|) + max(z, 0) - z·y, stable.
+            bce += z.max(0.0) - z * y + (-z.abs()).exp().ln_1p();
+            let p = 1.0 / (1.0 + (-z).exp());
+            let pred = p >= self.thresholds[j] as f64;
+            let t = y >= 0.5;
+            match (pred, t) {
+                (true, true) => self.tp[j] += 1,
+                (true, false) => self.fp[j] += 1,
+                (false, true) => self.fn_[j] += 1,
+                (false, false) => {}
+            }
+            all &= pred == t;
+        }
+        self.exact += u64::from(all);
+        self.loss_sum += bce / logits.len().max(1) as f64;
+        self.n += 1;
+    }
+
+    /// Subset accuracy (every label right), macro- and micro-F1, mean BCE.
+    pub fn metrics(&self) -> EvalMetrics {
+        let k = self.thresholds.len();
+        let macro_f1 = (0..k)
+            .map(|j| f1_of(self.tp[j], self.fp[j], self.fn_[j]).2)
+            .sum::<f64>()
+            / k.max(1) as f64;
+        let sum = |v: &[u64]| v.iter().sum::<u64>();
+        let micro = f1_of(sum(&self.tp), sum(&self.fp), sum(&self.fn_)).2;
+        let n = self.n.max(1) as f64;
+        EvalMetrics {
+            accuracy: self.exact as f64 / n,
+            macro_f1,
+            loss: self.loss_sum / n,
+            n: self.n,
+            micro_f1: Some(micro),
+            mse: None,
+            mae: None,
+            r2: None,
+        }
+    }
+
+    /// The full report: per-label precision, recall, F1 and support.
+    pub fn report(&self, labels: &[String]) -> Report {
+        let per_class: Vec<ClassReport> = (0..self.thresholds.len())
+            .map(|j| {
+                let (precision, recall, f1) = f1_of(self.tp[j], self.fp[j], self.fn_[j]);
+                ClassReport {
+                    label: labels[j].clone(),
+                    precision,
+                    recall,
+                    f1,
+                    support: self.tp[j] + self.fn_[j],
+                }
+            })
+            .collect();
+        let k = per_class.len().max(1) as f64;
+        let support: u64 = per_class.iter().map(|c| c.support).sum();
+        let summary = self.metrics();
+        Report {
+            micro_f1: summary.micro_f1.unwrap_or(0.0),
+            weighted_f1: per_class
+                .iter()
+                .map(|c| c.f1 * c.support as f64)
+                .sum::<f64>()
+                / support.max(1) as f64,
+            macro_precision: per_class.iter().map(|c| c.precision).sum::<f64>() / k,
+            macro_recall: per_class.iter().map(|c| c.recall).sum::<f64>() / k,
+            mcc: 0.0,
+            auroc: None,
+            confusion: Vec::new(),
+            per_class,
+            summary,
+        }
+    }
+}
+
+/// The per-label thresholds (from 0.05 to 0.95 by 0.05) that maximise each label's F1 on
+/// `probs` (`[n][k]` sigmoid probabilities) against `truth`; ties go to the one nearest 0.5.
+pub fn tune_thresholds(probs: &[Vec<f32>], truth: &[Vec<f32>]) -> Vec<f32> {
+    let k = probs.first().map_or(0, Vec::len);
+    (0..k)
+        .map(|j| {
+            let mut best = (f64::NEG_INFINITY, 0.5f32);
+            for step in 1..20 {
+                let t = step as f32 * 0.05;
+                let (mut tp, mut fp, mut fn_) = (0, 0, 0);
+                for (p, y) in probs.iter().zip(truth) {
+                    match (p[j] >= t, y[j] >= 0.5) {
+                        (true, true) => tp += 1,
+                        (true, false) => fp += 1,
+                        (false, true) => fn_ += 1,
+                        _ => {}
+                    }
+                }
+                let f = f1_of(tp, fp, fn_).2;
+                let closer = (t - 0.5).abs() < (best.1 - 0.5).abs();
+                if f > best.0 + 1e-12 || ((f - best.0).abs() <= 1e-12 && closer) {
+                    best = (f, t);
+                }
+            }
+            best.1
+        })
+        .collect()
+}
+
+/// Regression metrics, streaming: MSE (the loss), MAE and R².
+#[derive(Debug, Clone, Default)]
+pub struct RegressionAccumulator {
+    sse: f64,
+    sae: f64,
+    sum_y: f64,
+    sum_y2: f64,
+    n: u64,
+}
+
+impl RegressionAccumulator {
+    /// Adds one prediction and its target.
+    pub fn add(&mut self, pred: f32, target: f32) {
+        let (p, y) = (pred as f64, target as f64);
+        self.sse += (p - y) * (p - y);
+        self.sae += (p - y).abs();
+        self.sum_y += y;
+        self.sum_y2 += y * y;
+        self.n += 1;
+    }
+
+    /// MSE, MAE, R² (accuracy and macro-F1 are 0: undefined for regression).
+    pub fn metrics(&self) -> EvalMetrics {
+        let n = self.n.max(1) as f64;
+        let sst = self.sum_y2 - self.sum_y * self.sum_y / n;
+        let mse = self.sse / n;
+        EvalMetrics {
+            accuracy: 0.0,
+            macro_f1: 0.0,
+            loss: mse,
+            n: self.n,
+            micro_f1: None,
+            mse: Some(mse),
+            mae: Some(self.sae / n),
+            r2: Some(if sst > 0.0 { 1.0 - self.sse / sst } else { 0.0 }),
+        }
+    }
 }
 
 /// Streaming AUROC: per class, histograms of that class's probability among its positives and
@@ -297,5 +501,34 @@ mod tests {
         assert!((m.accuracy - 0.5).abs() < 1e-12);
         // class 0: tp 2 fp 2 fn 1 -> 4/7; class 1: tp 1 fp 1 fn 2 -> 2/5
         assert!((m.macro_f1 - (4.0 / 7.0 + 0.4) / 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn multi_label_and_regression_metrics() {
+        let mut m = MultiLabelAccumulator::new(vec![0.5, 0.5]);
+        m.add(&[2.0, -2.0], &[1.0, 0.0]); // both right
+        m.add(&[2.0, 2.0], &[1.0, 0.0]); // label 1 false positive
+        m.add(&[-2.0, -2.0], &[0.0, 1.0]); // label 1 false negative
+        let r = m.metrics();
+        assert!((r.accuracy - 1.0 / 3.0).abs() < 1e-12);
+        // label 0: tp 2 → F1 1; label 1: tp 0 → F1 0.
+        assert!((r.macro_f1 - 0.5).abs() < 1e-12);
+        // micro: tp 2, fp 1, fn 1 → 2/3.
+        assert!((r.micro_f1.unwrap() - 2.0 / 3.0).abs() < 1e-12);
+        let t = tune_thresholds(
+            &[vec![0.9], vec![0.3], vec![0.2]],
+            &[vec![1.0], vec![1.0], vec![0.0]],
+        );
+        assert!(t[0] > 0.2 && t[0] <= 0.3, "{t:?}");
+
+        let mut g = RegressionAccumulator::default();
+        for (p, y) in [(1.0, 1.0), (2.0, 3.0), (3.0, 2.0)] {
+            g.add(p, y);
+        }
+        let r = g.metrics();
+        assert!((r.mse.unwrap() - 2.0 / 3.0).abs() < 1e-9);
+        assert!((r.mae.unwrap() - 2.0 / 3.0).abs() < 1e-9);
+        // SST = 2, SSE = 2 → R² = 0.
+        assert!(r.r2.unwrap().abs() < 1e-9);
     }
 }

@@ -28,7 +28,9 @@ use sequin_hf::{HfConfig, load_classifier, resolve, save_classifier_folder, writ
 use sequin_tokenize::{EncodeOptions, Tokenizer};
 use serde::{Deserialize, Serialize};
 
-use crate::classifier::{Classifier, InputPolicy, POLICY_FILE, doc_logits, evaluate_model};
+use crate::classifier::{
+    Classifier, InputPolicy, POLICY_FILE, Targets, doc_logits, evaluate_model, sigmoid_probs,
+};
 use crate::metrics::EvalMetrics;
 use crate::optim::{adamw, clip_global_norm, lr_groups, module_scheduler, stable_param_ids};
 use crate::progress::bar;
@@ -135,6 +137,16 @@ pub struct TrainerState {
     pub checkpoints: Vec<CheckpointInfo>,
     /// Training-loop seconds so far.
     pub train_seconds: f64,
+    /// The problem type of the run.
+    #[serde(default)]
+    pub problem_type: Option<ProblemType>,
+}
+
+impl TrainerState {
+    /// The run's problem type.
+    pub fn problem_type(&self) -> ProblemType {
+        self.problem_type.unwrap_or_default()
+    }
 }
 
 /// The file of [`TrainerState`] in a checkpoint.
@@ -307,7 +319,21 @@ fn run(
     let tokenizer = Tokenizer::from_dir(&model_dir)?;
 
     let mut train_recs = read(&cfg.train, cfg)?;
-    let labels = LabelMap::from_train(&train_recs, &cfg.train)?;
+    // The problem type: as asked, else multi-label when the labels are sets.
+    let problem = cfg.problem_type.unwrap_or(
+        if !cfg.label_columns.is_empty() || train_recs.iter().any(|r| r.labels.is_some()) {
+            ProblemType::MultiLabelClassification
+        } else {
+            ProblemType::SingleLabelClassification
+        },
+    );
+    let labels = match problem {
+        ProblemType::SingleLabelClassification => LabelMap::from_train(&train_recs, &cfg.train)?,
+        ProblemType::MultiLabelClassification => {
+            LabelMap::from_train_sets(&train_recs, &cfg.train)?
+        }
+        ProblemType::Regression => LabelMap::new(vec![cfg.label_column.clone()]),
+    };
     if let Some(n) = cfg.max_train_samples {
         let order = shuffled_indices(train_recs.len(), cfg.seed, usize::MAX);
         train_recs = order
@@ -316,13 +342,13 @@ fn run(
             .map(|i| train_recs[i].clone())
             .collect();
     }
-    let train_ids = labels.encode(&train_recs, &cfg.train)?;
-    let labelled = |p: &Option<PathBuf>| -> Result<Option<(Vec<Record>, Vec<usize>)>> {
+    let train_targets = Targets::encode(problem, &labels, &train_recs, &cfg.train)?;
+    let labelled = |p: &Option<PathBuf>| -> Result<Option<(Vec<Record>, Targets)>> {
         p.as_ref()
             .map(|p| {
                 let r = read(p, cfg)?;
-                let ids = labels.encode(&r, p)?;
-                Ok((r, ids))
+                let t = Targets::encode(problem, &labels, &r, p)?;
+                Ok((r, t))
             })
             .transpose()
     };
@@ -394,6 +420,7 @@ fn run(
                 epochs: Vec::new(),
                 checkpoints: Vec::new(),
                 train_seconds: 0.0,
+                problem_type: Some(problem),
             }
         }
     };
@@ -419,19 +446,20 @@ fn run(
     let mut scheduler =
         module_scheduler(cfg.lr_scheduler, cfg.lr, &groups, warmup, total, state.step);
 
-    let policy = InputPolicy {
+    let mut policy = InputPolicy {
         max_length: cfg.max_length,
         long_text: cfg.long_text,
         aggregate: cfg.aggregate,
+        thresholds: None,
     };
-    let eval_on = |m: &SequenceClassifier, recs: &[Record], ids: &[usize]| {
+    let eval_on = |m: &SequenceClassifier, recs: &[Record], t: &Targets| {
         evaluate_model(
             m,
             &tokenizer,
             recs,
-            ids,
+            t,
             labels.names(),
-            policy,
+            &policy,
             cfg.eval_batch_size,
             device,
         )
@@ -443,7 +471,7 @@ fn run(
             m,
             &base_config,
             labels.names(),
-            ProblemType::SingleLabelClassification,
+            problem,
             &tokenizer,
             cfg.max_length,
         )?;
@@ -455,9 +483,12 @@ fn run(
         )?;
         Ok(())
     };
-    let higher_is_better = cfg.metric_for_best_model != "loss";
-    let score_of = |v: &EvalMetrics| match cfg.metric_for_best_model.as_str() {
+    let metric = best_metric(cfg, problem);
+    let higher_is_better = metric != "loss";
+    let score_of = |v: &EvalMetrics| match metric {
         "macro_f1" => v.macro_f1,
+        "micro_f1" => v.micro_f1.unwrap_or(v.macro_f1),
+        "r2" => v.r2.unwrap_or(f64::NEG_INFINITY),
         "loss" => v.loss,
         _ => v.accuracy,
     };
@@ -478,7 +509,7 @@ fn run(
      -> Result<bool> {
         let inference = model.valid();
         let validation = match &val {
-            Some((r, ids)) => Some(eval_on(&inference, r, ids)?),
+            Some((r, t)) => Some(eval_on(&inference, r, t)?),
             None => None,
         };
         let score = validation.as_ref().map(score_of);
@@ -569,12 +600,25 @@ fn run(
         while state.batch < batches.len() {
             let chunk = &batches[state.batch];
             let recs: Vec<&Record> = chunk.iter().map(|&i| &train_recs[i]).collect();
-            let ids: Vec<usize> = chunk.iter().map(|&i| train_ids[i]).collect();
-            let mut b =
-                EncodedBatch::new_long(&tokenizer, &recs, Some(&ids), opts, cfg.long_text, &ad)?;
-            let targets = b.labels.take().expect("labelled");
+            let batch_targets = train_targets.select(chunk);
+            let ids = match &batch_targets {
+                Targets::Classes(ids) => Some(ids.as_slice()),
+                _ => None,
+            };
+            let mut b = EncodedBatch::new_long(&tokenizer, &recs, ids, opts, cfg.long_text, &ad)?;
+            let class_ids = b.labels.take();
             let logits = doc_logits(&model, b, cfg.aggregate);
-            let loss = loss::cross_entropy(logits, targets);
+            let loss = match (&batch_targets, class_ids) {
+                (Targets::Classes(_), Some(ids)) => loss::cross_entropy(logits, ids),
+                (Targets::MultiHot(rows), _) => {
+                    loss::bce_with_logits(logits, EncodedBatch::float_targets(rows, &ad))
+                }
+                (Targets::Values(v), _) => {
+                    let rows: Vec<Vec<f32>> = v.iter().map(|&x| vec![x]).collect();
+                    loss::mse(logits, EncodedBatch::float_targets(&rows, &ad))
+                }
+                (Targets::Classes(_), None) => unreachable!("class ids were given"),
+            };
             let loss_val: f32 = loss.clone().into_scalar();
             if !loss_val.is_finite() {
                 return Err(TrainError::Diverged {
@@ -683,28 +727,55 @@ fn run(
 
     // The kept weights, as written (the same bytes whichever session wrote them).
     let (kept, _, _) = load_classifier(&cfg.output, Some(labels.len()), device)?;
-    let best = state.best.expect("at least one evaluation ran");
-    let full_report = |recs: &[Record], ids: &[usize]| {
+    let best = state.best.clone().expect("at least one evaluation ran");
+    // Multi-label: per-label thresholds chosen on validation data, saved with the model.
+    if problem == ProblemType::MultiLabelClassification
+        && cfg.tune_thresholds
+        && let Some((r, Targets::MultiHot(truth))) = &val
+    {
+        let probs = sigmoid_probs(&kept, &tokenizer, r, &policy, cfg.eval_batch_size, device)?;
+        let t = crate::metrics::tune_thresholds(&probs, truth);
+        eprintln!(
+            "thresholds tuned on validation: {}",
+            labels
+                .names()
+                .iter()
+                .zip(&t)
+                .map(|(n, t)| format!("{n} {t:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        policy.thresholds = Some(t);
+        write_atomic(
+            &cfg.output.join(POLICY_FILE),
+            serde_json::to_string_pretty(&policy)
+                .expect("json")
+                .as_bytes(),
+        )?;
+    }
+    let policy = policy;
+    let full_report = |recs: &[Record], t: &Targets| {
         evaluate_model(
             &kept,
             &tokenizer,
             recs,
-            ids,
+            t,
             labels.names(),
-            policy,
+            &policy,
             cfg.eval_batch_size,
             device,
         )
     };
     let test_report = match &test {
-        Some((r, ids)) => Some(full_report(r, ids)?),
+        Some((r, t)) => Some(full_report(r, t)?),
         None => None,
     };
     let test_metrics = test_report.as_ref().map(|r| r.summary);
     // The confusion matrix of the kept model: on test data, else on validation data.
     let (confusion_split, confusion_report) = match (&test_report, &val) {
+        _ if problem != ProblemType::SingleLabelClassification => ("", None),
         (Some(r), _) => ("test", Some(r.clone())),
-        (None, Some((r, ids))) => ("validation", Some(full_report(r, ids)?)),
+        (None, Some((r, t))) => ("validation", Some(full_report(r, t)?)),
         (None, None) => ("", None),
     };
     let confusion = confusion_report
@@ -782,6 +853,15 @@ fn base_config_for(dir: &Path) -> Result<HfConfig> {
     Ok(HfConfig::from_dir(dir)?)
 }
 
+/// The metric that picks the best checkpoint: as configured, except that regression, where
+/// accuracy means nothing, falls back from the default (accuracy) to the loss (MSE).
+fn best_metric(cfg: &TrainConfig, problem: ProblemType) -> &str {
+    match (problem, cfg.metric_for_best_model.as_str()) {
+        (ProblemType::Regression, "accuracy" | "macro_f1" | "micro_f1") => "loss",
+        (_, m) => m,
+    }
+}
+
 /// The learning rate of the base group at a step (for the record).
 fn scheduler_lr(cfg: &TrainConfig, warmup: usize, total: usize, step: usize) -> f64 {
     crate::optim::schedule(
@@ -846,7 +926,7 @@ fn write_checkpoint(
         score,
     });
     // Which to keep: the last, and the best `save_total_limit` by score.
-    let higher = cfg.metric_for_best_model != "loss";
+    let higher = best_metric(cfg, state.problem_type()) != "loss";
     let mut ranked: Vec<CheckpointInfo> = state.checkpoints.clone();
     ranked.sort_by(|a, b| {
         let key = |c: &CheckpointInfo| c.score.unwrap_or(c.step as f64);
