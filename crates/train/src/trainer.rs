@@ -727,7 +727,7 @@ fn run(
 
     // The kept weights, as written (the same bytes whichever session wrote them).
     let (kept, _, _) = load_classifier(&cfg.output, Some(labels.len()), device)?;
-    let best = state.best.clone().expect("at least one evaluation ran");
+    let best = state.best.expect("at least one evaluation ran");
     // Multi-label: per-label thresholds chosen on validation data, saved with the model.
     if problem == ProblemType::MultiLabelClassification
         && cfg.tune_thresholds
