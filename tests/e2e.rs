@@ -840,3 +840,126 @@ fn multi_label_and_regression_train_and_predict() {
     );
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// Imbalance handling: class weights, focal loss and the balanced sampler, with a stratified
+/// hold-out as validation data. The majority class is 65% of amazon-food: a balanced sampler
+/// makes the model predict the minority class more often than plain sampling does.
+#[test]
+fn imbalance_options_train_and_hold_out_stratified() {
+    let tmp = std::env::temp_dir().join(format!("sequin-imbalance-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let val = sequin_data::read_records(&dataset("amazon-food", "validation"), &Default::default())
+        .unwrap();
+    let run = |name: &str, extra: &[&str]| -> (serde_json::Value, usize) {
+        let out = tmp.join(name);
+        let mut args = vec![
+            "train",
+            "--model",
+            fixture("bert-tiny-cls")
+                .to_str()
+                .unwrap()
+                .to_string()
+                .leak() as &str,
+            "--train",
+            dataset("amazon-food", "train")
+                .to_str()
+                .unwrap()
+                .to_string()
+                .leak(),
+            "--output",
+            out.to_str().unwrap().to_string().leak(),
+            "--max-train-samples",
+            "600",
+            "--validation-split",
+            "0.2",
+            "--epochs",
+            "3",
+            "--lr",
+            "3e-3",
+            "--max-length",
+            "48",
+        ];
+        args.extend(extra);
+        sequin_ok(&args);
+        let c = Classifier::load(&out, &Device::flex()).unwrap();
+        let preds = c.predict(&val, c.encode_options(None), 64).unwrap();
+        let minority = preds.iter().filter(|p| p.label == "other").count();
+        (read_json(&out.join("run.json")), minority)
+    };
+    // Best checkpoints by macro-F1: accuracy would favour the majority class.
+    let (plain_run, plain) = run("plain", &["--metric-for-best-model", "macro_f1"]);
+    // 20% of 600 held out, per class.
+    assert_eq!(plain_run["summary"]["best_validation"]["n"], 120);
+    let (balanced_run, balanced) = run(
+        "balanced",
+        &[
+            "--sampler",
+            "balanced",
+            "--metric-for-best-model",
+            "macro_f1",
+        ],
+    );
+    assert_eq!(balanced_run["config"]["sampler"], "balanced");
+    assert!(
+        balanced > plain,
+        "balanced sampling predicts `other` for {balanced} reviews, plain sampling for {plain}"
+    );
+    // A heavier weight on the minority class shifts predictions towards it.
+    let (weighted_run, weighted) = run(
+        "weighted",
+        &[
+            "--class-weights",
+            "1,3",
+            "--metric-for-best-model",
+            "macro_f1",
+        ],
+    );
+    assert_eq!(
+        weighted_run["config"]["class_weights"],
+        serde_json::json!([1.0, 3.0])
+    );
+    assert!(
+        weighted > plain,
+        "class weights 1:3 predict `other` for {weighted} reviews, plain loss for {plain}"
+    );
+    // Focal loss with automatic weights trains and is recorded.
+    let (focal_run, _) = run(
+        "focal",
+        &[
+            "--class-weights",
+            "auto",
+            "--loss",
+            "focal",
+            "--focal-gamma",
+            "2",
+        ],
+    );
+    assert_eq!(focal_run["config"]["class_weights"], "auto");
+    assert_eq!(focal_run["config"]["loss"], "focal");
+    let loss = focal_run["summary"]["epochs"][0]["train_loss"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        loss.is_finite() && loss > 0.0 && loss < 0.7,
+        "focal training loss {loss}"
+    );
+    // Bad combinations are refused with the option named.
+    let err = sequin_err(&[
+        "train",
+        "--model",
+        fixture("bert-tiny-cls").to_str().unwrap(),
+        "--train",
+        dataset("amazon-food", "train").to_str().unwrap(),
+        "--output",
+        tmp.join("bad").to_str().unwrap(),
+        "--max-length",
+        "48",
+        "--class-weights",
+        "1,2,3",
+    ]);
+    assert!(
+        err.contains("--class-weights has 3 values for 2 labels"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+}

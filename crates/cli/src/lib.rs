@@ -157,6 +157,23 @@ struct TrainArgs {
     /// with the model and used by eval and predict.
     #[arg(long)]
     tune_thresholds: bool,
+    /// Class weights in the loss: `auto` (inverse class frequency; multi-label: each label's
+    /// negatives/positives as BCE's pos_weight) or comma-separated weights in label order.
+    #[arg(long)]
+    class_weights: Option<String>,
+    /// Training loss: `auto` (HF's for the problem type) or `focal` (single-label).
+    #[arg(long, value_parser = ["auto", "focal"])]
+    loss: Option<String>,
+    /// Focal loss γ [default: 2].
+    #[arg(long)]
+    focal_gamma: Option<f64>,
+    /// `random` (each example once per epoch) or `balanced` (draws with replacement, each
+    /// class equally likely; single-label) [default: random].
+    #[arg(long, value_parser = ["random", "balanced"])]
+    sampler: Option<String>,
+    /// Without --validation: hold out this fraction of --train, stratified by label.
+    #[arg(long)]
+    validation_split: Option<f64>,
     /// Continue the run in this folder from its last checkpoint (checkpoints/checkpoint-N),
     /// with its saved options. Other options may be repeated but must not differ; the data
     /// files must be unchanged.
@@ -447,6 +464,26 @@ fn train_config(a: TrainArgs, base: Option<Map<String, Value>>) -> Result<TrainC
         "tune_thresholds",
         a.tune_thresholds.then_some(Value::Bool(true))
     );
+    let weights = match a.class_weights.as_deref() {
+        None => None,
+        Some("auto") => Some(Value::from("auto")),
+        Some(list) => Some(Value::from(
+            list.split(',')
+                .map(|w| {
+                    w.trim().parse::<f64>().map_err(|_| {
+                        anyhow::anyhow!(
+                            "--class-weights: `{w}` is not a number (give `auto` or numbers separated by commas)"
+                        )
+                    })
+                })
+                .collect::<Result<Vec<f64>>>()?,
+        )),
+    };
+    set!("class_weights", weights);
+    set!("loss", a.loss.map(Value::from));
+    set!("focal_gamma", a.focal_gamma.map(Value::from));
+    set!("sampler", a.sampler.map(Value::from));
+    set!("validation_split", a.validation_split.map(Value::from));
     set!("aggregate", a.long.aggregate.clone().map(Value::from));
     // Defaults depend on max_length: resolve it as the run will.
     let max_length = map.get("max_length").and_then(Value::as_u64).unwrap_or(128) as usize;

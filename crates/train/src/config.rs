@@ -62,6 +62,52 @@ pub enum LrSchedule {
     Constant,
 }
 
+/// Class weights: `auto` (inverse class frequency, `n / (k · count)`; for multi-label each
+/// label's `negatives / positives` as BCE's `pos_weight`), or one weight per class in id order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ClassWeights {
+    /// `"auto"`.
+    Auto(AutoWeights),
+    /// Explicit weights.
+    List(Vec<f64>),
+}
+
+/// The one named class-weight scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoWeights {
+    /// Inverse frequency.
+    Auto,
+}
+
+/// The training loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossKind {
+    /// HF's loss for the problem type (cross-entropy, BCE, MSE).
+    #[default]
+    Auto,
+    /// Focal loss (single-label): down-weights easy examples by `(1 − p)^γ`.
+    Focal,
+}
+
+/// How training examples are drawn each epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sampler {
+    /// Every example once per epoch, shuffled (grouped by length unless turned off).
+    #[default]
+    Random,
+    /// As many draws as examples, with replacement, each class equally likely
+    /// (single-label).
+    Balanced,
+}
+
+fn d_gamma() -> f64 {
+    2.0
+}
+
 /// The metrics a run can select its best checkpoint and stop early on.
 pub const BEST_METRICS: &[&str] = &["accuracy", "macro_f1", "micro_f1", "loss", "r2"];
 
@@ -181,6 +227,22 @@ pub struct TrainConfig {
     /// instead of 0.5; the thresholds are saved with the model and used by eval and predict.
     #[serde(default)]
     pub tune_thresholds: bool,
+    /// Class weights in the loss (`pos_weight` for multi-label).
+    #[serde(default)]
+    pub class_weights: Option<ClassWeights>,
+    /// The training loss.
+    #[serde(default)]
+    pub loss: LossKind,
+    /// Focal loss γ.
+    #[serde(default = "d_gamma")]
+    pub focal_gamma: f64,
+    /// How examples are drawn.
+    #[serde(default)]
+    pub sampler: Sampler,
+    /// Without a validation file: hold out this fraction of the training data, stratified by
+    /// label, as validation data.
+    #[serde(default)]
+    pub validation_split: Option<f64>,
 }
 
 impl TrainConfig {
@@ -253,6 +315,27 @@ impl TrainConfig {
         }
         if self.early_stopping_patience == Some(0) {
             return bad("--early-stopping-patience must be at least 1".into());
+        }
+        if let Some(f) = self.validation_split {
+            if !(f > 0.0 && f < 1.0) {
+                return bad(format!("--validation-split must be in (0, 1), got {f}"));
+            }
+            if self.validation.is_some() {
+                return bad("--validation-split and --validation exclude each other".into());
+            }
+        }
+        if !(self.focal_gamma >= 0.0 && self.focal_gamma.is_finite()) {
+            return bad(format!(
+                "--focal-gamma must be >= 0, got {}",
+                self.focal_gamma
+            ));
+        }
+        if let Some(ClassWeights::List(w)) = &self.class_weights
+            && w.iter().any(|x| !(x.is_finite() && *x >= 0.0))
+        {
+            return bad(format!(
+                "--class-weights must be finite and >= 0, got {w:?}"
+            ));
         }
         if self.max_length < 2 {
             return bad(format!(

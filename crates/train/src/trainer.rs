@@ -342,7 +342,27 @@ fn run(
             .map(|i| train_recs[i].clone())
             .collect();
     }
-    let train_targets = Targets::encode(problem, &labels, &train_recs, &cfg.train)?;
+    let mut train_targets = Targets::encode(problem, &labels, &train_recs, &cfg.train)?;
+    // Without a validation file, a stratified, seeded hold-out of the training data.
+    let mut split_val: Option<(Vec<Record>, Targets)> = None;
+    if let Some(fraction) = cfg.validation_split {
+        let held = stratified_holdout(&train_targets, fraction, cfg.seed);
+        let keep: Vec<usize> = (0..train_recs.len())
+            .filter(|i| !held.contains(i))
+            .collect();
+        let held: Vec<usize> = held.into_iter().collect();
+        split_val = Some((
+            held.iter().map(|&i| train_recs[i].clone()).collect(),
+            train_targets.select(&held),
+        ));
+        train_targets = train_targets.select(&keep);
+        train_recs = keep.iter().map(|&i| train_recs[i].clone()).collect();
+        eprintln!(
+            "validation: {} examples held out of the training data (stratified, seed {})",
+            held.len(),
+            cfg.seed
+        );
+    }
     let labelled = |p: &Option<PathBuf>| -> Result<Option<(Vec<Record>, Targets)>> {
         p.as_ref()
             .map(|p| {
@@ -352,7 +372,10 @@ fn run(
             })
             .transpose()
     };
-    let val = labelled(&cfg.validation)?;
+    let val = match split_val {
+        Some(v) => Some(v),
+        None => labelled(&cfg.validation)?,
+    };
     let test = labelled(&cfg.test)?;
 
     let ad = device.clone().autodiff();
@@ -442,6 +465,47 @@ fn run(
         .unwrap_or(usize::MAX)
         .min(steps_per_epoch * cfg.epochs);
     let warmup = (cfg.warmup_ratio * total as f64).ceil() as usize;
+    let weights = class_weights(cfg, &train_targets, labels.len())?;
+    if let Some(w) = &weights {
+        eprintln!(
+            "class weights{}: {}",
+            if problem == ProblemType::MultiLabelClassification {
+                " (pos_weight)"
+            } else {
+                ""
+            },
+            labels
+                .names()
+                .iter()
+                .zip(w)
+                .map(|(n, w)| format!("{n} {w:.3}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let weights_tensor = weights.as_ref().map(|w| {
+        burn::tensor::Tensor::<1>::from_data(
+            burn::tensor::TensorData::new(
+                w.iter().map(|&x| x as f32).collect::<Vec<_>>(),
+                [w.len()],
+            ),
+            &ad,
+        )
+    });
+    if cfg.sampler == crate::config::Sampler::Balanced
+        && problem != ProblemType::SingleLabelClassification
+    {
+        return Err(TrainError::Config(
+            "--sampler balanced needs single-label data".into(),
+        ));
+    }
+    if cfg.loss == crate::config::LossKind::Focal
+        && problem != ProblemType::SingleLabelClassification
+    {
+        return Err(TrainError::Config(
+            "--loss focal needs single-label data".into(),
+        ));
+    }
     let groups = lr_groups(&model, cfg.lr, cfg.layer_lr_decay, cfg.head_lr);
     let mut scheduler =
         module_scheduler(cfg.lr_scheduler, cfg.lr, &groups, warmup, total, state.step);
@@ -584,14 +648,19 @@ fn run(
     'epochs: while !done && state.epoch <= cfg.epochs {
         // (`done` only matters for a resumed run that had already finished.)
         let epoch = state.epoch;
-        let batches: Vec<Vec<usize>> = if cfg.group_by_length {
-            length_grouped_batches(&lengths, cfg.batch_size, cfg.seed, epoch)
-        } else {
-            shuffled_indices(n, cfg.seed, epoch)
-                .chunks(cfg.batch_size)
-                .map(<[usize]>::to_vec)
-                .collect()
-        };
+        let batches: Vec<Vec<usize>> =
+            if let (crate::config::Sampler::Balanced, Targets::Classes(ids)) =
+                (cfg.sampler, &train_targets)
+            {
+                balanced_batches(ids, labels.len(), cfg.batch_size, cfg.seed, epoch)
+            } else if cfg.group_by_length {
+                length_grouped_batches(&lengths, cfg.batch_size, cfg.seed, epoch)
+            } else {
+                shuffled_indices(n, cfg.seed, epoch)
+                    .chunks(cfg.batch_size)
+                    .map(<[usize]>::to_vec)
+                    .collect()
+            };
         let pb = bar(
             (batches.len() - state.batch) as u64,
             &format!("epoch {epoch}/{}", cfg.epochs),
@@ -609,9 +678,19 @@ fn run(
             let class_ids = b.labels.take();
             let logits = doc_logits(&model, b, cfg.aggregate);
             let loss = match (&batch_targets, class_ids) {
-                (Targets::Classes(_), Some(ids)) => loss::cross_entropy(logits, ids),
+                (Targets::Classes(_), Some(ids)) => match (cfg.loss, &weights_tensor) {
+                    (crate::config::LossKind::Focal, w) => {
+                        loss::focal(logits, ids, cfg.focal_gamma, w.clone())
+                    }
+                    (_, Some(w)) => loss::weighted_cross_entropy(logits, ids, w.clone()),
+                    (_, None) => loss::cross_entropy(logits, ids),
+                },
                 (Targets::MultiHot(rows), _) => {
-                    loss::bce_with_logits(logits, EncodedBatch::float_targets(rows, &ad))
+                    let y = EncodedBatch::float_targets(rows, &ad);
+                    match &weights_tensor {
+                        Some(w) => loss::bce_with_logits_pos_weight(logits, y, w.clone()).mean(),
+                        None => loss::bce_with_logits(logits, y),
+                    }
                 }
                 (Targets::Values(v), _) => {
                     let rows: Vec<Vec<f32>> = v.iter().map(|&x| vec![x]).collect();
@@ -851,6 +930,125 @@ fn remove_leftovers(run_dir: &Path) {
 
 fn base_config_for(dir: &Path) -> Result<HfConfig> {
     Ok(HfConfig::from_dir(dir)?)
+}
+
+/// Indices held out for validation: per class (first label for multi-label, one group for
+/// regression) a seeded `fraction`, at least one when the class has two or more examples.
+fn stratified_holdout(
+    targets: &Targets,
+    fraction: f64,
+    seed: u64,
+) -> std::collections::BTreeSet<usize> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let key: Vec<usize> = match targets {
+        Targets::Classes(ids) => ids.clone(),
+        Targets::MultiHot(rows) => rows
+            .iter()
+            .map(|r| r.iter().position(|&y| y >= 0.5).map_or(0, |j| j + 1))
+            .collect(),
+        Targets::Values(v) => vec![0; v.len()],
+    };
+    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, k) in key.into_iter().enumerate() {
+        groups.entry(k).or_default().push(i);
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_5917);
+    let mut out = std::collections::BTreeSet::new();
+    for (_, mut idx) in groups {
+        idx.shuffle(&mut rng);
+        let take = ((idx.len() as f64 * fraction).round() as usize)
+            .max(usize::from(idx.len() >= 2))
+            .min(idx.len().saturating_sub(1));
+        out.extend(idx.into_iter().take(take));
+    }
+    out
+}
+
+/// Class weights for the loss: explicit, or `auto` (single-label `n / (k · count)`;
+/// multi-label `negatives / positives` per label).
+fn class_weights(cfg: &TrainConfig, targets: &Targets, k: usize) -> Result<Option<Vec<f64>>> {
+    use crate::config::ClassWeights;
+    let Some(w) = &cfg.class_weights else {
+        return Ok(None);
+    };
+    if matches!(targets, Targets::Values(_)) {
+        return Err(TrainError::Config(
+            "--class-weights does not apply to regression".into(),
+        ));
+    }
+    Ok(Some(match w {
+        ClassWeights::List(v) => {
+            if v.len() != k {
+                return Err(TrainError::Config(format!(
+                    "--class-weights has {} values for {k} labels",
+                    v.len()
+                )));
+            }
+            v.clone()
+        }
+        ClassWeights::Auto(_) => match targets {
+            Targets::Classes(ids) => {
+                let mut count = vec![0usize; k];
+                for &c in ids {
+                    count[c] += 1;
+                }
+                let n = ids.len() as f64;
+                count
+                    .iter()
+                    .map(|&c| {
+                        if c == 0 {
+                            0.0
+                        } else {
+                            n / (k as f64 * c as f64)
+                        }
+                    })
+                    .collect()
+            }
+            Targets::MultiHot(rows) => (0..k)
+                .map(|j| {
+                    let pos = rows.iter().filter(|r| r[j] >= 0.5).count();
+                    let neg = rows.len() - pos;
+                    if pos == 0 {
+                        1.0
+                    } else {
+                        neg as f64 / pos as f64
+                    }
+                })
+                .collect(),
+            Targets::Values(_) => unreachable!("checked above"),
+        },
+    }))
+}
+
+/// A balanced epoch: as many draws as examples, with replacement, each class equally likely
+/// (then uniform within the class); seeded by (seed, epoch), so a resumed run draws the same.
+fn balanced_batches(
+    ids: &[usize],
+    k: usize,
+    batch_size: usize,
+    seed: u64,
+    epoch: usize,
+) -> Vec<Vec<usize>> {
+    use rand::{Rng, SeedableRng};
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); k];
+    for (i, &c) in ids.iter().enumerate() {
+        by_class[c].push(i);
+    }
+    let present: Vec<&Vec<usize>> = by_class.iter().filter(|v| !v.is_empty()).collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+        seed ^ 0xBA1A_4CED ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
+    let draws: Vec<usize> = (0..ids.len())
+        .map(|_| {
+            let class = present[rng.random_range(0..present.len())];
+            class[rng.random_range(0..class.len())]
+        })
+        .collect();
+    draws
+        .chunks(batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect()
 }
 
 /// The metric that picks the best checkpoint: as configured, except that regression, where
