@@ -314,3 +314,300 @@ fn bad_option_values_are_rejected() {
     let msg = train_err(&t, train.to_str().unwrap(), &["--lr=-1"]);
     assert_has(&msg, &["--lr"]);
 }
+
+/// One case of the corpus: files to create, the `sequin` arguments (`{dir}` is the case's
+/// folder, `{tiny}` the tiny model, `{amazon}` / `{movies}` dataset folders), and the parts the
+/// message must contain (the file, the row or column, the problem).
+struct Case {
+    name: &'static str,
+    files: &'static [(&'static str, &'static [u8])],
+    args: &'static [&'static str],
+    expect: &'static [&'static str],
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "csv without the label column",
+        files: &[("t.csv", b"text,target\nhello,a\n")],
+        args: &["train", "--train", "{dir}/t.csv"],
+        expect: &["t.csv", "no column `label`", "text, target"],
+    },
+    Case {
+        name: "tsv without the text column",
+        files: &[("t.tsv", b"body\tlabel\nhello\ta\n")],
+        args: &["train", "--train", "{dir}/t.tsv"],
+        expect: &["t.tsv", "no column `text`", "body, label"],
+    },
+    Case {
+        name: "jsonl row without the label field",
+        files: &[("t.jsonl", b"{\"text\": \"a\", \"label\": \"x\"}\n{\"text\": \"b\"}\n")],
+        args: &["train", "--train", "{dir}/t.jsonl"],
+        expect: &["t.jsonl", "no column `label`"],
+    },
+    Case {
+        name: "numeric text column",
+        files: &[],
+        args: &[
+            "train",
+            "--train",
+            "{movies}/train.parquet",
+            "--text-column",
+            "year",
+            "--label-column",
+            "labels",
+        ],
+        expect: &["train.parquet", "column `year`", "Int64", "expected a string column"],
+    },
+    Case {
+        name: "list labels for a single-label run",
+        files: &[],
+        args: &[
+            "train",
+            "--train",
+            "{movies}/train.parquet",
+            "--label-column",
+            "labels",
+            "--problem-type",
+            "single_label_classification",
+        ],
+        expect: &["train.parquet", "row 1", "the label is a list"],
+    },
+    Case {
+        name: "text labels for regression",
+        files: &[],
+        args: &["train", "--train", "{amazon}/train.parquet", "--problem-type", "regression"],
+        expect: &["train.parquet", "row 1", "`great` is not a number"],
+    },
+    Case {
+        name: "NaN regression target",
+        files: &[("r.csv", b"text,score\nfine,1.5\nbroken,NaN\n")],
+        args: &[
+            "train",
+            "--train",
+            "{dir}/r.csv",
+            "--label-column",
+            "score",
+            "--problem-type",
+            "regression",
+        ],
+        expect: &["r.csv", "row 2", "NaN", "finite number"],
+    },
+    Case {
+        name: "0/1 label column holding 2",
+        files: &[("m.csv", b"text,a,b\none,1,0\ntwo,2,1\n")],
+        args: &["train", "--train", "{dir}/m.csv", "--label-columns", "a,b"],
+        expect: &["m.csv", "row 2", "label column `a`", "`2`", "expected 0 or 1"],
+    },
+    Case {
+        name: "missing 0/1 label column",
+        files: &[("m.csv", b"text,a,b\none,1,0\ntwo,0,1\n")],
+        args: &["train", "--train", "{dir}/m.csv", "--label-columns", "a,c"],
+        expect: &["m.csv", "no column `c`", "text, a, b"],
+    },
+    Case {
+        name: "Latin-1 bytes in a CSV",
+        files: &[("l1.csv", b"text,label\nfine,a\ncaf\xe9 cr\xe8me,b\n")],
+        args: &["train", "--train", "{dir}/l1.csv"],
+        expect: &["l1.csv", "row 2", "UTF-8"],
+    },
+    Case {
+        name: "Latin-1 bytes in a JSONL file",
+        files: &[("l1.jsonl", b"{\"text\": \"fine\", \"label\": \"a\"}\n{\"text\": \"caf\xe9\", \"label\": \"b\"}\n")],
+        args: &["train", "--train", "{dir}/l1.jsonl"],
+        expect: &["l1.jsonl", "row 2"],
+    },
+    Case {
+        name: "CSV with an unterminated quote",
+        files: &[("q.csv", b"text,label\n\"fine\",a\n\"never closed,b\n")],
+        args: &["train", "--train", "{dir}/q.csv"],
+        expect: &["q.csv", "row 2", "cannot parse CSV"],
+    },
+    Case {
+        name: "ragged CSV rows",
+        files: &[("r.csv", b"text,label\nfine,a\ntoo,many,fields\n")],
+        args: &["train", "--train", "{dir}/r.csv"],
+        expect: &["r.csv", "row 2", "fields"],
+    },
+    Case {
+        name: "JSONL line that is not an object",
+        files: &[("a.jsonl", b"{\"text\": \"fine\", \"label\": \"a\"}\n[\"text\", \"b\"]\n")],
+        args: &["train", "--train", "{dir}/a.jsonl"],
+        expect: &["a.jsonl", "row 2", "expected a JSON object per line"],
+    },
+    Case {
+        name: "truncated JSONL (cut mid-object)",
+        files: &[("c.jsonl", b"{\"text\": \"fine\", \"label\": \"a\"}\n{\"text\": \"cut her")],
+        args: &["train", "--train", "{dir}/c.jsonl"],
+        expect: &["c.jsonl", "row 2", "invalid JSON"],
+    },
+    Case {
+        name: "unknown file type",
+        files: &[("t.xlsx", b"PK\x03\x04")],
+        args: &["train", "--train", "{dir}/t.xlsx"],
+        expect: &["t.xlsx", "unknown data format", ".parquet, .csv"],
+    },
+    Case {
+        name: "training file that does not exist",
+        files: &[],
+        args: &["train", "--train", "{dir}/absent.parquet"],
+        expect: &["absent.parquet", "No such file"],
+    },
+    Case {
+        name: "a folder given as the training file",
+        files: &[("sub.csv/x", b"")],
+        args: &["train", "--train", "{dir}/sub.csv"],
+        expect: &["sub.csv"],
+    },
+    Case {
+        name: "output folder under a regular file",
+        files: &[("blocker", b"a file")],
+        args: &["train", "--train", "{amazon}/train.parquet", "--output", "{dir}/blocker/out"],
+        expect: &["blocker/out"],
+    },
+    Case {
+        name: "predict output under a regular file",
+        files: &[("blocker", b"a file")],
+        args: &[
+            "predict",
+            "--model",
+            "{tiny}",
+            "--input",
+            "{amazon}/validation.parquet",
+            "--output",
+            "{dir}/blocker/p.jsonl",
+        ],
+        expect: &["blocker"],
+    },
+    Case {
+        name: "eval data with a label the model lacks",
+        files: &[("e.jsonl", b"{\"text\": \"fine\", \"label\": \"neutral\"}\n{\"text\": \"bad\", \"label\": \"sarcastic\"}\n")],
+        args: &["eval", "--model", "{tiny}", "--data", "{dir}/e.jsonl"],
+        expect: &["e.jsonl", "not seen in the training data: sarcastic", "known: negative, neutral, positive"],
+    },
+    Case {
+        name: "predict input without the text column",
+        files: &[("p.jsonl", b"{\"body\": \"fine\"}\n")],
+        args: &["predict", "--model", "{tiny}", "--input", "{dir}/p.jsonl", "--output", "{dir}/o.jsonl"],
+        expect: &["p.jsonl", "no column `text`", "body"],
+    },
+    Case {
+        name: "resume of a folder without checkpoints",
+        files: &[("run/config.json", b"{}")],
+        args: &["train", "--resume", "{dir}/run"],
+        expect: &["run", "holds no checkpoint", "checkpoint-N"],
+    },
+    Case {
+        name: "class weights that are not numbers",
+        files: &[],
+        args: &["train", "--train", "{amazon}/train.parquet", "--class-weights", "1,heavy"],
+        expect: &["--class-weights", "`heavy` is not a number"],
+    },
+    Case {
+        name: "validation split out of range",
+        files: &[],
+        args: &["train", "--train", "{amazon}/train.parquet", "--validation-split", "1.5"],
+        expect: &["--validation-split", "(0, 1)", "1.5"],
+    },
+    Case {
+        name: "unknown metric in a config file",
+        files: &[("run.json", b"{\"metric_for_best_model\": \"f2\"}")],
+        args: &["train", "--train", "{amazon}/train.parquet", "--config", "{dir}/run.json"],
+        expect: &["metric-for-best-model", "`f2`", "accuracy, macro_f1"],
+    },
+    Case {
+        name: "a label column set for regression with class weights",
+        files: &[("r.csv", b"text,score\nfine,1.5\nok,2\n")],
+        args: &[
+            "train",
+            "--train",
+            "{dir}/r.csv",
+            "--label-column",
+            "score",
+            "--problem-type",
+            "regression",
+            "--class-weights",
+            "auto",
+        ],
+        expect: &["--class-weights does not apply to regression"],
+    },
+];
+
+fn fill(arg: &str, dir: &Path) -> String {
+    arg.replace("{dir}", dir.to_str().unwrap())
+        .replace("{tiny}", fixture("bert-tiny-cls").to_str().unwrap())
+        .replace(
+            "{amazon}",
+            dataset("amazon-food", "train")
+                .parent()
+                .unwrap()
+                .to_str()
+                .unwrap(),
+        )
+        .replace(
+            "{movies}",
+            dataset("movie-genres", "train")
+                .parent()
+                .unwrap()
+                .to_str()
+                .unwrap(),
+        )
+}
+
+/// The corpus: every case fails with a message naming the file and the row or column, and
+/// leaves no output behind.
+#[test]
+fn bad_input_corpus() {
+    let t = Tmp::new("corpus");
+    for (i, case) in CASES.iter().enumerate() {
+        let dir = t.0.join(format!("case{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, content) in case.files {
+            let p = dir.join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            if !name.ends_with("/x") {
+                std::fs::write(&p, content).unwrap();
+            }
+        }
+        let mut args: Vec<String> = case.args.iter().map(|a| fill(a, &dir)).collect();
+        if args[0] == "train" && !args.iter().any(|a| a == "--resume") {
+            for (flag, value) in [
+                (
+                    "--model",
+                    fixture("bert-tiny-cls").to_string_lossy().into_owned(),
+                ),
+                ("--output", dir.join("out").to_string_lossy().into_owned()),
+                ("--max-length", "32".to_string()),
+                ("--max-steps", "1".to_string()),
+            ] {
+                if !args.iter().any(|a| a == flag) {
+                    args.push(flag.into());
+                    args.push(value);
+                }
+            }
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let msg = std::panic::catch_unwind(|| sequin_err(&refs))
+            .unwrap_or_else(|_| panic!("case `{}` panicked or succeeded", case.name));
+        for part in case.expect {
+            assert!(
+                msg.contains(part),
+                "case `{}`: the message lacks {part:?}: {msg}",
+                case.name
+            );
+        }
+        // No partial output: no model folder, no predictions file.
+        let out = dir.join("out");
+        assert!(
+            !out.exists() || std::fs::read_dir(&out).unwrap().next().is_none(),
+            "case `{}` left output in {}",
+            case.name,
+            out.display()
+        );
+        assert!(
+            !dir.join("o.jsonl").exists(),
+            "case `{}` wrote predictions",
+            case.name
+        );
+    }
+    assert!(CASES.len() >= 27);
+}

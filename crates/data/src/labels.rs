@@ -26,6 +26,15 @@ impl LabelMap {
     /// Builds the map from training records: sorted names (numeric order when every label is
     /// an integer), as transformers' examples do.
     pub fn from_train(records: &[Record], path: &Path) -> Result<Self> {
+        if let Some(i) = records.iter().position(|r| r.labels.is_some()) {
+            return Err(DataError::BadRow {
+                path: path.to_path_buf(),
+                row: i + 1,
+                problem:
+                    "the label is a list; train with --problem-type multi_label_classification"
+                        .into(),
+            });
+        }
         let set: BTreeSet<&str> = records.iter().filter_map(|r| r.label.as_deref()).collect();
         let mut names: Vec<String> = set.into_iter().map(String::from).collect();
         if names.iter().all(|n| n.parse::<i64>().is_ok()) {

@@ -285,7 +285,23 @@ fn run(
     resume: Option<(PathBuf, TrainerState)>,
 ) -> Result<(TrainSummary, Classifier)> {
     let _one_at_a_time = TRAINING.lock().unwrap_or_else(|p| p.into_inner());
-    let cfg = &cfg;
+    let created = !cfg.output.exists();
+    let result = run_locked(&cfg, device, resume);
+    // A run that failed before writing anything leaves no empty output folder behind.
+    if result.is_err()
+        && created
+        && std::fs::read_dir(&cfg.output).is_ok_and(|mut d| d.next().is_none())
+    {
+        let _ = std::fs::remove_dir(&cfg.output);
+    }
+    result
+}
+
+fn run_locked(
+    cfg: &TrainConfig,
+    device: &Device,
+    resume: Option<(PathBuf, TrainerState)>,
+) -> Result<(TrainSummary, Classifier)> {
     cfg.validate()?;
     // Fail on an unwritable output before any work is done.
     std::fs::create_dir_all(&cfg.output).map_err(io(&cfg.output))?;
