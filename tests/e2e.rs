@@ -963,3 +963,53 @@ fn imbalance_options_train_and_hold_out_stratified() {
     );
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// `sequin tune --grid`: one normal run folder per point, and a results table (Markdown and
+/// JSON) sorted by the validation metric with the best marked.
+#[test]
+fn tune_grid_writes_sorted_results() {
+    let tmp = std::env::temp_dir().join(format!("sequin-tune-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    sequin_ok(&[
+        "tune",
+        "--grid",
+        "--model",
+        fixture("bert-tiny-cls").to_str().unwrap(),
+        "--train",
+        dataset("amazon-food", "train").to_str().unwrap(),
+        "--validation-split",
+        "0.2",
+        "--output",
+        tmp.to_str().unwrap(),
+        "--max-train-samples",
+        "200",
+        "--max-length",
+        "32",
+        "--lr-values",
+        "1e-4,3e-3",
+        "--batch-size-values",
+        "16,32",
+        "--metric",
+        "macro_f1",
+    ]);
+    let results = read_json(&tmp.join("tune_results.json"));
+    let trials = results["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 4);
+    let scores: Vec<f64> = trials
+        .iter()
+        .map(|t| t["score"].as_f64().unwrap())
+        .collect();
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]),
+        "not sorted: {scores:?}"
+    );
+    assert_eq!(results["best"], trials[0]["output"]);
+    for t in trials {
+        let dir = std::path::PathBuf::from(t["output"].as_str().unwrap());
+        assert!(dir.join("model.safetensors").is_file() && dir.join("run.json").is_file());
+    }
+    let md = std::fs::read_to_string(tmp.join("tune_results.md")).unwrap();
+    assert_eq!(md.matches("| ★ |").count(), 1);
+    assert_eq!(md.lines().filter(|l| l.contains("trial-0")).count(), 4);
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -40,6 +40,41 @@ enum Cmd {
     Eval(EvalArgs),
     /// Predict labels for a data file; writes one JSON object per row, in input order.
     Predict(PredictArgs),
+    /// Hyperparameter search: train one run per point of a grid (or a random sample of it)
+    /// into OUTPUT/trial-NNN, and write OUTPUT/tune_results.md and .json sorted by the
+    /// validation metric, the best marked.
+    Tune(TuneArgs),
+}
+
+#[derive(Args)]
+struct TuneArgs {
+    #[command(flatten)]
+    train: TrainArgs,
+    /// Try every combination of the values given.
+    #[arg(long, conflicts_with = "random")]
+    grid: bool,
+    /// Try N combinations drawn at random (seeded by --seed) from the grid.
+    #[arg(long)]
+    random: Option<usize>,
+    /// Learning rates to try (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    lr_values: Vec<f64>,
+    /// Batch sizes to try.
+    #[arg(long, value_delimiter = ',')]
+    batch_size_values: Vec<usize>,
+    /// Epoch counts to try.
+    #[arg(long, value_delimiter = ',')]
+    epochs_values: Vec<usize>,
+    /// Warmup ratios to try.
+    #[arg(long, value_delimiter = ',')]
+    warmup_ratio_values: Vec<f64>,
+    /// Weight decays to try.
+    #[arg(long, value_delimiter = ',')]
+    weight_decay_values: Vec<f64>,
+    /// Validation metric that ranks the trials [default: --metric-for-best-model, else
+    /// accuracy].
+    #[arg(long, value_parser = ["accuracy", "macro_f1", "micro_f1", "loss", "r2"])]
+    metric: Option<String>,
 }
 
 #[derive(Args)]
@@ -551,6 +586,30 @@ fn run(cli: Cli) -> Result<()> {
                 "steps": s.steps,
             });
             println!("{out}");
+        }
+        Cmd::Tune(a) => {
+            if !a.grid && a.random.is_none() {
+                bail!("tune needs --grid or --random N");
+            }
+            let base = train_config(a.train, None)?;
+            let space = sequin_train::SearchSpace {
+                lr: a.lr_values,
+                batch_size: a.batch_size_values,
+                epochs: a.epochs_values,
+                warmup_ratio: a.warmup_ratio_values,
+                weight_decay: a.weight_decay_values,
+            };
+            let metric = a
+                .metric
+                .unwrap_or_else(|| base.metric_for_best_model.clone());
+            eprintln!("sequin tune on {}", backend_name());
+            let trials = sequin_train::tune(&base, &space, a.random, &metric, &device)?;
+            let best = trials.first().map(|t| t.output.clone());
+            println!(
+                "{}",
+                serde_json::json!({"trials": trials.len(), "best": best, "metric": metric,
+                    "results": base.output.join("tune_results.md")})
+            );
         }
         Cmd::Eval(a) => {
             let mut c = Classifier::load(&a.model, &device)?;

@@ -14,6 +14,7 @@ pub mod optim;
 pub mod plots;
 mod progress;
 mod trainer;
+pub mod tune;
 
 pub use classifier::{Classifier, InputPolicy, LabelScore, POLICY_FILE, Prediction, ScoreFunction};
 pub use config::TrainConfig;
@@ -23,6 +24,7 @@ pub use trainer::{
     Best, CHECKPOINTS, CheckpointInfo, EpochReport, TrainSummary, TrainerState, data_fingerprint,
     latest_checkpoint, list_checkpoints, resume, train, train_model,
 };
+pub use tune::{SearchSpace, Trial, tune};
 
 /// Errors of training, evaluation and prediction.
 #[derive(Debug, thiserror::Error)]
