@@ -1013,3 +1013,55 @@ fn tune_grid_writes_sorted_results() {
     assert_eq!(md.lines().filter(|l| l.contains("trial-0")).count(), 4);
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// `predict` streams its input a chunk at a time and writes JSONL or Parquet; both carry the
+/// same predictions in input order.
+#[test]
+fn predict_writes_jsonl_and_parquet() {
+    let tmp = std::env::temp_dir().join(format!("sequin-predict-out-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let input = dataset("movie-genres", "validation"); // 4418 rows: more than one chunk
+    let model = fixture("bert-tiny-cls");
+    let mut lines = Vec::new();
+    for out in ["p.jsonl", "p.parquet"] {
+        let out = tmp.join(out);
+        sequin_ok(&[
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--max-length",
+            "32",
+            "--top-k",
+            "2",
+        ]);
+        lines.push(out);
+    }
+    let jsonl: Vec<serde_json::Value> = std::fs::read_to_string(&lines[0])
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(jsonl.len(), 4418);
+    // Read the Parquet file back through sequin's own reader, its `label` column as the text.
+    let cols = sequin_data::Columns {
+        text: "label".into(),
+        label: None,
+        ..Default::default()
+    };
+    let parquet = sequin_data::read_records(&lines[1], &cols).unwrap();
+    assert_eq!(parquet.len(), 4418);
+    for (j, p) in jsonl.iter().zip(&parquet) {
+        assert_eq!(j["label"].as_str().unwrap(), p.text);
+    }
+    // No temp files are left beside the outputs.
+    let names: Vec<String> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}

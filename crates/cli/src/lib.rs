@@ -330,7 +330,8 @@ struct PredictArgs {
     /// Data file to classify.
     #[arg(long)]
     input: PathBuf,
-    /// Output JSONL file: {"label", "score", "logits"} per input row, in input order.
+    /// Output file, `.jsonl` ({"label", "score", "logits"} per input row, in input order) or
+    /// `.parquet` (the same as columns). Written as the input is read, 4096 rows at a time.
     #[arg(long)]
     output: PathBuf,
     #[command(flatten)]
@@ -549,20 +550,6 @@ fn encode_opts(c: &Classifier, max_length: Option<usize>) -> Result<EncodeOption
     })
 }
 
-fn write_jsonl_atomic(path: &Path, lines: impl Iterator<Item = String>) -> Result<()> {
-    let mut buf = Vec::new();
-    for l in lines {
-        buf.extend_from_slice(l.as_bytes());
-        buf.push(b'\n');
-    }
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
-    }
-    sequin_hf::write_atomic(path, &buf)?;
-    Ok(())
-}
-
 fn run(cli: Cli) -> Result<()> {
     let device = device();
     match cli.cmd {
@@ -636,28 +623,184 @@ fn run(cli: Cli) -> Result<()> {
                 label: None,
                 label_columns: Vec::new(),
             };
-            let recs = c.read(&a.input, &cols)?;
             let function = match a.function.as_deref() {
                 Some("sigmoid") => Some(sequin_train::ScoreFunction::Sigmoid),
                 Some("none") => Some(sequin_train::ScoreFunction::None),
                 Some(_) => Some(sequin_train::ScoreFunction::Softmax),
                 None => None,
             };
-            let preds = c.predict_with(&recs, opts, a.batch_size, function, a.top_k)?;
-            write_jsonl_atomic(
-                &a.output,
-                preds
-                    .iter()
-                    .map(|p| serde_json::to_string(p).expect("json")),
-            )?;
-            eprintln!(
-                "wrote {} predictions to {}",
-                preds.len(),
-                a.output.display()
-            );
+            // The input is read and predicted a chunk at a time, and the output streamed to a
+            // temp file renamed at the end: memory does not grow with the input.
+            let mut out = PredictionWriter::create(&a.output)?;
+            sequin_data::for_each_chunk(&a.input, &cols, PREDICT_CHUNK_ROWS, |recs| {
+                let preds = c
+                    .predict_with(recs, opts, a.batch_size, function, a.top_k)
+                    .map_err(|e| sequin_data::DataError::Corrupt {
+                        path: a.input.clone(),
+                        format: "input for prediction",
+                        message: e.to_string(),
+                    })?;
+                out.write(&preds).map_err(|e| sequin_data::DataError::Io {
+                    path: a.output.clone(),
+                    source: std::io::Error::other(format!("{e:#}")),
+                })
+            })?;
+            let n = out.finish()?;
+            eprintln!("wrote {n} predictions to {}", a.output.display());
         }
     }
     Ok(())
+}
+
+/// Rows read and predicted at a time by `sequin predict`.
+const PREDICT_CHUNK_ROWS: usize = 4096;
+
+/// Writes predictions as they come, to `.jsonl` (one object per row) or `.parquet` (columns
+/// `label`, `score`, `logits`, and `labels` / `top_k_labels` / `top_k_scores` when present),
+/// through a temp file that is renamed into place by [`PredictionWriter::finish`].
+struct PredictionWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    kind: WriterKind,
+    n: usize,
+}
+
+enum WriterKind {
+    Jsonl(std::io::BufWriter<std::fs::File>),
+    Parquet(Option<parquet::arrow::ArrowWriter<std::fs::File>>),
+}
+
+impl PredictionWriter {
+    fn create(path: &Path) -> Result<Self> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("predictions");
+        let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+        let file = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        let parquet = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+        let kind = if parquet {
+            drop(file);
+            WriterKind::Parquet(None)
+        } else {
+            WriterKind::Jsonl(std::io::BufWriter::new(file))
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            tmp,
+            kind,
+            n: 0,
+        })
+    }
+
+    fn write(&mut self, preds: &[sequin_train::Prediction]) -> Result<()> {
+        use std::io::Write as _;
+        use std::sync::Arc;
+
+        use arrow::array::{ArrayRef, Float32Builder, ListBuilder, RecordBatch, StringBuilder};
+        self.n += preds.len();
+        match &mut self.kind {
+            WriterKind::Jsonl(w) => {
+                for p in preds {
+                    serde_json::to_writer(&mut *w, p)?;
+                    w.write_all(b"\n")?;
+                }
+            }
+            WriterKind::Parquet(writer) => {
+                let mut label = StringBuilder::new();
+                let mut score = Float32Builder::new();
+                let mut logits = ListBuilder::new(Float32Builder::new());
+                let mut labels = ListBuilder::new(StringBuilder::new());
+                let mut top_l = ListBuilder::new(StringBuilder::new());
+                let mut top_s = ListBuilder::new(Float32Builder::new());
+                for p in preds {
+                    label.append_value(&p.label);
+                    score.append_value(p.score);
+                    logits.values().append_slice(&p.logits);
+                    logits.append(true);
+                    match &p.labels {
+                        Some(ls) => {
+                            for l in ls {
+                                labels.values().append_value(l);
+                            }
+                            labels.append(true);
+                        }
+                        None => labels.append(false),
+                    }
+                    match &p.top_k {
+                        Some(t) => {
+                            for x in t {
+                                top_l.values().append_value(&x.label);
+                                top_s.values().append_value(x.score);
+                            }
+                            top_l.append(true);
+                            top_s.append(true);
+                        }
+                        None => {
+                            top_l.append(false);
+                            top_s.append(false);
+                        }
+                    }
+                }
+                let mut cols: Vec<(&str, ArrayRef)> = vec![
+                    ("label", Arc::new(label.finish())),
+                    ("score", Arc::new(score.finish())),
+                    ("logits", Arc::new(logits.finish())),
+                ];
+                if preds.iter().any(|p| p.labels.is_some()) {
+                    cols.push(("labels", Arc::new(labels.finish())));
+                }
+                if preds.iter().any(|p| p.top_k.is_some()) {
+                    cols.push(("top_k_labels", Arc::new(top_l.finish())));
+                    cols.push(("top_k_scores", Arc::new(top_s.finish())));
+                }
+                let batch = RecordBatch::try_from_iter(cols)?;
+                if writer.is_none() {
+                    let file = std::fs::File::create(&self.tmp)
+                        .with_context(|| format!("cannot write {}", self.path.display()))?;
+                    *writer = Some(parquet::arrow::ArrowWriter::try_new(
+                        file,
+                        batch.schema(),
+                        None,
+                    )?);
+                }
+                writer.as_mut().expect("created").write(&batch)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<usize> {
+        use std::io::Write as _;
+        let kind = std::mem::replace(&mut self.kind, WriterKind::Parquet(None));
+        let file = match kind {
+            WriterKind::Jsonl(mut w) => {
+                w.flush()?;
+                w.into_inner().map_err(|e| e.into_error())?
+            }
+            WriterKind::Parquet(Some(w)) => w.into_inner()?,
+            WriterKind::Parquet(None) => bail!("no predictions to write"),
+        };
+        file.sync_all()?;
+        std::fs::rename(&self.tmp, &self.path)
+            .with_context(|| format!("cannot write {}", self.path.display()))?;
+        Ok(self.n)
+    }
+}
+
+impl Drop for PredictionWriter {
+    fn drop(&mut self) {
+        // After `finish` the temp file is gone; after a failure it must not stay behind.
+        let _ = std::fs::remove_file(&self.tmp);
+    }
 }
 
 /// Parses `args` (the first is the program name) and runs the command.

@@ -10,7 +10,7 @@ mod read;
 
 pub use batch::{EncodedBatch, length_grouped_batches, shuffled_indices, to_pad_mask};
 pub use labels::LabelMap;
-pub use read::{Columns, Record, read_records};
+pub use read::{Columns, Record, for_each_chunk, read_records};
 
 use std::path::PathBuf;
 

@@ -92,40 +92,77 @@ fn format_of(path: &Path) -> Result<Format> {
 /// `.jsonl`). Every row is checked: an empty text, a missing label or a column of the wrong
 /// type is an error that names the file, the row or column, and the problem.
 pub fn read_records(path: &Path, cols: &Columns) -> Result<Vec<Record>> {
-    let records = match format_of(path)? {
-        Format::Parquet => read_parquet(path, cols)?,
-        Format::Csv(delim) => read_csv(path, cols, delim)?,
-        Format::Jsonl => read_jsonl(path, cols)?,
-    };
-    if records.is_empty() {
+    let mut all = Vec::new();
+    for_each_chunk(path, cols, usize::MAX, |chunk| {
+        all.extend_from_slice(chunk);
+        Ok(())
+    })?;
+    Ok(all)
+}
+
+/// Streams the records of a data file in chunks of at most `rows` (Parquet is read record
+/// batch by record batch; CSV and JSONL line by line), checked as [`read_records`] checks
+/// them, so that memory stays bounded whatever the file size. `f` sees every chunk in order.
+pub fn for_each_chunk(
+    path: &Path,
+    cols: &Columns,
+    rows: usize,
+    mut f: impl FnMut(&[Record]) -> Result<()>,
+) -> Result<()> {
+    let rows = rows.max(1);
+    let mut buf: Vec<Record> = Vec::new();
+    let mut seen = 0usize;
+    {
+        let mut push = |r: Record| -> Result<()> {
+            seen += 1;
+            check_record(path, cols, seen, &r)?;
+            buf.push(r);
+            if buf.len() >= rows {
+                f(&buf)?;
+                buf.clear();
+            }
+            Ok(())
+        };
+        match format_of(path)? {
+            Format::Parquet => read_parquet(path, cols, &mut push)?,
+            Format::Csv(delim) => read_csv(path, cols, delim, &mut push)?,
+            Format::Jsonl => read_jsonl(path, cols, &mut push)?,
+        }
+    }
+    if seen == 0 {
         return Err(DataError::Empty {
             path: path.to_path_buf(),
         });
     }
-    for (i, r) in records.iter().enumerate() {
-        if r.text.trim().is_empty() {
-            return Err(DataError::BadRow {
-                path: path.to_path_buf(),
-                row: i + 1,
-                problem: format!("the text (column `{}`) is empty", cols.text),
-            });
-        }
-        if cols.label_columns.is_empty()
-            && cols.label.is_some()
-            && r.label.is_none()
-            && r.labels.is_none()
-        {
-            return Err(DataError::BadRow {
-                path: path.to_path_buf(),
-                row: i + 1,
-                problem: format!(
-                    "the label (column `{}`) is missing",
-                    cols.label.as_deref().unwrap_or_default()
-                ),
-            });
-        }
+    if !buf.is_empty() {
+        f(&buf)?;
     }
-    Ok(records)
+    Ok(())
+}
+
+fn check_record(path: &Path, cols: &Columns, row: usize, r: &Record) -> Result<()> {
+    if r.text.trim().is_empty() {
+        return Err(DataError::BadRow {
+            path: path.to_path_buf(),
+            row,
+            problem: format!("the text (column `{}`) is empty", cols.text),
+        });
+    }
+    if cols.label_columns.is_empty()
+        && cols.label.is_some()
+        && r.label.is_none()
+        && r.labels.is_none()
+    {
+        return Err(DataError::BadRow {
+            path: path.to_path_buf(),
+            row,
+            problem: format!(
+                "the label (column `{}`) is missing",
+                cols.label.as_deref().unwrap_or_default()
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn open(path: &Path) -> Result<File> {
@@ -274,7 +311,9 @@ fn flag_columns(
     Ok(out)
 }
 
-fn read_parquet(path: &Path, cols: &Columns) -> Result<Vec<Record>> {
+type Emit<'a> = dyn FnMut(Record) -> Result<()> + 'a;
+
+fn read_parquet(path: &Path, cols: &Columns, emit: &mut Emit<'_>) -> Result<()> {
     let err = corrupt(path, "Parquet");
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(open(path)?).map_err(|e| err(e.to_string()))?;
@@ -314,7 +353,7 @@ fn read_parquet(path: &Path, cols: &Columns) -> Result<Vec<Record>> {
     let mut order = wanted.clone();
     order.sort_unstable();
     let pos = |i: usize| order.iter().position(|&o| o == i).expect("projected");
-    let mut out = Vec::new();
+    let mut n = 0usize;
     for batch in reader {
         let batch = batch.map_err(|e| err(e.to_string()))?;
         let texts = strings(path, &cols.text, batch.column(pos(text_i)), false)?;
@@ -340,16 +379,17 @@ fn read_parquet(path: &Path, cols: &Columns) -> Result<Vec<Record>> {
                 .iter()
                 .map(|&i| batch.column(pos(i)).clone())
                 .collect();
-            Some(flag_columns(path, &cols.label_columns, &arrays, out.len())?)
+            Some(flag_columns(path, &cols.label_columns, &arrays, n)?)
         };
         for (r, text) in texts.into_iter().enumerate() {
-            let row = out.len() + 1;
+            n += 1;
+            let row = n;
             let text = text.ok_or_else(|| DataError::BadRow {
                 path: path.to_path_buf(),
                 row,
                 problem: format!("the text (column `{}`) is null", cols.text),
             })?;
-            out.push(Record {
+            emit(Record {
                 text,
                 text_pair: pairs.as_ref().and_then(|p| p[r].clone()),
                 label: labels.as_ref().and_then(|l| l[r].clone()),
@@ -358,13 +398,13 @@ fn read_parquet(path: &Path, cols: &Columns) -> Result<Vec<Record>> {
                     (_, Some(f)) => Some(f[r].clone()),
                     _ => None,
                 },
-            });
+            })?;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
-fn read_csv(path: &Path, cols: &Columns, delim: u8) -> Result<Vec<Record>> {
+fn read_csv(path: &Path, cols: &Columns, delim: u8, emit: &mut Emit<'_>) -> Result<()> {
     let err = corrupt(path, "CSV");
     let mut rdr = csv::ReaderBuilder::new()
         .delimiter(delim)
@@ -396,7 +436,6 @@ fn read_csv(path: &Path, cols: &Columns, delim: u8) -> Result<Vec<Record>> {
         .iter()
         .map(|c| idx(c, "label"))
         .collect::<Result<_>>()?;
-    let mut out = Vec::new();
     for (row, rec) in rdr.records().enumerate() {
         let rec = rec.map_err(|e| DataError::BadRow {
             path: path.to_path_buf(),
@@ -426,14 +465,14 @@ fn read_csv(path: &Path, cols: &Columns, delim: u8) -> Result<Vec<Record>> {
             }
             Some(set)
         };
-        out.push(Record {
+        emit(Record {
             text: rec.get(text_i).unwrap_or_default().to_string(),
             text_pair: pair_i.and_then(get),
             label: label_i.and_then(get),
             labels,
-        });
+        })?;
     }
-    Ok(out)
+    Ok(())
 }
 
 fn json_field(
@@ -462,9 +501,8 @@ fn json_field(
     }
 }
 
-fn read_jsonl(path: &Path, cols: &Columns) -> Result<Vec<Record>> {
+fn read_jsonl(path: &Path, cols: &Columns, emit: &mut Emit<'_>) -> Result<()> {
     let reader = BufReader::new(open(path)?);
-    let mut out = Vec::new();
     for (line_no, line) in reader.lines().enumerate() {
         let row = line_no + 1;
         let line = line.map_err(|e| DataError::BadRow {
@@ -552,7 +590,7 @@ fn read_jsonl(path: &Path, cols: &Columns) -> Result<Vec<Record>> {
             }
             Some(set)
         };
-        out.push(Record {
+        emit(Record {
             text: text.unwrap_or_default(),
             text_pair: match &cols.text_pair {
                 Some(c) => json_field(path, row, &obj, c, false)?,
@@ -560,7 +598,7 @@ fn read_jsonl(path: &Path, cols: &Columns) -> Result<Vec<Record>> {
             },
             label,
             labels,
-        });
+        })?;
     }
-    Ok(out)
+    Ok(())
 }
