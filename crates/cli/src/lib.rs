@@ -667,7 +667,7 @@ struct PredictionWriter {
 
 enum WriterKind {
     Jsonl(std::io::BufWriter<std::fs::File>),
-    Parquet(Option<parquet::arrow::ArrowWriter<std::fs::File>>),
+    Parquet(Option<Box<parquet::arrow::ArrowWriter<std::fs::File>>>),
 }
 
 impl PredictionWriter {
@@ -766,11 +766,11 @@ impl PredictionWriter {
                 if writer.is_none() {
                     let file = std::fs::File::create(&self.tmp)
                         .with_context(|| format!("cannot write {}", self.path.display()))?;
-                    *writer = Some(parquet::arrow::ArrowWriter::try_new(
+                    *writer = Some(Box::new(parquet::arrow::ArrowWriter::try_new(
                         file,
                         batch.schema(),
                         None,
-                    )?);
+                    )?));
                 }
                 writer.as_mut().expect("created").write(&batch)?;
             }
