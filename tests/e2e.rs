@@ -1065,3 +1065,61 @@ fn predict_writes_jsonl_and_parquet() {
     assert_eq!(names.len(), 2, "{names:?}");
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// Early stopping: with a learning rate too small to change anything, validation accuracy
+/// never improves after the first evaluation, and the run stops after `patience` more.
+#[test]
+fn early_stopping_ends_a_stalled_run() {
+    let tmp = std::env::temp_dir().join(format!("sequin-early-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    sequin_ok(&[
+        "train",
+        "--model",
+        fixture("bert-tiny-cls").to_str().unwrap(),
+        "--train",
+        dataset("amazon-food", "train").to_str().unwrap(),
+        "--validation-split",
+        "0.25",
+        "--output",
+        tmp.to_str().unwrap(),
+        "--max-train-samples",
+        "200",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "3",
+        "--max-length",
+        "32",
+        "--lr",
+        "1e-12",
+        "--eval-steps",
+        "2",
+        "--early-stopping-patience",
+        "2",
+        "--lr-scheduler",
+        "cosine",
+        "--layer-lr-decay",
+        "0.8",
+        "--head-lr",
+        "1e-12",
+    ]);
+    let run = read_json(&tmp.join("run.json"));
+    let s = &run["summary"];
+    assert_eq!(s["stopped_early"], true);
+    assert_eq!(s["best_step"], 2);
+    // Evaluations at steps 2, 4 and 6; stopped at 6 of the 30 steps of 3 epochs.
+    assert_eq!(s["steps"], 6);
+    let evals = std::fs::read_to_string(tmp.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"validation\""))
+        .count();
+    assert_eq!(evals, 3);
+    // The best checkpoint (step 2) and the last (step 6) are kept.
+    let kept: Vec<usize> = sequin_train::list_checkpoints(&tmp)
+        .into_iter()
+        .map(|c| c.0)
+        .collect();
+    assert_eq!(kept, vec![2, 6]);
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -102,12 +102,15 @@ pub fn lr_groups<M: Module>(
             .and_then(|w| w[1].parse().ok())
     };
     let is_head = |path: &str| {
-        let first = path.split('.').nth(1).unwrap_or("");
-        // Top-level fields other than the backbone, plus BERT's pooler.
-        !matches!(
-            first,
-            "bert" | "roberta" | "distilbert" | "longformer" | "model"
-        ) || path.contains(".pooler.")
+        // Top-level fields other than the backbone, plus BERT's pooler. (The visitor may or
+        // may not name the root module: look at the first two components.)
+        let in_backbone = path.split('.').take(2).any(|c| {
+            matches!(
+                c,
+                "bert" | "roberta" | "distilbert" | "longformer" | "model"
+            )
+        });
+        !in_backbone || path.contains("pooler")
     };
     let n_layers = paths
         .params
@@ -247,6 +250,28 @@ pub fn linear_schedule(peak: f64, step: usize, warmup: usize, total: usize) -> f
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layer_wise_decay_and_head_rate() {
+        use burn::tensor::Device;
+        let config: sequin_encoders::BertConfig = serde_json::from_str(
+            r#"{"vocab_size": 30, "hidden_size": 8, "num_hidden_layers": 3,
+                "num_attention_heads": 2, "intermediate_size": 16}"#,
+        )
+        .unwrap();
+        let model =
+            sequin_heads::BertForSequenceClassification::init(&config, 2, &Device::flex()).unwrap();
+        let groups = lr_groups(&model, 1e-4, Some(0.5), Some(1e-3));
+        let mut mults: Vec<f64> = groups.iter().map(|g| g.1).collect();
+        mults.sort_by(f64::total_cmp);
+        // embeddings 0.5³, layers 0.5², 0.5, 1, head (classifier + pooler) 10.
+        assert_eq!(mults, vec![0.125, 0.25, 0.5, 1.0, 10.0]);
+        let size = |m: f64| groups.iter().find(|g| g.1 == m).unwrap().0.len();
+        assert_eq!(size(10.0), 4); // classifier weight + bias, pooler dense weight + bias
+        assert_eq!(size(0.125), 5); // word, position, type embeddings, LayerNorm γ, β
+        assert_eq!(size(0.25), size(1.0)); // one encoder layer each
+        assert!(lr_groups(&model, 1e-4, None, None).is_empty());
+    }
 
     #[test]
     fn cosine_and_constant_schedules() {
