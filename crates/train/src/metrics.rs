@@ -37,6 +37,20 @@ pub struct EvalMetrics {
     pub r2: Option<f64>,
 }
 
+impl EvalMetrics {
+    /// The value of a metric named as `metric_for_best_model` names it (`accuracy`,
+    /// `macro_f1`, `micro_f1`, `r2`, `loss`).
+    pub fn score(&self, metric: &str) -> f64 {
+        match metric {
+            "macro_f1" => self.macro_f1,
+            "micro_f1" => self.micro_f1.unwrap_or(self.macro_f1),
+            "r2" => self.r2.unwrap_or(f64::NEG_INFINITY),
+            "loss" => self.loss,
+            _ => self.accuracy,
+        }
+    }
+}
+
 impl Confusion {
     /// An empty matrix for `k` classes.
     pub fn new(k: usize) -> Self {

@@ -565,13 +565,7 @@ fn run_locked(
     };
     let metric = best_metric(cfg, problem);
     let higher_is_better = metric != "loss";
-    let score_of = |v: &EvalMetrics| match metric {
-        "macro_f1" => v.macro_f1,
-        "micro_f1" => v.micro_f1.unwrap_or(v.macro_f1),
-        "r2" => v.r2.unwrap_or(f64::NEG_INFINITY),
-        "loss" => v.loss,
-        _ => v.accuracy,
-    };
+    let score_of = |v: &EvalMetrics| v.score(metric);
 
     let session = Instant::now();
     let seconds_before = state.train_seconds;

@@ -125,13 +125,7 @@ pub fn tune(
             i + 1
         );
         let (summary, _) = train_model(&cfg, device)?;
-        let score = summary.best_validation.map(|v| match metric {
-            "macro_f1" => v.macro_f1,
-            "micro_f1" => v.micro_f1.unwrap_or(v.macro_f1),
-            "r2" => v.r2.unwrap_or(f64::NEG_INFINITY),
-            "loss" => v.loss,
-            _ => v.accuracy,
-        });
+        let score = summary.best_validation.map(|v| v.score(metric));
         trials.push(Trial {
             trial: i + 1,
             output: cfg.output.clone(),
