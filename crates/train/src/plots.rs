@@ -287,9 +287,18 @@ pub fn plot_run(
             .collect()
     };
     let mut out = Vec::new();
+    let train_loss: Vec<(f64, f64)> = log
+        .iter()
+        .filter(|m| m.get("validation").is_none())
+        .filter_map(|m| Some((m["step"].as_f64()?, m.get("loss")?.as_f64()?)))
+        .collect();
     let mut loss = vec![Series {
-        label: "training loss (running mean of the epoch)".into(),
-        points: pts(&|m| m["train_loss"].as_f64()),
+        label: "training loss (mean since the previous point)".into(),
+        points: if train_loss.is_empty() {
+            pts(&|m| m["train_loss"].as_f64())
+        } else {
+            train_loss
+        },
     }];
     let val_loss = pts(&|m| m["validation"]["loss"].as_f64());
     if !val_loss.is_empty() {

@@ -140,6 +140,12 @@ pub struct TrainerState {
     /// The problem type of the run.
     #[serde(default)]
     pub problem_type: Option<ProblemType>,
+    /// Loss sum and examples since the last training-loss log line.
+    #[serde(default)]
+    pub interval_loss_sum: f64,
+    /// Examples since the last training-loss log line.
+    #[serde(default)]
+    pub interval_seen: usize,
 }
 
 impl TrainerState {
@@ -460,6 +466,8 @@ fn run_locked(
                 checkpoints: Vec::new(),
                 train_seconds: 0.0,
                 problem_type: Some(problem),
+                interval_loss_sum: 0.0,
+                interval_seen: 0,
             }
         }
     };
@@ -574,6 +582,7 @@ fn run_locked(
     let mut t_epoch = Instant::now();
     let mut seen_session = 0usize;
     let done = state.step >= total || state.stopped_early;
+    let log_steps = (steps_per_epoch / 10).max(1);
 
     // One evaluation and checkpoint, with the cursor already pointing past the last step.
     let eval_point = |model: &SequenceClassifier,
@@ -729,6 +738,8 @@ fn run_locked(
             state.batch += 1;
             state.epoch_loss_sum += loss_val as f64 * chunk.len() as f64;
             state.epoch_seen += chunk.len();
+            state.interval_loss_sum += loss_val as f64 * chunk.len() as f64;
+            state.interval_seen += chunk.len();
             seen_session += chunk.len();
             pb.inc(1);
             let status = format!(
@@ -756,6 +767,17 @@ fn run_locked(
             let lr = scheduler.step();
             model = optim.step(lr, model, grads);
             state.step += 1;
+            // The training loss, ten times an epoch (as transformers' logging_steps).
+            if state.step.is_multiple_of(log_steps) {
+                state.metrics_log.push(serde_json::json!({
+                    "step": state.step,
+                    "epoch": (epoch - 1) as f64 + state.batch as f64 / batches.len() as f64,
+                    "lr": scheduler_lr(cfg, warmup, total, state.step),
+                    "loss": state.interval_loss_sum / state.interval_seen.max(1) as f64,
+                }));
+                state.interval_loss_sum = 0.0;
+                state.interval_seen = 0;
+            }
             let epoch_end = state.batch == batches.len();
             let finished = state.step >= total;
             let running_loss = state.epoch_loss_sum / state.epoch_seen.max(1) as f64;
