@@ -345,6 +345,12 @@ const CASES: &[Case] = &[
         expect: &["t.jsonl", "no column `label`"],
     },
     Case {
+        name: "a single label among label lists",
+        files: &[("m.jsonl", b"{\"text\": \"a\", \"label\": [\"x\", \"y\"]}\n{\"text\": \"b\", \"label\": \"x\"}\n")],
+        args: &["train", "--train", "{dir}/m.jsonl"],
+        expect: &["m.jsonl", "row 2", "`x` is a single value", "list of labels"],
+    },
+    Case {
         name: "numeric text column",
         files: &[],
         args: &[
@@ -609,5 +615,5 @@ fn bad_input_corpus() {
             case.name
         );
     }
-    assert!(CASES.len() >= 27);
+    assert!(CASES.len() >= 28);
 }

@@ -57,7 +57,12 @@ impl LabelMap {
                 return Err(DataError::BadRow {
                     path: path.to_path_buf(),
                     row: i + 1,
-                    problem: "multi-label training needs a label list (or 0/1 label columns) in every row".into(),
+                    problem: match &r.label {
+                        Some(l) => format!(
+                            "the label `{l}` is a single value, but multi-label data needs a list of labels (or 0/1 label columns) in every row"
+                        ),
+                        None => "the labels are missing (null)".into(),
+                    },
                 });
             };
             set.extend(ls.iter().map(String::as_str));

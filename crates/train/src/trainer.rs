@@ -343,7 +343,8 @@ fn run_locked(
     let mut train_recs = read(&cfg.train, cfg)?;
     // The problem type: as asked, else multi-label when the labels are sets.
     let problem = cfg.problem_type.unwrap_or(
-        if !cfg.label_columns.is_empty() || train_recs.iter().any(|r| r.labels.is_some()) {
+        // (Decided by the first row: a later row of the other kind is then the error.)
+        if !cfg.label_columns.is_empty() || train_recs.first().is_some_and(|r| r.labels.is_some()) {
             ProblemType::MultiLabelClassification
         } else {
             ProblemType::SingleLabelClassification
