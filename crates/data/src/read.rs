@@ -225,6 +225,39 @@ fn strings(
         .collect())
 }
 
+/// Where the columns a [`Columns`] names are in a file.
+struct ColumnIndices {
+    text: usize,
+    pair: Option<usize>,
+    /// The label column, unless 0/1 label columns are used.
+    label: Option<usize>,
+    /// The 0/1 label columns.
+    flags: Vec<usize>,
+}
+
+impl ColumnIndices {
+    /// `idx(name, role)` finds one column or fails naming it.
+    fn resolve(cols: &Columns, idx: impl Fn(&str, &'static str) -> Result<usize>) -> Result<Self> {
+        Ok(Self {
+            text: idx(&cols.text, "text")?,
+            pair: cols
+                .text_pair
+                .as_deref()
+                .map(|c| idx(c, "text pair"))
+                .transpose()?,
+            label: match cols.label_columns.is_empty() {
+                true => cols.label.as_deref().map(|c| idx(c, "label")).transpose()?,
+                false => None,
+            },
+            flags: cols
+                .label_columns
+                .iter()
+                .map(|c| idx(c, "label"))
+                .collect::<Result<_>>()?,
+        })
+    }
+}
+
 /// A list-of-strings column as label sets.
 fn string_lists(path: &Path, name: &str, arr: &ArrayRef) -> Result<Vec<Option<Vec<String>>>> {
     let bad = || DataError::ColumnType {
@@ -324,21 +357,12 @@ fn read_parquet(path: &Path, cols: &Columns, emit: &mut Emit<'_>) -> Result<()> 
             .index_of(name)
             .map_err(|_| missing(path, name, role, available.clone()))
     };
-    let text_i = idx(&cols.text, "text")?;
-    let pair_i = cols
-        .text_pair
-        .as_deref()
-        .map(|c| idx(c, "text pair"))
-        .transpose()?;
-    let label_i = match cols.label_columns.is_empty() {
-        true => cols.label.as_deref().map(|c| idx(c, "label")).transpose()?,
-        false => None,
-    };
-    let flag_is: Vec<usize> = cols
-        .label_columns
-        .iter()
-        .map(|c| idx(c, "label"))
-        .collect::<Result<_>>()?;
+    let ColumnIndices {
+        text: text_i,
+        pair: pair_i,
+        label: label_i,
+        flags: flag_is,
+    } = ColumnIndices::resolve(cols, idx)?;
     let wanted: Vec<usize> = [Some(text_i), pair_i, label_i]
         .into_iter()
         .flatten()
@@ -421,21 +445,12 @@ fn read_csv(path: &Path, cols: &Columns, delim: u8, emit: &mut Emit<'_>) -> Resu
             .position(|h| h == name)
             .ok_or_else(|| missing(path, name, role, headers.clone()))
     };
-    let text_i = idx(&cols.text, "text")?;
-    let pair_i = cols
-        .text_pair
-        .as_deref()
-        .map(|c| idx(c, "text pair"))
-        .transpose()?;
-    let label_i = match cols.label_columns.is_empty() {
-        true => cols.label.as_deref().map(|c| idx(c, "label")).transpose()?,
-        false => None,
-    };
-    let flag_is: Vec<usize> = cols
-        .label_columns
-        .iter()
-        .map(|c| idx(c, "label"))
-        .collect::<Result<_>>()?;
+    let ColumnIndices {
+        text: text_i,
+        pair: pair_i,
+        label: label_i,
+        flags: flag_is,
+    } = ColumnIndices::resolve(cols, idx)?;
     for (row, rec) in rdr.records().enumerate() {
         let rec = rec.map_err(|e| DataError::BadRow {
             path: path.to_path_buf(),
