@@ -44,6 +44,224 @@ enum Cmd {
     /// into OUTPUT/trial-NNN, and write OUTPUT/tune_results.md and .json sorted by the
     /// validation metric, the best marked.
     Tune(TuneArgs),
+    /// Write an augmented copy of a data file: every row, plus N variants of it made by an
+    /// augmentation pipeline (EDA by default), with provenance columns `source_row` and
+    /// `augmentation` (the operations that fired, or `original`).
+    Augment(AugmentArgs),
+}
+
+#[derive(Args)]
+struct AugmentArgs {
+    /// Data file to augment (.parquet, .csv, .tsv, .jsonl).
+    #[arg(long)]
+    input: PathBuf,
+    /// Output file (.parquet, .csv or .jsonl).
+    #[arg(long)]
+    output: PathBuf,
+    /// Pipeline: `eda` (EDA with alpha_sr = alpha_ri = alpha_rs = p_rd = 0.1), `noise`
+    /// (keyboard typos, character swaps and deletions), `aeda` (punctuation insertion), or a
+    /// JSON file holding a pipeline.
+    #[arg(long, default_value = "eda")]
+    spec: String,
+    /// Variants per row.
+    #[arg(long, default_value_t = 4)]
+    num_aug: usize,
+    /// Seed of the augmentation RNG.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Words never touched (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    protect: Vec<String>,
+    #[command(flatten)]
+    columns: ColumnArgs,
+    /// Label column carried over to the variants (a list column stays a list).
+    #[arg(long, default_value = "label")]
+    label_column: String,
+    /// The input has no label column.
+    #[arg(long)]
+    no_label: bool,
+}
+
+fn augment_spec(spec: &str) -> Result<sequin_augment::Pipeline> {
+    use sequin_augment::{Op, Pipeline};
+    let p = match spec {
+        "eda" => Pipeline::eda(0.1, 0.1, 0.1, 0.1),
+        "noise" => Pipeline::OneOf {
+            steps: vec![
+                Pipeline::Op(Op::KeyboardTypo { p: 0.1 }),
+                Pipeline::Op(Op::CharSwap { p: 0.1 }),
+                Pipeline::Op(Op::CharDeletion { p: 0.1 }),
+            ],
+        },
+        "aeda" => Pipeline::Op(Op::Punctuation),
+        path => {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!("--spec {path}: not `eda`, `noise` or `aeda`, and not a readable file")
+            })?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{path}: not a valid augmentation pipeline"))?
+        }
+    };
+    p.validate()?;
+    Ok(p)
+}
+
+fn augment(a: AugmentArgs) -> Result<usize> {
+    use rand::SeedableRng;
+    let pipeline = augment_spec(&a.spec)?;
+    let cols = Columns {
+        text: a.columns.text_column.clone(),
+        text_pair: a.columns.text_pair_column.clone(),
+        label: (!a.no_label).then(|| a.label_column.clone()),
+        label_columns: Vec::new(),
+    };
+    let records = sequin_data::read_records(&a.input, &cols)?;
+    let aug = sequin_augment::Augmenter::new().with_protected(a.protect.clone());
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed);
+    let mut rows: Vec<(usize, String, sequin_data::Record)> = Vec::new();
+    let pb = indicatif::ProgressBar::new(records.len() as u64);
+    for (i, r) in records.iter().enumerate() {
+        rows.push((i + 1, "original".into(), r.clone()));
+        for _ in 0..a.num_aug {
+            let out = aug.apply(&r.text, &pipeline, &mut rng);
+            let mut v = r.clone();
+            v.text = out.text;
+            let ops = if out.ops.is_empty() {
+                "unchanged".to_string()
+            } else {
+                out.ops.join("+")
+            };
+            rows.push((i + 1, ops, v));
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    write_augmented(&a.output, &cols, &rows)?;
+    Ok(rows.len())
+}
+
+/// Writes augmented rows as JSONL, CSV or Parquet (by extension), atomically.
+fn write_augmented(
+    path: &Path,
+    cols: &Columns,
+    rows: &[(usize, String, sequin_data::Record)],
+) -> Result<()> {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, ListBuilder, RecordBatch, StringBuilder, UInt64Builder};
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    let label = cols.label.as_deref();
+    let pair = cols.text_pair.as_deref();
+    let lists = rows.iter().any(|r| r.2.labels.is_some());
+    let bytes: Vec<u8> = match ext.as_str() {
+        "jsonl" | "json" => {
+            let mut out = Vec::new();
+            for (src, ops, r) in rows {
+                let mut m = serde_json::Map::new();
+                m.insert(cols.text.clone(), r.text.clone().into());
+                if let Some(p) = pair {
+                    m.insert(p.into(), r.text_pair.clone().into());
+                }
+                if let Some(l) = label {
+                    let v = match &r.labels {
+                        Some(ls) => serde_json::Value::from(ls.clone()),
+                        None => r.label.clone().into(),
+                    };
+                    m.insert(l.into(), v);
+                }
+                m.insert("source_row".into(), (*src).into());
+                m.insert("augmentation".into(), ops.clone().into());
+                out.extend(serde_json::to_vec(&m)?);
+                out.push(b'\n');
+            }
+            out
+        }
+        "csv" | "tsv" => {
+            if lists {
+                bail!(
+                    "{}: list labels cannot be written as CSV; write .jsonl or .parquet",
+                    path.display()
+                );
+            }
+            let mut w = csv::WriterBuilder::new()
+                .delimiter(if ext == "tsv" { b'\t' } else { b',' })
+                .from_writer(Vec::new());
+            let mut header = vec![cols.text.as_str()];
+            header.extend(pair);
+            header.extend(label);
+            header.extend(["source_row", "augmentation"]);
+            w.write_record(&header)?;
+            for (src, ops, r) in rows {
+                let mut rec = vec![r.text.clone()];
+                if pair.is_some() {
+                    rec.push(r.text_pair.clone().unwrap_or_default());
+                }
+                if label.is_some() {
+                    rec.push(r.label.clone().unwrap_or_default());
+                }
+                rec.push(src.to_string());
+                rec.push(ops.clone());
+                w.write_record(&rec)?;
+            }
+            w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?
+        }
+        "parquet" => {
+            let mut text = StringBuilder::new();
+            let mut pairs = StringBuilder::new();
+            let mut labels = StringBuilder::new();
+            let mut label_lists = ListBuilder::new(StringBuilder::new());
+            let mut src_col = UInt64Builder::new();
+            let mut ops_col = StringBuilder::new();
+            for (src, ops, r) in rows {
+                text.append_value(&r.text);
+                pairs.append_option(r.text_pair.as_deref());
+                labels.append_option(r.label.as_deref());
+                match &r.labels {
+                    Some(ls) => {
+                        for l in ls {
+                            label_lists.values().append_value(l);
+                        }
+                        label_lists.append(true);
+                    }
+                    None => label_lists.append(false),
+                }
+                src_col.append_value(*src as u64);
+                ops_col.append_value(ops);
+            }
+            let mut columns: Vec<(&str, ArrayRef)> =
+                vec![(cols.text.as_str(), Arc::new(text.finish()))];
+            if let Some(p) = pair {
+                columns.push((p, Arc::new(pairs.finish())));
+            }
+            if let Some(l) = label {
+                if lists {
+                    columns.push((l, Arc::new(label_lists.finish())));
+                } else {
+                    columns.push((l, Arc::new(labels.finish())));
+                }
+            }
+            columns.push(("source_row", Arc::new(src_col.finish())));
+            columns.push(("augmentation", Arc::new(ops_col.finish())));
+            let batch = RecordBatch::try_from_iter(columns)?;
+            let mut w = parquet::arrow::ArrowWriter::try_new(Vec::new(), batch.schema(), None)?;
+            w.write(&batch)?;
+            w.into_inner()?
+        }
+        _ => bail!(
+            "{}: unknown output format; expected .parquet, .csv, .tsv or .jsonl",
+            path.display()
+        ),
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    sequin_hf::write_atomic(path, &bytes)?;
+    Ok(())
 }
 
 #[derive(Args)]
@@ -597,6 +815,11 @@ fn run(cli: Cli) -> Result<()> {
                 serde_json::json!({"trials": trials.len(), "best": best, "metric": metric,
                     "results": base.output.join("tune_results.md")})
             );
+        }
+        Cmd::Augment(a) => {
+            let out = a.output.clone();
+            let n = augment(a)?;
+            eprintln!("wrote {n} rows to {}", out.display());
         }
         Cmd::Eval(a) => {
             let mut c = Classifier::load(&a.model, &device)?;
