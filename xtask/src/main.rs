@@ -6,6 +6,7 @@
 //! - `cargo xtask peer`: create `.peer/` (transformers + PyTorch) for fixtures and comparisons.
 //! - `cargo xtask fixtures`: regenerate the parity fixtures with transformers.
 //! - `cargo xtask hf-check DIR`: load a sequin-trained folder in transformers, compare logits.
+//! - `cargo xtask bench-augment`: augmentation throughput on one thread.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -72,6 +73,9 @@ enum Cmd {
         #[arg(long)]
         setup_peer: bool,
     },
+    /// Augmentation throughput on one thread (sentences/s per operation and for EDA); prints
+    /// a JSON line. Not a test.
+    BenchAugment,
     /// Prepare an offline build of the `cuda` backend: Debian's LLVM 22 behind the llvm-config
     /// that burn-cuda's build script (tracel-llvm-bundler) would otherwise download.
     CudaSetup,
@@ -447,6 +451,17 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = root();
     match cli.cmd {
+        Cmd::BenchAugment => {
+            run(Command::new(env!("CARGO")).current_dir(&root).args([
+                "run",
+                "--release",
+                "--quiet",
+                "-p",
+                "sequin-augment",
+                "--example",
+                "throughput",
+            ]))?;
+        }
         Cmd::Train { backend, args } => {
             let model = fetch_model()?;
             let data = root.join("datasets/amazon-food");
