@@ -1208,3 +1208,81 @@ fn augment_every_dataset() {
     assert_eq!(run("x.csv"), run("y.csv"));
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// Training with augmentation: `offline` multiplies the training set (validation untouched),
+/// `per-epoch` varies the texts every epoch, deterministically for a seed.
+#[test]
+fn train_with_augmentation() {
+    let tmp = std::env::temp_dir().join(format!("sequin-train-aug-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let run = |name: &str, extra: &[&str]| -> (serde_json::Value, Vec<u8>) {
+        let out = tmp.join(name);
+        let mut args = vec![
+            "train",
+            "--model",
+            fixture("bert-tiny-cls")
+                .to_str()
+                .unwrap()
+                .to_string()
+                .leak() as &str,
+            "--train",
+            dataset("amazon-food", "train")
+                .to_str()
+                .unwrap()
+                .to_string()
+                .leak(),
+            "--validation-split",
+            "0.2",
+            "--output",
+            out.to_str().unwrap().to_string().leak(),
+            "--max-train-samples",
+            "100",
+            "--epochs",
+            "2",
+            "--max-length",
+            "32",
+        ];
+        args.extend(extra);
+        sequin_ok(&args);
+        (
+            read_json(&out.join("run.json")),
+            std::fs::read(out.join("model.safetensors")).unwrap(),
+        )
+    };
+    let (offline, _) = run("offline", &["--augment", "offline", "--num-aug", "2"]);
+    // 100 examples, 20 held out, 80 × (1 + 2) trained on; validation stays 20.
+    assert_eq!(offline["summary"]["n_train"], 240);
+    assert_eq!(offline["summary"]["best_validation"]["n"], 20);
+    assert_eq!(offline["config"]["augment"]["mode"], "offline");
+    let (a, wa) = run(
+        "per-epoch-a",
+        &["--augment", "per-epoch", "--augment-spec", "noise"],
+    );
+    let (_, wb) = run(
+        "per-epoch-b",
+        &["--augment", "per-epoch", "--augment-spec", "noise"],
+    );
+    let (_, plain) = run("plain", &[]);
+    assert_eq!(a["summary"]["n_train"], 80);
+    // Compared tensor by tensor (the header's key order may vary).
+    let differ = |x: &[u8], y: &[u8]| -> usize {
+        let (sx, sy) = (
+            safetensors::SafeTensors::deserialize(x).unwrap(),
+            safetensors::SafeTensors::deserialize(y).unwrap(),
+        );
+        sx.names()
+            .into_iter()
+            .filter(|n| sx.tensor(n).unwrap().data() != sy.tensor(n).unwrap().data())
+            .count()
+    };
+    assert_eq!(
+        differ(&wa, &wb),
+        0,
+        "per-epoch augmentation is not deterministic for a seed"
+    );
+    assert!(
+        differ(&wa, &plain) > 0,
+        "per-epoch augmentation changed nothing"
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -427,6 +427,17 @@ struct TrainArgs {
     /// Without --validation: hold out this fraction of --train, stratified by label.
     #[arg(long)]
     validation_split: Option<f64>,
+    /// Augment the training data (never validation or test): `offline` adds --num-aug
+    /// variants of every example once; `per-epoch` replaces each example by a fresh variant
+    /// every epoch.
+    #[arg(long, value_parser = ["offline", "per-epoch"])]
+    augment: Option<String>,
+    /// The augmentation pipeline: `eda`, `noise`, `aeda` or a JSON file [default: eda].
+    #[arg(long)]
+    augment_spec: Option<String>,
+    /// Offline augmentation: variants per example [default: 4].
+    #[arg(long)]
+    num_aug: Option<usize>,
     /// Continue the run in this folder from its last checkpoint (checkpoints/checkpoint-N),
     /// with its saved options. Other options may be repeated but must not differ; the data
     /// files must be unchanged.
@@ -738,6 +749,15 @@ fn train_config(a: TrainArgs, base: Option<Map<String, Value>>) -> Result<TrainC
     set!("focal_gamma", a.focal_gamma.map(Value::from));
     set!("sampler", a.sampler.map(Value::from));
     set!("validation_split", a.validation_split.map(Value::from));
+    if let Some(mode) = &a.augment {
+        let pipeline = augment_spec(a.augment_spec.as_deref().unwrap_or("eda"))?;
+        map.insert(
+            "augment".into(),
+            serde_json::json!({"mode": mode, "pipeline": pipeline, "num_aug": a.num_aug.unwrap_or(4)}),
+        );
+    } else if a.augment_spec.is_some() || a.num_aug.is_some() {
+        bail!("--augment-spec and --num-aug need --augment offline or per-epoch");
+    }
     set!("aggregate", a.long.aggregate.clone().map(Value::from));
     // Defaults depend on max_length: resolve it as the run will.
     let max_length = map.get("max_length").and_then(Value::as_u64).unwrap_or(128) as usize;

@@ -104,6 +104,33 @@ pub enum Sampler {
     Balanced,
 }
 
+/// When training data is augmented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AugmentMode {
+    /// Once, before training: `num_aug` variants of every training example are added.
+    Offline,
+    /// Every epoch, each training example is replaced by a fresh variant (seeded by the run
+    /// seed, the epoch and the example, so a resumed run sees the same texts).
+    PerEpoch,
+}
+
+/// Augmentation of the training data (never of validation or test data).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AugmentConfig {
+    /// When.
+    pub mode: AugmentMode,
+    /// The pipeline.
+    pub pipeline: sequin_augment::Pipeline,
+    /// Offline: variants per example.
+    #[serde(default = "d_num_aug")]
+    pub num_aug: usize,
+}
+
+fn d_num_aug() -> usize {
+    4
+}
+
 fn d_gamma() -> f64 {
     2.0
 }
@@ -243,6 +270,9 @@ pub struct TrainConfig {
     /// label, as validation data.
     #[serde(default)]
     pub validation_split: Option<f64>,
+    /// Augmentation of the training data.
+    #[serde(default)]
+    pub augment: Option<AugmentConfig>,
 }
 
 impl TrainConfig {
@@ -336,6 +366,11 @@ impl TrainConfig {
             return bad(format!(
                 "--class-weights must be finite and >= 0, got {w:?}"
             ));
+        }
+        if let Some(a) = &self.augment {
+            a.pipeline
+                .validate()
+                .map_err(|e| TrainError::Config(e.to_string()))?;
         }
         if self.max_length < 2 {
             return bad(format!(

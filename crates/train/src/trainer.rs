@@ -395,6 +395,36 @@ fn run_locked(
             })
             .transpose()
     };
+    // Offline augmentation: `num_aug` variants of every training example (after any
+    // validation hold-out, so validation data is never augmented).
+    if let Some(a) = cfg
+        .augment
+        .as_ref()
+        .filter(|a| a.mode == crate::config::AugmentMode::Offline)
+    {
+        use rand::SeedableRng;
+        let aug = sequin_augment::Augmenter::new();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xA06_0FF1);
+        let n0 = train_recs.len();
+        let mut idx: Vec<usize> = (0..n0).collect();
+        for i in 0..n0 {
+            for _ in 0..a.num_aug {
+                let mut v = train_recs[i].clone();
+                v.text = aug.apply(&v.text, &a.pipeline, &mut rng).text;
+                if v.text.trim().is_empty() {
+                    continue;
+                }
+                train_recs.push(v);
+                idx.push(i);
+            }
+        }
+        train_targets = train_targets.select(&idx);
+        eprintln!(
+            "augmentation: {} training examples from {n0} ({} variants each)",
+            train_recs.len(),
+            a.num_aug
+        );
+    }
     let val = match split_val {
         Some(v) => Some(v),
         None => labelled(&cfg.validation)?,
@@ -688,7 +718,36 @@ fn run_locked(
         let log_every = (batches.len() / 10).max(1);
         while state.batch < batches.len() {
             let chunk = &batches[state.batch];
-            let recs: Vec<&Record> = chunk.iter().map(|&i| &train_recs[i]).collect();
+            let augmented: Vec<Record>;
+            let recs: Vec<&Record> = match cfg
+                .augment
+                .as_ref()
+                .filter(|a| a.mode == crate::config::AugmentMode::PerEpoch)
+            {
+                // A fresh variant per example and epoch, from an RNG seeded by both.
+                Some(a) => {
+                    use rand::SeedableRng;
+                    let aug = sequin_augment::Augmenter::new();
+                    augmented = chunk
+                        .iter()
+                        .map(|&i| {
+                            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+                                cfg.seed
+                                    ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                                    ^ (i as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9),
+                            );
+                            let mut r = train_recs[i].clone();
+                            let t = aug.apply(&r.text, &a.pipeline, &mut rng).text;
+                            if !t.trim().is_empty() {
+                                r.text = t;
+                            }
+                            r
+                        })
+                        .collect();
+                    augmented.iter().collect()
+                }
+                None => chunk.iter().map(|&i| &train_recs[i]).collect(),
+            };
             let batch_targets = train_targets.select(chunk);
             let ids = match &batch_targets {
                 Targets::Classes(ids) => Some(ids.as_slice()),
