@@ -297,6 +297,22 @@ fn string_lists(path: &Path, name: &str, arr: &ArrayRef) -> Result<Vec<Option<Ve
         .collect())
 }
 
+/// One cell of a 0/1 label column: whether the row carries the label.
+fn flag(path: &Path, row: usize, name: &str, value: Option<&str>) -> Result<bool> {
+    match value {
+        Some("1" | "1.0" | "true") => Ok(true),
+        Some("0" | "0.0" | "false") => Ok(false),
+        other => Err(DataError::BadRow {
+            path: path.to_path_buf(),
+            row,
+            problem: format!(
+                "label column `{name}` holds {}; expected 0 or 1",
+                other.map_or("null".to_string(), |o| format!("`{o}`"))
+            ),
+        }),
+    }
+}
+
 /// One 0/1 (or boolean) column per label: the names of the columns set in each row.
 fn flag_columns(
     path: &Path,
@@ -325,19 +341,8 @@ fn flag_columns(
                 })
         })?;
         for (i, v) in as_str.iter().enumerate() {
-            match v.as_deref() {
-                Some("1" | "1.0" | "true") => out[i].push(name.clone()),
-                Some("0" | "0.0" | "false") => {}
-                other => {
-                    return Err(DataError::BadRow {
-                        path: path.to_path_buf(),
-                        row: row_offset + i + 1,
-                        problem: format!(
-                            "label column `{name}` holds {}; expected 0 or 1",
-                            other.map_or("null".to_string(), |o| format!("`{o}`"))
-                        ),
-                    });
-                }
+            if flag(path, row_offset + i + 1, name, v.as_deref())? {
+                out[i].push(name.clone());
             }
         }
     }
@@ -463,19 +468,8 @@ fn read_csv(path: &Path, cols: &Columns, delim: u8, emit: &mut Emit<'_>) -> Resu
         } else {
             let mut set = Vec::new();
             for (name, &i) in cols.label_columns.iter().zip(&flag_is) {
-                match rec.get(i).map(str::trim) {
-                    Some("1" | "1.0" | "true") => set.push(name.clone()),
-                    Some("0" | "0.0" | "false") => {}
-                    other => {
-                        return Err(DataError::BadRow {
-                            path: path.to_path_buf(),
-                            row: row + 1,
-                            problem: format!(
-                                "label column `{name}` holds `{}`; expected 0 or 1",
-                                other.unwrap_or_default()
-                            ),
-                        });
-                    }
+                if flag(path, row + 1, name, rec.get(i).map(str::trim))? {
+                    set.push(name.clone());
                 }
             }
             Some(set)

@@ -614,6 +614,8 @@ fn run_locked(
     let mut seen_session = 0usize;
     let done = state.step >= total || state.stopped_early;
     let log_steps = (steps_per_epoch / 10).max(1);
+    // Built once (it holds the stopword set), used by per-epoch augmentation in every batch.
+    let augmenter = sequin_augment::Augmenter::new();
 
     // One evaluation and checkpoint, with the cursor already pointing past the last step.
     let eval_point = |model: &SequenceClassifier,
@@ -727,7 +729,6 @@ fn run_locked(
                 // A fresh variant per example and epoch, from an RNG seeded by both.
                 Some(a) => {
                     use rand::SeedableRng;
-                    let aug = sequin_augment::Augmenter::new();
                     augmented = chunk
                         .iter()
                         .map(|&i| {
@@ -737,7 +738,7 @@ fn run_locked(
                                     ^ (i as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9),
                             );
                             let mut r = train_recs[i].clone();
-                            let t = aug.apply(&r.text, &a.pipeline, &mut rng).text;
+                            let t = augmenter.apply(&r.text, &a.pipeline, &mut rng).text;
                             if !t.trim().is_empty() {
                                 r.text = t;
                             }
