@@ -515,6 +515,24 @@ const CASES: &[Case] = &[
         expect: &["--validation-split", "(0, 1)", "1.5"],
     },
     Case {
+        name: "mixup alpha that is not positive",
+        files: &[],
+        args: &["train", "--train", "{amazon}/train.parquet", "--mixup-alpha", "0"],
+        expect: &["--mixup-alpha", "> 0", "0"],
+    },
+    Case {
+        name: "mixup with chunked long texts",
+        files: &[],
+        args: &["train", "--train", "{amazon}/train.parquet", "--mixup-alpha", "0.2", "--long-text", "chunk"],
+        expect: &["--mixup-alpha", "--long-text chunk"],
+    },
+    Case {
+        name: "oversampling multi-label data",
+        files: &[("m.csv", b"text,a,b\nfine,1,0\nok,1,1\n")],
+        args: &["train", "--train", "{dir}/m.csv", "--label-columns", "a,b", "--oversample"],
+        expect: &["oversampling", "single-label"],
+    },
+    Case {
         name: "unknown metric in a config file",
         files: &[("run.json", b"{\"metric_for_best_model\": \"f2\"}")],
         args: &["train", "--train", "{amazon}/train.parquet", "--config", "{dir}/run.json"],

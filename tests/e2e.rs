@@ -1284,5 +1284,23 @@ fn train_with_augmentation() {
         differ(&wa, &plain) > 0,
         "per-epoch augmentation changed nothing"
     );
+    // Oversampling: variants of the minority class until both classes are equally large (so
+    // the training set is even and larger than the 80 originals).
+    let (over, _) = run("oversample", &["--oversample"]);
+    let n = over["summary"]["n_train"].as_u64().unwrap();
+    assert!(n > 80 && n % 2 == 0, "oversampled training set of {n}");
+    assert_eq!(over["config"]["augment"]["oversample"], true);
+    // Mixup on pooled vectors: deterministic for a seed, and not plain training.
+    let (m, ma) = run("mixup-a", &["--mixup-alpha", "0.4"]);
+    let (_, mb) = run("mixup-b", &["--mixup-alpha", "0.4"]);
+    assert_eq!(m["config"]["mixup_alpha"], 0.4);
+    assert_eq!(differ(&ma, &mb), 0, "mixup is not deterministic for a seed");
+    assert!(differ(&ma, &plain) > 0, "mixup changed nothing");
+    assert!(
+        m["summary"]["best_validation"]["loss"]
+            .as_f64()
+            .unwrap()
+            .is_finite()
+    );
     let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -438,6 +438,14 @@ struct TrainArgs {
     /// Offline augmentation: variants per example [default: 4].
     #[arg(long)]
     num_aug: Option<usize>,
+    /// Single-label: add augmented variants (--augment-spec) of rare classes' examples until
+    /// every class is as large as the largest. Alone, it adds nothing else.
+    #[arg(long)]
+    oversample: bool,
+    /// Embedding mixup: mix each batch's pooled text vectors and targets with a shuffled copy,
+    /// λ ~ Beta(α, α), and train on the soft labels (0.2–0.4 is usual). Never on token ids.
+    #[arg(long, value_name = "ALPHA")]
+    mixup_alpha: Option<f64>,
     /// Continue the run in this folder from its last checkpoint (checkpoints/checkpoint-N),
     /// with its saved options. Other options may be repeated but must not differ; the data
     /// files must be unchanged.
@@ -753,11 +761,22 @@ fn train_config(a: TrainArgs, base: Option<Map<String, Value>>) -> Result<TrainC
         let pipeline = augment_spec(a.augment_spec.as_deref().unwrap_or("eda"))?;
         map.insert(
             "augment".into(),
-            serde_json::json!({"mode": mode, "pipeline": pipeline, "num_aug": a.num_aug.unwrap_or(4)}),
+            serde_json::json!({"mode": mode, "pipeline": pipeline,
+                "num_aug": a.num_aug.unwrap_or(4), "oversample": a.oversample}),
+        );
+    } else if a.oversample {
+        if a.num_aug.is_some() {
+            bail!("--num-aug needs --augment offline");
+        }
+        let pipeline = augment_spec(a.augment_spec.as_deref().unwrap_or("eda"))?;
+        map.insert(
+            "augment".into(),
+            serde_json::json!({"mode": "offline", "pipeline": pipeline, "num_aug": 0, "oversample": true}),
         );
     } else if a.augment_spec.is_some() || a.num_aug.is_some() {
-        bail!("--augment-spec and --num-aug need --augment offline or per-epoch");
+        bail!("--augment-spec and --num-aug need --augment offline or per-epoch (or --oversample)");
     }
+    set!("mixup_alpha", a.mixup_alpha.map(Value::from));
     set!("aggregate", a.long.aggregate.clone().map(Value::from));
     // Defaults depend on max_length: resolve it as the run will.
     let max_length = map.get("max_length").and_then(Value::as_u64).unwrap_or(128) as usize;

@@ -141,9 +141,26 @@ impl BertForSequenceClassification {
         token_type_ids: Option<Tensor<2, Int>>,
         pad_mask: Option<Tensor<2, Bool>>,
     ) -> Tensor<2> {
-        let (_, pooled) = self
-            .bert
-            .forward_pooled(input_ids, token_type_ids, pad_mask);
+        self.classify(self.pooled(input_ids, token_type_ids, pad_mask))
+    }
+
+    /// The pooler output (dense + tanh on `[CLS]`): what the classifier reads.
+    ///
+    /// # Shapes
+    /// - inputs `[batch, seq]` → `[batch, hidden]`
+    pub fn pooled(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Option<Tensor<2, Int>>,
+        pad_mask: Option<Tensor<2, Bool>>,
+    ) -> Tensor<2> {
+        self.bert
+            .forward_pooled(input_ids, token_type_ids, pad_mask)
+            .1
+    }
+
+    /// Dropout → `classifier` on a pooled vector: `[batch, hidden]` → `[batch, num_labels]`.
+    pub fn classify(&self, pooled: Tensor<2>) -> Tensor<2> {
         self.classifier.forward(dropout(&self.dropout, pooled))
     }
 }
@@ -204,6 +221,17 @@ impl RobertaForSequenceClassification {
         self.classifier
             .forward(self.roberta.forward(input_ids, token_type_ids, pad_mask))
     }
+
+    /// `tanh(dense(<s>))`: the vector `out_proj` reads, `[batch, hidden]`.
+    pub fn pooled(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Option<Tensor<2, Int>>,
+        pad_mask: Option<Tensor<2, Bool>>,
+    ) -> Tensor<2> {
+        self.classifier
+            .pool(self.roberta.forward(input_ids, token_type_ids, pad_mask))
+    }
 }
 
 impl RobertaClassificationHead {
@@ -226,9 +254,18 @@ impl RobertaClassificationHead {
     /// # Shapes
     /// - hidden: `[batch, seq, hidden]` → logits `[batch, num_labels]`
     pub fn forward(&self, hidden: Tensor<3>) -> Tensor<2> {
+        self.classify(self.pool(hidden))
+    }
+
+    /// On the first token: dropout → `dense` → tanh. `[batch, seq, hidden]` → `[batch, hidden]`.
+    pub fn pool(&self, hidden: Tensor<3>) -> Tensor<2> {
         let x = first_token(hidden);
-        let x = tanh(self.dense.forward(dropout(&self.dropout, x)));
-        self.out_proj.forward(dropout(&self.dropout, x))
+        tanh(self.dense.forward(dropout(&self.dropout, x)))
+    }
+
+    /// Dropout → `out_proj`: `[batch, hidden]` → `[batch, num_labels]`.
+    pub fn classify(&self, pooled: Tensor<2>) -> Tensor<2> {
+        self.out_proj.forward(dropout(&self.dropout, pooled))
     }
 }
 
@@ -349,6 +386,20 @@ impl ModernBertForSequenceClassification {
         input_ids: Tensor<2, Int>,
         pad_mask: Option<Tensor<2, Bool>>,
     ) -> Tensor<2> {
+        self.classify(self.pooled(input_ids, pad_mask))
+    }
+
+    /// Dropout → `classifier`: `[batch, hidden]` → `[batch, num_labels]`.
+    pub fn classify(&self, pooled: Tensor<2>) -> Tensor<2> {
+        self.classifier.forward(dropout(&self.drop, pooled))
+    }
+
+    /// Pooling → `head` (dense → activation → norm): `[batch, seq]` → `[batch, hidden]`.
+    pub fn pooled(
+        &self,
+        input_ids: Tensor<2, Int>,
+        pad_mask: Option<Tensor<2, Bool>>,
+    ) -> Tensor<2> {
         let hidden = self.model.forward(input_ids, pad_mask.clone());
         let pooled = match (self.pooling, pad_mask) {
             (Pooling::Cls, _) => first_token(hidden),
@@ -363,8 +414,7 @@ impl ModernBertForSequenceClassification {
             }
         };
         let x = self.head.dense.forward(pooled);
-        let x = self.head.norm.forward(self.head.act.forward(x));
-        self.classifier.forward(dropout(&self.drop, x))
+        self.head.norm.forward(self.head.act.forward(x))
     }
 }
 
@@ -414,9 +464,22 @@ impl DistilBertForSequenceClassification {
         input_ids: Tensor<2, Int>,
         pad_mask: Option<Tensor<2, Bool>>,
     ) -> Tensor<2> {
+        self.classify(self.pooled(input_ids, pad_mask))
+    }
+
+    /// `relu(pre_classifier([CLS]))`: `[batch, seq]` → `[batch, dim]`.
+    pub fn pooled(
+        &self,
+        input_ids: Tensor<2, Int>,
+        pad_mask: Option<Tensor<2, Bool>>,
+    ) -> Tensor<2> {
         let x = first_token(self.distilbert.forward(input_ids, pad_mask));
-        let x = relu(self.pre_classifier.forward(x));
-        self.classifier.forward(dropout(&self.dropout, x))
+        relu(self.pre_classifier.forward(x))
+    }
+
+    /// Dropout → `classifier`: `[batch, dim]` → `[batch, num_labels]`.
+    pub fn classify(&self, pooled: Tensor<2>) -> Tensor<2> {
+        self.classifier.forward(dropout(&self.dropout, pooled))
     }
 }
 
@@ -465,6 +528,57 @@ impl SequenceClassifier {
             Self::DistilBert(m) => m.forward(input_ids, pad_mask),
             Self::Longformer(m) => m.forward_with_global(input_ids, token_type_ids, pad_mask, None),
             Self::ModernBert(m) => m.forward(input_ids, pad_mask),
+        }
+    }
+
+    /// The pooled text vector that the final linear layer reads: BERT's pooler output,
+    /// RoBERTa's/Longformer's `tanh(dense(<s>))`, DistilBERT's `relu(pre_classifier)`,
+    /// ModernBERT's `head`. `forward` = `classify(pooled(..))`; mixup and metadata fusion work
+    /// between the two.
+    ///
+    /// # Shapes
+    /// - input_ids, token_type_ids, pad_mask (true = pad): `[batch, seq]`
+    /// - output: `[batch, hidden]` ([`Self::pooled_size`])
+    pub fn pooled(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Option<Tensor<2, Int>>,
+        pad_mask: Option<Tensor<2, Bool>>,
+    ) -> Tensor<2> {
+        match self {
+            Self::Bert(m) => m.pooled(input_ids, token_type_ids, pad_mask),
+            Self::Roberta(m) => m.pooled(input_ids, token_type_ids, pad_mask),
+            Self::DistilBert(m) => m.pooled(input_ids, pad_mask),
+            Self::Longformer(m) => {
+                m.classifier.pool(
+                    m.longformer
+                        .forward(input_ids, token_type_ids, pad_mask, None),
+                )
+            }
+            Self::ModernBert(m) => m.pooled(input_ids, pad_mask),
+        }
+    }
+
+    /// The final dropout and linear layer on a pooled vector: `[batch, hidden]` →
+    /// `[batch, num_labels]`.
+    pub fn classify(&self, pooled: Tensor<2>) -> Tensor<2> {
+        match self {
+            Self::Bert(m) => m.classify(pooled),
+            Self::Roberta(m) => m.classifier.classify(pooled),
+            Self::DistilBert(m) => m.classify(pooled),
+            Self::Longformer(m) => m.classifier.classify(pooled),
+            Self::ModernBert(m) => m.classify(pooled),
+        }
+    }
+
+    /// Width of [`Self::pooled`].
+    pub fn pooled_size(&self) -> usize {
+        match self {
+            Self::Bert(m) => m.classifier.weight.dims()[0],
+            Self::Roberta(m) => m.classifier.out_proj.weight.dims()[0],
+            Self::DistilBert(m) => m.classifier.weight.dims()[0],
+            Self::Longformer(m) => m.classifier.out_proj.weight.dims()[0],
+            Self::ModernBert(m) => m.classifier.weight.dims()[0],
         }
     }
 }

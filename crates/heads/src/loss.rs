@@ -73,6 +73,26 @@ pub fn bce_with_logits(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
         .neg()
 }
 
+/// Cross-entropy against soft targets `[batch, classes]` (rows summing to 1), as
+/// `torch.nn.CrossEntropyLoss` with probability targets: with class weights `w`,
+/// `Σᵢ Σ_c w_c·yᵢc·(−log pᵢc) / Σᵢ Σ_c w_c·yᵢc` (for one-hot rows, [`weighted_cross_entropy`]);
+/// without, the mean over the batch of `Σ_c yᵢc·(−log pᵢc)`. Mixup's loss.
+pub fn soft_cross_entropy(
+    logits: Tensor<2>,
+    targets: Tensor<2>,
+    weights: Option<Tensor<1>>,
+) -> Tensor<1> {
+    let [b, k] = logits.dims();
+    let logp = log_softmax(logits, 1);
+    match weights {
+        Some(w) => {
+            let wy = targets * w.reshape([1, k]).expand([b, k]);
+            (logp * wy.clone()).sum().neg() / wy.sum()
+        }
+        None => (logp * targets).sum().neg().div_scalar(b as f64),
+    }
+}
+
 /// Mean squared error (regression).
 pub fn mse(pred: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
     (pred - targets).powi_scalar(2).mean()
@@ -110,6 +130,29 @@ mod tests {
             .mean()
             .into_scalar();
         assert!((a - b).abs() < 1e-6);
+    }
+
+    #[test]
+    fn soft_cross_entropy_of_one_hot_rows_is_cross_entropy() {
+        let d = Device::flex();
+        let logits =
+            Tensor::<2>::from_data(TensorData::from([[1.0f32, 2.0, 0.5], [0.0, 0.3, 0.0]]), &d);
+        let t = Tensor::<1, Int>::from_data(TensorData::from([1i64, 2]), &d);
+        let y = Tensor::<2>::from_data(TensorData::from([[0.0f32, 1.0, 0.0], [0.0, 0.0, 1.0]]), &d);
+        let w = Tensor::<1>::from_data(TensorData::from([1.0f32, 2.0, 3.0]), &d);
+        let a: f32 = cross_entropy(logits.clone(), t.clone()).into_scalar();
+        let b: f32 = soft_cross_entropy(logits.clone(), y.clone(), None).into_scalar();
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        let a: f32 = weighted_cross_entropy(logits.clone(), t, w.clone()).into_scalar();
+        let b: f32 = soft_cross_entropy(logits.clone(), y, Some(w)).into_scalar();
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        // A 0.3/0.7 mix is the 0.3/0.7 mix of the two losses.
+        let y0 = Tensor::<2>::from_data(TensorData::from([[0.3f32, 0.7, 0.0]]), &d);
+        let l = logits.slice([0..1, 0..3]);
+        let got: f32 = soft_cross_entropy(l.clone(), y0, None).into_scalar();
+        let z = (1f32.exp() + 2f32.exp() + 0.5f32.exp()).ln();
+        let want = 0.3 * (z - 1.0) + 0.7 * (z - 2.0);
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
     }
 
     #[test]

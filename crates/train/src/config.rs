@@ -125,6 +125,11 @@ pub struct AugmentConfig {
     /// Offline: variants per example.
     #[serde(default = "d_num_aug")]
     pub num_aug: usize,
+    /// Single-label: before training, add augmented variants of the examples of every class
+    /// smaller than the largest until each class has as many examples (cycling through the
+    /// class's examples), so rare classes are seen as often without exact duplicates.
+    #[serde(default)]
+    pub oversample: bool,
 }
 
 fn d_num_aug() -> usize {
@@ -273,6 +278,12 @@ pub struct TrainConfig {
     /// Augmentation of the training data.
     #[serde(default)]
     pub augment: Option<AugmentConfig>,
+    /// Mixup in embedding space (Zhang et al. 2018; for text, Sun et al. 2020): each batch's
+    /// pooled text vectors and its targets (one-hot, multi-hot or values) are mixed with a
+    /// shuffled copy of the batch, `λ ~ Beta(α, α)`, and the loss is the soft-label loss.
+    /// Token ids are never mixed. `None` = off.
+    #[serde(default)]
+    pub mixup_alpha: Option<f64>,
 }
 
 impl TrainConfig {
@@ -366,6 +377,19 @@ impl TrainConfig {
             return bad(format!(
                 "--class-weights must be finite and >= 0, got {w:?}"
             ));
+        }
+        if let Some(alpha) = self.mixup_alpha
+            && !(alpha.is_finite() && alpha > 0.0)
+        {
+            return bad(format!("--mixup-alpha must be > 0, got {alpha}"));
+        }
+        if self.mixup_alpha.is_some() && self.loss == LossKind::Focal {
+            return bad("--mixup-alpha and --loss focal cannot be combined (mixup uses the soft-label cross-entropy)".into());
+        }
+        if self.mixup_alpha.is_some()
+            && matches!(self.long_text, sequin_tokenize::LongText::Chunk { .. })
+        {
+            return bad("--mixup-alpha needs one row per document; it cannot be used with --long-text chunk".into());
         }
         if let Some(a) = &self.augment {
             a.pipeline

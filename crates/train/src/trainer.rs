@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
-use burn::tensor::{Bytes, Device};
+use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
 use sequin_data::{
     EncodedBatch, LabelMap, Record, length_grouped_batches, read_records, shuffled_indices,
 };
@@ -395,35 +395,68 @@ fn run_locked(
             })
             .transpose()
     };
-    // Offline augmentation: `num_aug` variants of every training example (after any
-    // validation hold-out, so validation data is never augmented).
-    if let Some(a) = cfg
-        .augment
-        .as_ref()
-        .filter(|a| a.mode == crate::config::AugmentMode::Offline)
-    {
+    // Offline augmentation: `num_aug` variants of every training example, then (optionally)
+    // variants of rare classes' examples until every class is as large as the largest. Done
+    // after any validation hold-out, so validation data is never augmented.
+    if let Some(a) = &cfg.augment {
         use rand::SeedableRng;
         let aug = sequin_augment::Augmenter::new();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xA06_0FF1);
         let n0 = train_recs.len();
         let mut idx: Vec<usize> = (0..n0).collect();
-        for i in 0..n0 {
-            for _ in 0..a.num_aug {
-                let mut v = train_recs[i].clone();
-                v.text = aug.apply(&v.text, &a.pipeline, &mut rng).text;
-                if v.text.trim().is_empty() {
-                    continue;
-                }
-                train_recs.push(v);
+        let mut add = |i: usize, recs: &mut Vec<Record>, idx: &mut Vec<usize>| {
+            let mut v = recs[i].clone();
+            v.text = aug.apply(&v.text, &a.pipeline, &mut rng).text;
+            if !v.text.trim().is_empty() {
+                recs.push(v);
                 idx.push(i);
             }
+        };
+        if a.mode == crate::config::AugmentMode::Offline && a.num_aug > 0 {
+            for i in 0..n0 {
+                for _ in 0..a.num_aug {
+                    add(i, &mut train_recs, &mut idx);
+                }
+            }
+            eprintln!(
+                "augmentation: {} training examples from {n0} ({} variants each)",
+                train_recs.len(),
+                a.num_aug
+            );
+        }
+        if a.oversample {
+            let Targets::Classes(ids) = &train_targets else {
+                return Err(TrainError::Config(
+                    "augmentation oversampling needs single-label data".into(),
+                ));
+            };
+            let mut members = vec![Vec::new(); labels.len()];
+            for i in 0..n0 {
+                members[ids[i]].push(i);
+            }
+            let mut count = vec![0usize; labels.len()];
+            for &i in &idx {
+                count[ids[i]] += 1;
+            }
+            let most = count.iter().copied().max().unwrap_or(0);
+            let before = train_recs.len();
+            for (c, m) in members.iter().enumerate() {
+                // Bounded tries: a text that augments to nothing is skipped.
+                for j in 0..(most - count[c]) * 2 {
+                    if m.is_empty() || count[c] >= most {
+                        break;
+                    }
+                    let n = train_recs.len();
+                    add(m[j % m.len()], &mut train_recs, &mut idx);
+                    count[c] += train_recs.len() - n;
+                }
+            }
+            eprintln!(
+                "augmentation: {} variants of rare classes' examples added (every class now {most})",
+                train_recs.len() - before
+            );
         }
         train_targets = train_targets.select(&idx);
-        eprintln!(
-            "augmentation: {} training examples from {n0} ({} variants each)",
-            train_recs.len(),
-            a.num_aug
-        );
     }
     let val = match split_val {
         Some(v) => Some(v),
@@ -756,27 +789,61 @@ fn run_locked(
             };
             let mut b = EncodedBatch::new_long(&tokenizer, &recs, ids, opts, cfg.long_text, &ad)?;
             let class_ids = b.labels.take();
-            let logits = doc_logits(&model, b, cfg.aggregate);
-            let loss = match (&batch_targets, class_ids) {
-                (Targets::Classes(_), Some(ids)) => match (cfg.loss, &weights_tensor) {
-                    (crate::config::LossKind::Focal, w) => {
-                        loss::focal(logits, ids, cfg.focal_gamma, w.clone())
+            let loss = if let Some(alpha) = cfg.mixup_alpha {
+                // Mixup on the pooled text vectors, never on token ids.
+                let (lambda, perm) = mixup_draw(alpha, cfg.seed, epoch, state.batch, chunk.len());
+                let pooled = model.pooled(b.input_ids, Some(b.token_type_ids), Some(b.pad_mask));
+                let perm_t = Tensor::<1, Int>::from_data(
+                    TensorData::from(
+                        perm.iter()
+                            .map(|&i| i as i64)
+                            .collect::<Vec<_>>()
+                            .as_slice(),
+                    ),
+                    &ad,
+                );
+                let mixed = pooled.clone().mul_scalar(lambda)
+                    + pooled.select(0, perm_t).mul_scalar(1.0 - lambda);
+                let logits = model.classify(mixed);
+                let y = EncodedBatch::float_targets(
+                    &mix_targets(&batch_targets, labels.len(), lambda, &perm),
+                    &ad,
+                );
+                match &batch_targets {
+                    Targets::Classes(_) => {
+                        loss::soft_cross_entropy(logits, y, weights_tensor.clone())
                     }
-                    (_, Some(w)) => loss::weighted_cross_entropy(logits, ids, w.clone()),
-                    (_, None) => loss::cross_entropy(logits, ids),
-                },
-                (Targets::MultiHot(rows), _) => {
-                    let y = EncodedBatch::float_targets(rows, &ad);
-                    match &weights_tensor {
+                    Targets::MultiHot(_) => match &weights_tensor {
                         Some(w) => loss::bce_with_logits_pos_weight(logits, y, w.clone()).mean(),
                         None => loss::bce_with_logits(logits, y),
+                    },
+                    Targets::Values(_) => loss::mse(logits, y),
+                }
+            } else {
+                let logits = doc_logits(&model, b, cfg.aggregate);
+                match (&batch_targets, class_ids) {
+                    (Targets::Classes(_), Some(ids)) => match (cfg.loss, &weights_tensor) {
+                        (crate::config::LossKind::Focal, w) => {
+                            loss::focal(logits, ids, cfg.focal_gamma, w.clone())
+                        }
+                        (_, Some(w)) => loss::weighted_cross_entropy(logits, ids, w.clone()),
+                        (_, None) => loss::cross_entropy(logits, ids),
+                    },
+                    (Targets::MultiHot(rows), _) => {
+                        let y = EncodedBatch::float_targets(rows, &ad);
+                        match &weights_tensor {
+                            Some(w) => {
+                                loss::bce_with_logits_pos_weight(logits, y, w.clone()).mean()
+                            }
+                            None => loss::bce_with_logits(logits, y),
+                        }
                     }
+                    (Targets::Values(v), _) => {
+                        let rows: Vec<Vec<f32>> = v.iter().map(|&x| vec![x]).collect();
+                        loss::mse(logits, EncodedBatch::float_targets(&rows, &ad))
+                    }
+                    (Targets::Classes(_), None) => unreachable!("class ids were given"),
                 }
-                (Targets::Values(v), _) => {
-                    let rows: Vec<Vec<f32>> = v.iter().map(|&x| vec![x]).collect();
-                    loss::mse(logits, EncodedBatch::float_targets(&rows, &ad))
-                }
-                (Targets::Classes(_), None) => unreachable!("class ids were given"),
             };
             let loss_val: f32 = loss.clone().into_scalar();
             if !loss_val.is_finite() {
@@ -1154,6 +1221,52 @@ fn best_metric(cfg: &TrainConfig, problem: ProblemType) -> &str {
 }
 
 /// The learning rate of the base group at a step (for the record).
+/// Mixup's draw for one batch: `λ ~ Beta(α, α)` and a permutation of the batch, from an RNG
+/// seeded by the run seed, the epoch and the batch (so a resumed run draws the same).
+fn mixup_draw(alpha: f64, seed: u64, epoch: usize, batch: usize, n: usize) -> (f64, Vec<usize>) {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    use rand_distr::Distribution;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+        seed ^ 0x4D49_5855_5000_0000
+            ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ (batch as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9),
+    );
+    let lambda = rand_distr::Beta::new(alpha, alpha)
+        .expect("alpha > 0 was validated")
+        .sample(&mut rng);
+    let mut perm: Vec<usize> = (0..n).collect();
+    perm.shuffle(&mut rng);
+    (lambda, perm)
+}
+
+/// Targets mixed as mixup mixes inputs: `λ·y + (1 − λ)·y[perm]`, as rows of floats (one-hot for
+/// classes, multi-hot, or one value).
+fn mix_targets(t: &Targets, k: usize, lambda: f64, perm: &[usize]) -> Vec<Vec<f32>> {
+    let rows: Vec<Vec<f32>> = match t {
+        Targets::Classes(ids) => ids
+            .iter()
+            .map(|&c| {
+                let mut r = vec![0.0; k];
+                r[c] = 1.0;
+                r
+            })
+            .collect(),
+        Targets::MultiHot(rows) => rows.clone(),
+        Targets::Values(v) => v.iter().map(|&x| vec![x]).collect(),
+    };
+    let l = lambda as f32;
+    rows.iter()
+        .zip(perm)
+        .map(|(a, &j)| {
+            a.iter()
+                .zip(&rows[j])
+                .map(|(x, y)| l * x + (1.0 - l) * y)
+                .collect()
+        })
+        .collect()
+}
+
 fn scheduler_lr(cfg: &TrainConfig, warmup: usize, total: usize, step: usize) -> f64 {
     crate::optim::schedule(
         cfg.lr_scheduler,
