@@ -245,6 +245,7 @@ fn chunked_documents_are_saved_and_aggregated() {
             let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &device);
             let l: Vec<f32> = c
                 .model
+                .text
                 .forward(ids, None, None)
                 .into_data()
                 .try_into_vec_as()

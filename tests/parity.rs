@@ -19,6 +19,7 @@ fn records(fx: &serde_json::Value) -> Vec<Record> {
             text_pair: i["text_pair"].as_str().map(String::from),
             label: None,
             labels: None,
+            features: Vec::new(),
         })
         .collect()
 }
@@ -148,9 +149,10 @@ fn batched_logits_at(c: &Classifier, fx: &serde_json::Value, max_length: usize) 
         pad_to_multiple_of: Some(8),
     };
     let b = EncodedBatch::new(&c.tokenizer, &refs, None, opts, &device).unwrap();
-    let logits: Tensor<2> = c
-        .model
-        .forward(b.input_ids, Some(b.token_type_ids), Some(b.pad_mask));
+    let logits: Tensor<2> =
+        c.model
+            .text
+            .forward(b.input_ids, Some(b.token_type_ids), Some(b.pad_mask));
     logits.into_data().try_into_vec_as().unwrap()
 }
 
@@ -371,7 +373,7 @@ fn longformer_custom_global_mask_matches_transformers() {
     for name in ["longformer", "longformer-b"] {
         let fx = read_json(&fixture(&format!("{name}.json")));
         let c = Classifier::load(&fixture(&format!("{name}-tiny-cls")), &Device::flex()).unwrap();
-        let SequenceClassifier::Longformer(m) = &c.model else {
+        let SequenceClassifier::Longformer(m) = &c.model.text else {
             panic!("{name} did not load as Longformer")
         };
         let device = Device::flex();

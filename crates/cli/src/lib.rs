@@ -114,6 +114,7 @@ fn augment(a: AugmentArgs) -> Result<usize> {
         text_pair: a.columns.text_pair_column.clone(),
         label: (!a.no_label).then(|| a.label_column.clone()),
         label_columns: Vec::new(),
+        features: Vec::new(),
     };
     let records = sequin_data::read_records(&a.input, &cols)?;
     let aug = sequin_augment::Augmenter::new().with_protected(a.protect.clone());
@@ -442,6 +443,36 @@ struct TrainArgs {
     /// every class is as large as the largest. Alone, it adds nothing else.
     #[arg(long)]
     oversample: bool,
+    /// Numeric metadata columns (comma-separated), fused with the text (see --fusion).
+    #[arg(long, value_delimiter = ',', help_heading = "Metadata")]
+    numeric_columns: Vec<String>,
+    /// Categorical metadata columns: a vocabulary fitted on --train (values seen fewer than
+    /// --min-category-count times, and unseen ones, share a rare/unknown bucket) and an
+    /// embedding per column.
+    #[arg(long, value_delimiter = ',', help_heading = "Metadata")]
+    categorical_columns: Vec<String>,
+    /// Date metadata columns (yyyy-mm-dd...): year, month, day of week and days since the
+    /// earliest training date become numeric features.
+    #[arg(long, value_delimiter = ',', help_heading = "Metadata")]
+    date_columns: Vec<String>,
+    /// Numeric transform, fitted on --train: standard, log1p+standard (counts, long tails)
+    /// or quantile-normal [default: standard]. Nulls get the training mean plus a missing
+    /// indicator; NaN is an error.
+    #[arg(long, value_parser = ["standard", "log1p+standard", "quantile-normal"], help_heading = "Metadata")]
+    numeric_transform: Option<String>,
+    /// Least training count for a category to get its own id [default: 2].
+    #[arg(long, help_heading = "Metadata")]
+    min_category_count: Option<usize>,
+    /// Embedding width of each categorical column [default: min(50, round(1.6·n^0.56))].
+    #[arg(long, help_heading = "Metadata")]
+    category_embedding_dim: Option<usize>,
+    /// How metadata joins the pooled text vector: text-only (ignore it), concat (project to
+    /// the hidden size and concatenate), mlp-concat, gating (Rahman et al. 2020), attention
+    /// (the text attends over one token per feature) or weighted-sum [default: concat when
+    /// metadata columns are given]. The text model stays in HF layout; the head and the
+    /// fitted transforms are saved beside it (fusion.json, fusion.safetensors).
+    #[arg(long, value_parser = ["text-only", "concat", "mlp-concat", "gating", "attention", "weighted-sum"], help_heading = "Metadata")]
+    fusion: Option<String>,
     /// Embedding mixup: mix each batch's pooled text vectors and targets with a shuffled copy,
     /// λ ~ Beta(α, α), and train on the soft labels (0.2–0.4 is usual). Never on token ids.
     #[arg(long, value_name = "ALPHA")]
@@ -777,6 +808,38 @@ fn train_config(a: TrainArgs, base: Option<Map<String, Value>>) -> Result<TrainC
         bail!("--augment-spec and --num-aug need --augment offline or per-epoch (or --oversample)");
     }
     set!("mixup_alpha", a.mixup_alpha.map(Value::from));
+    set!("fusion", a.fusion.map(Value::from));
+    {
+        let mut f = Map::new();
+        let list = |v: &Vec<String>| (!v.is_empty()).then(|| Value::from(v.clone()));
+        set_in(&mut f, "numeric", list(&a.numeric_columns));
+        set_in(&mut f, "categorical", list(&a.categorical_columns));
+        set_in(&mut f, "date", list(&a.date_columns));
+        set_in(
+            &mut f,
+            "numeric_transform",
+            a.numeric_transform.map(Value::from),
+        );
+        set_in(
+            &mut f,
+            "min_category_count",
+            a.min_category_count.map(Value::from),
+        );
+        set_in(
+            &mut f,
+            "embedding_dim",
+            a.category_embedding_dim.map(Value::from),
+        );
+        if !f.is_empty() {
+            // Merged over a config file's `features`.
+            let entry = map
+                .entry("features")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(m) = entry {
+                m.extend(f);
+            }
+        }
+    }
     set!("aggregate", a.long.aggregate.clone().map(Value::from));
     // Defaults depend on max_length: resolve it as the run will.
     let max_length = map.get("max_length").and_then(Value::as_u64).unwrap_or(128) as usize;
@@ -869,8 +932,10 @@ fn run(cli: Cli) -> Result<()> {
                 text_pair: a.columns.text_pair_column,
                 label: Some(a.label_column),
                 label_columns: a.label_columns,
+                features: Vec::new(),
             };
             let recs = c.read(&a.data, &cols)?;
+            warn_unknown(&a.data, &c.check_features(&a.data, 1, &recs)?);
             let m = c.evaluate(&recs, &a.data, opts, a.batch_size)?;
             println!("{}", serde_json::to_string(&m)?);
         }
@@ -884,6 +949,7 @@ fn run(cli: Cli) -> Result<()> {
                 text_pair: a.columns.text_pair_column,
                 label: None,
                 label_columns: Vec::new(),
+                features: c.feature_columns(),
             };
             let function = match a.function.as_deref() {
                 Some("sigmoid") => Some(sequin_train::ScoreFunction::Sigmoid),
@@ -894,7 +960,26 @@ fn run(cli: Cli) -> Result<()> {
             // The input is read and predicted a chunk at a time, and the output streamed to a
             // temp file renamed at the end: memory does not grow with the input.
             let mut out = PredictionWriter::create(&a.output)?;
+            let mut row = 1usize;
+            let mut unknown: Vec<(String, usize)> = Vec::new();
             sequin_data::for_each_chunk(&a.input, &cols, PREDICT_CHUNK_ROWS, |recs| {
+                // Metadata cells checked with their file rows; unseen categories counted.
+                let u = c.check_features(&a.input, row, recs).map_err(|e| match e {
+                    sequin_train::TrainError::Data(d) => d,
+                    other => sequin_data::DataError::Corrupt {
+                        path: a.input.clone(),
+                        format: "input for prediction",
+                        message: other.to_string(),
+                    },
+                })?;
+                row += recs.len();
+                if unknown.is_empty() {
+                    unknown = u;
+                } else {
+                    for (acc, (_, n)) in unknown.iter_mut().zip(u) {
+                        acc.1 += n;
+                    }
+                }
                 let preds = c
                     .predict_with(recs, opts, a.batch_size, function, a.top_k)
                     .map_err(|e| sequin_data::DataError::Corrupt {
@@ -908,10 +993,22 @@ fn run(cli: Cli) -> Result<()> {
                 })
             })?;
             let n = out.finish()?;
+            warn_unknown(&a.input, &unknown);
             eprintln!("wrote {n} predictions to {}", a.output.display());
         }
     }
     Ok(())
+}
+
+/// Warns about metadata categories the model never saw in training (they were scored with the
+/// rare/unknown bucket).
+fn warn_unknown(path: &Path, unknown: &[(String, usize)]) {
+    for (col, n) in unknown.iter().filter(|(_, n)| *n > 0) {
+        eprintln!(
+            "warning: {}: {n} value(s) of `{col}` were not in the training vocabulary; they used the rare/unknown bucket",
+            path.display()
+        );
+    }
 }
 
 /// Rows read and predicted at a time by `sequin predict`.

@@ -5,10 +5,15 @@
 //! `attention_mask` (1 = token) becomes burn's pad mask (`true` = pad): [`to_pad_mask`].
 
 mod batch;
+mod features;
 mod labels;
 mod read;
 
 pub use batch::{EncodedBatch, length_grouped_batches, shuffled_indices, to_pad_mask};
+pub use features::{
+    CategoricalColumn, DateColumn, EncodedFeatures, FeatureBatch, FeatureSpec, FittedFeatures,
+    NumericColumn, NumericFit, NumericTransform,
+};
 pub use labels::LabelMap;
 pub use read::{Columns, Record, for_each_chunk, read_records};
 
@@ -72,6 +77,16 @@ pub enum DataError {
         path: PathBuf,
         /// 1-based data row number (header excluded).
         row: usize,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A feature column cannot be fitted.
+    #[error("{path}: feature `{column}`: {problem}")]
+    Feature {
+        /// The file.
+        path: PathBuf,
+        /// The column.
+        column: String,
         /// What is wrong.
         problem: String,
     },

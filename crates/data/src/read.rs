@@ -25,6 +25,9 @@ pub struct Columns {
     /// Multi-label data as one 0/1 column per label, named after the label; used instead of
     /// `label` when not empty.
     pub label_columns: Vec<String>,
+    /// Metadata (feature) columns, read as text (numbers in decimal, dates as written) into
+    /// [`Record::features`] in this order; [`crate::FeatureSpec`] parses them.
+    pub features: Vec<String>,
 }
 
 impl Default for Columns {
@@ -34,6 +37,7 @@ impl Default for Columns {
             text_pair: None,
             label: Some("label".into()),
             label_columns: Vec::new(),
+            features: Vec::new(),
         }
     }
 }
@@ -50,6 +54,8 @@ pub struct Record {
     pub label: Option<String>,
     /// A set of labels (multi-label data: a list column, or 0/1 label columns).
     pub labels: Option<Vec<String>>,
+    /// The cells of [`Columns::features`], in order, as text; `None` = null or empty.
+    pub features: Vec<Option<String>>,
 }
 
 impl Record {
@@ -60,6 +66,7 @@ impl Record {
             text_pair: None,
             label: None,
             labels: None,
+            features: Vec::new(),
         }
     }
 }
@@ -225,6 +232,41 @@ fn strings(
         .collect())
 }
 
+/// A feature column's cells as text: strings as they are, numbers in decimal (NaN as `NaN`),
+/// booleans as `true`/`false`, dates and timestamps in ISO 8601; null = `None`.
+fn feature_cells(path: &Path, name: &str, arr: &ArrayRef) -> Result<Vec<Option<String>>> {
+    let ok = matches!(
+        arr.data_type(),
+        DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Boolean
+            | DataType::Date32
+            | DataType::Date64
+            | DataType::Timestamp(..)
+    ) || arr.data_type().is_numeric()
+        || matches!(arr.data_type(), DataType::Dictionary(..));
+    let bad = |found: String| DataError::ColumnType {
+        path: path.to_path_buf(),
+        column: name.into(),
+        found,
+        expected: "a string, number, boolean or date column (a feature)",
+    };
+    if !ok {
+        return Err(bad(arr.data_type().to_string()));
+    }
+    let as_str = arrow::compute::cast(arr, &DataType::Utf8)
+        .map_err(|e| bad(format!("{} ({e})", arr.data_type())))?;
+    let s = as_str.as_string::<i32>();
+    Ok((0..s.len())
+        .map(|i| {
+            s.is_valid(i)
+                .then(|| s.value(i).to_string())
+                .filter(|v| !v.is_empty())
+        })
+        .collect())
+}
+
 /// Where the columns a [`Columns`] names are in a file.
 struct ColumnIndices {
     text: usize,
@@ -233,6 +275,8 @@ struct ColumnIndices {
     label: Option<usize>,
     /// The 0/1 label columns.
     flags: Vec<usize>,
+    /// The feature columns.
+    features: Vec<usize>,
 }
 
 impl ColumnIndices {
@@ -253,6 +297,11 @@ impl ColumnIndices {
                 .label_columns
                 .iter()
                 .map(|c| idx(c, "label"))
+                .collect::<Result<_>>()?,
+            features: cols
+                .features
+                .iter()
+                .map(|c| idx(c, "feature"))
                 .collect::<Result<_>>()?,
         })
     }
@@ -367,12 +416,16 @@ fn read_parquet(path: &Path, cols: &Columns, emit: &mut Emit<'_>) -> Result<()> 
         pair: pair_i,
         label: label_i,
         flags: flag_is,
+        features: feat_is,
     } = ColumnIndices::resolve(cols, idx)?;
-    let wanted: Vec<usize> = [Some(text_i), pair_i, label_i]
+    let mut wanted: Vec<usize> = [Some(text_i), pair_i, label_i]
         .into_iter()
         .flatten()
         .chain(flag_is.iter().copied())
+        .chain(feat_is.iter().copied())
         .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
     let mask = ProjectionMask::roots(builder.parquet_schema(), wanted.clone());
     let reader = builder
         .with_projection(mask)
@@ -410,6 +463,11 @@ fn read_parquet(path: &Path, cols: &Columns, emit: &mut Emit<'_>) -> Result<()> 
                 .collect();
             Some(flag_columns(path, &cols.label_columns, &arrays, n)?)
         };
+        let feats: Vec<Vec<Option<String>>> = feat_is
+            .iter()
+            .zip(&cols.features)
+            .map(|(&i, name)| feature_cells(path, name, batch.column(pos(i))))
+            .collect::<Result<_>>()?;
         for (r, text) in texts.into_iter().enumerate() {
             n += 1;
             let row = n;
@@ -427,6 +485,7 @@ fn read_parquet(path: &Path, cols: &Columns, emit: &mut Emit<'_>) -> Result<()> 
                     (_, Some(f)) => Some(f[r].clone()),
                     _ => None,
                 },
+                features: feats.iter().map(|c| c[r].clone()).collect(),
             })?;
         }
     }
@@ -455,6 +514,7 @@ fn read_csv(path: &Path, cols: &Columns, delim: u8, emit: &mut Emit<'_>) -> Resu
         pair: pair_i,
         label: label_i,
         flags: flag_is,
+        features: feat_is,
     } = ColumnIndices::resolve(cols, idx)?;
     for (row, rec) in rdr.records().enumerate() {
         let rec = rec.map_err(|e| DataError::BadRow {
@@ -479,6 +539,7 @@ fn read_csv(path: &Path, cols: &Columns, delim: u8, emit: &mut Emit<'_>) -> Resu
             text_pair: pair_i.and_then(get),
             label: label_i.and_then(get),
             labels,
+            features: feat_is.iter().map(|&i| get(i)).collect(),
         })?;
     }
     Ok(())
@@ -607,6 +668,14 @@ fn read_jsonl(path: &Path, cols: &Columns, emit: &mut Emit<'_>) -> Result<()> {
             },
             label,
             labels,
+            features: cols
+                .features
+                .iter()
+                .map(|c| match obj.get(c) {
+                    Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+                    _ => json_field(path, row, &obj, c, true),
+                })
+                .collect::<Result<_>>()?,
         })?;
     }
     Ok(())

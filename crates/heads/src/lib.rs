@@ -5,7 +5,10 @@
 
 #![allow(non_snake_case)]
 
+pub mod fusion;
 pub mod loss;
+
+pub use fusion::{FusionConfig, FusionHead, FusionMethod};
 
 use burn::module::{Module, Param};
 use burn::nn::LayerNorm;
@@ -579,6 +582,57 @@ impl SequenceClassifier {
             Self::DistilBert(m) => m.classifier.weight.dims()[0],
             Self::Longformer(m) => m.classifier.out_proj.weight.dims()[0],
             Self::ModernBert(m) => m.classifier.weight.dims()[0],
+        }
+    }
+}
+
+/// A text classifier with optional metadata fusion: without a fusion head it is exactly the
+/// HF model (`text`); with one, the fusion head reads `text`'s pooled vector and the metadata,
+/// and `text`'s own final layer is not used.
+#[derive(Module, Debug)]
+pub struct Classifier {
+    /// The HF sequence classifier (saved in HF layout).
+    pub text: SequenceClassifier,
+    /// The fusion head, when the model takes metadata.
+    pub fusion: Option<FusionHead>,
+}
+
+impl Classifier {
+    /// A text-only classifier.
+    pub fn text_only(text: SequenceClassifier) -> Self {
+        Self { text, fusion: None }
+    }
+
+    /// Number of output logits.
+    pub fn num_labels(&self) -> usize {
+        match &self.fusion {
+            Some(f) => f.num_labels(),
+            None => self.text.num_labels(),
+        }
+    }
+
+    /// Logits for a batch.
+    ///
+    /// # Shapes
+    /// - input_ids, token_type_ids, pad_mask (true = pad): `[batch, seq]`
+    /// - numeric: `[batch, numeric_width]`, categorical: `[batch, columns]` (used only with a
+    ///   fusion head)
+    /// - output: `[batch, num_labels]`
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Option<Tensor<2, Int>>,
+        pad_mask: Option<Tensor<2, Bool>>,
+        numeric: Option<Tensor<2>>,
+        categorical: Option<Tensor<2, Int>>,
+    ) -> Tensor<2> {
+        match &self.fusion {
+            None => self.text.forward(input_ids, token_type_ids, pad_mask),
+            Some(f) => f.forward(
+                self.text.pooled(input_ids, token_type_ids, pad_mask),
+                numeric,
+                categorical,
+            ),
         }
     }
 }

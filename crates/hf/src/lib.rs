@@ -15,9 +15,9 @@ mod resolve;
 mod save;
 
 pub use config::{ArchConfig, HfConfig, LabelNames, SUPPORTED_MODEL_TYPES};
-pub use load::{LoadReport, load_classifier};
+pub use load::{LoadReport, load_classifier, load_fusion_weights};
 pub use resolve::{ResolveOptions, resolve, resolve_with};
-pub use save::{save_classifier_folder, write_atomic};
+pub use save::{save_classifier_folder, save_fusion_weights, write_atomic};
 
 use std::path::PathBuf;
 

@@ -472,3 +472,38 @@ fn apply_error(path: &Path, e: &ApplyError) -> HfError {
         },
     }
 }
+
+/// Loads a fusion head's weights (as [`crate::save_fusion_weights`] wrote them) into `head`,
+/// failing on a missing, unexpected or wrongly shaped tensor.
+pub fn load_fusion_weights(
+    path: &Path,
+    head: sequin_heads::FusionHead,
+) -> Result<sequin_heads::FusionHead> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    SafeTensors::deserialize(&bytes).map_err(|e| HfError::Weights {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let mut head = head;
+    let mut store = SafetensorsStore::from_bytes(Some(bytes)).allow_partial(true);
+    let result = head.load_from(&mut store).map_err(|e| HfError::Weights {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    if let Some(e) = result.errors.first() {
+        return Err(apply_error(path, e));
+    }
+    if !result.missing.is_empty() {
+        return Err(HfError::Missing {
+            path: path.to_path_buf(),
+            tensors: result.missing.iter().map(|(p, _)| p.clone()).collect(),
+        });
+    }
+    if !result.unused.is_empty() {
+        return Err(HfError::Unused {
+            path: path.to_path_buf(),
+            tensors: result.unused.clone(),
+        });
+    }
+    Ok(head)
+}

@@ -96,3 +96,28 @@ pub fn save_classifier_folder(
     write_atomic(&dir.join("tokenizer_config.json"), text.as_bytes())?;
     Ok(())
 }
+
+/// Saves a fusion head's weights as safetensors (burn's key names and layout), atomically.
+pub fn save_fusion_weights(path: &Path, head: &sequin_heads::FusionHead) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut store = SafetensorsStore::from_file(&tmp)
+        .metadata("format", "sequin-fusion")
+        .overwrite(true);
+    head.save_into(&mut store).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        HfError::Weights {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    })?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io_err(path)(e)
+        })
+}

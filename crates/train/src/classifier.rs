@@ -4,9 +4,12 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
-use sequin_data::{Columns, EncodedBatch, LabelMap, Record, read_records};
-use sequin_heads::{Aggregate, ProblemType, SequenceClassifier, aggregate_chunks};
-use sequin_hf::{HfConfig, LoadReport, load_classifier};
+use sequin_data::{Columns, EncodedBatch, FittedFeatures, LabelMap, Record, read_records};
+use sequin_heads::{Aggregate, FusionConfig, ProblemType, aggregate_chunks};
+use sequin_hf::{HfConfig, LoadReport, load_classifier, load_fusion_weights};
+
+/// The model: an HF sequence classifier, with a fusion head when it takes metadata.
+pub use sequin_heads::Classifier as Model;
 use sequin_tokenize::{EncodeOptions, LongText, Tokenizer};
 use serde::{Deserialize, Serialize};
 
@@ -131,11 +134,19 @@ pub const POLICY_FILE: &str = "sequin.json";
 
 /// Logits per document of a batch: chunk rows are aggregated.
 pub(crate) fn doc_logits(
-    model: &SequenceClassifier,
+    model: &Model,
     b: EncodedBatch,
     aggregate: Aggregate,
+    meta: Option<sequin_data::FeatureBatch>,
 ) -> Tensor<2> {
-    let logits = model.forward(b.input_ids, Some(b.token_type_ids), Some(b.pad_mask));
+    let (numeric, categorical) = meta.map_or((None, None), |m| (m.numeric, m.categorical));
+    let logits = model.forward(
+        b.input_ids,
+        Some(b.token_type_ids),
+        Some(b.pad_mask),
+        numeric,
+        categorical,
+    );
     match &b.chunks {
         Some(chunks) => aggregate_chunks(logits, chunks, aggregate),
         None => logits,
@@ -145,29 +156,54 @@ pub(crate) fn doc_logits(
 /// Inference logits per document, with bounded memory however long the documents are: every
 /// document becomes its rows under `policy` (one, or its windows), the rows go through the
 /// model at most `batch_size` at a time, and each document's window logits are aggregated.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn infer_docs(
-    model: &SequenceClassifier,
+    model: &Model,
     tokenizer: &Tokenizer,
     records: &[&Record],
     opts: EncodeOptions,
     policy: &InputPolicy,
     batch_size: usize,
     device: &Device,
+    features: Option<&FittedFeatures>,
 ) -> Result<Vec<Vec<f32>>> {
     let mut rows = Vec::with_capacity(records.len());
     let mut counts = Vec::with_capacity(records.len());
-    for r in records {
+    // The document of every row (its windows share its metadata).
+    let mut row_doc = Vec::with_capacity(records.len());
+    for (d, r) in records.iter().enumerate() {
         let e = tokenizer
             .encode_long(&r.text, r.text_pair.as_deref(), opts, policy.long_text)
             .map_err(sequin_data::DataError::from)?;
         counts.push(e.len());
+        row_doc.extend(std::iter::repeat_n(d, e.len()));
         rows.extend(e);
     }
+    let meta = match (features, &model.fusion) {
+        (Some(f), Some(_)) => Some((f, f.encode(Path::new("input"), 1, records)?)),
+        _ => None,
+    };
     let mut row_logits: Vec<Vec<f32>> = Vec::with_capacity(rows.len());
-    for part in rows.chunks(batch_size.max(1)) {
+    for (part, docs) in rows
+        .chunks(batch_size.max(1))
+        .zip(row_doc.chunks(batch_size.max(1)))
+    {
         let refs: Vec<_> = part.iter().collect();
         let b = EncodedBatch::from_rows(tokenizer, &refs, opts.pad_to_multiple_of, device);
-        let logits = model.forward(b.input_ids, Some(b.token_type_ids), Some(b.pad_mask));
+        let (numeric, categorical) = match &meta {
+            Some((f, enc)) => {
+                let m = f.batch(enc, docs, device);
+                (m.numeric, m.categorical)
+            }
+            None => (None, None),
+        };
+        let logits = model.forward(
+            b.input_ids,
+            Some(b.token_type_ids),
+            Some(b.pad_mask),
+            numeric,
+            categorical,
+        );
         let k = logits.dims()[1];
         let flat: Vec<f32> = logits.into_data().try_into_vec_as().expect("f32 logits");
         row_logits.extend(flat.chunks(k).map(<[f32]>::to_vec));
@@ -194,7 +230,9 @@ pub(crate) fn infer_docs(
 /// A sequence classifier with its tokenizer and label names, ready for inference.
 pub struct Classifier {
     /// The model (inference mode: dropout off, no autodiff).
-    pub model: SequenceClassifier,
+    pub model: Model,
+    /// The fitted metadata transforms, when the model takes metadata.
+    pub features: Option<FittedFeatures>,
     /// Its tokenizer.
     pub tokenizer: Tokenizer,
     /// Class names in id order.
@@ -225,7 +263,7 @@ pub(crate) fn length_order(records: &[Record]) -> Vec<usize> {
 impl Classifier {
     /// Loads a sequence-classification folder (as sequin or transformers saved it).
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        let (model, config, report) = load_classifier(dir, None, device)?;
+        let (model, config, report, fusion) = load_model(dir, None, device)?;
         let tokenizer = Tokenizer::from_dir(dir)?;
         crate::check_vocab(&tokenizer, &config)?;
         let n = model.num_labels();
@@ -236,6 +274,7 @@ impl Classifier {
         let policy = read_policy(dir, &config)?;
         Ok(Self {
             model: model.valid(),
+            features: fusion.map(|f| f.features),
             tokenizer,
             labels: LabelMap::new(names),
             config,
@@ -247,8 +286,10 @@ impl Classifier {
     }
 
     /// Wraps an in-memory model.
+    #[allow(clippy::too_many_arguments)]
     pub fn from_parts(
-        model: SequenceClassifier,
+        model: Model,
+        features: Option<FittedFeatures>,
         tokenizer: Tokenizer,
         labels: LabelMap,
         config: HfConfig,
@@ -258,6 +299,7 @@ impl Classifier {
     ) -> Self {
         Self {
             model: model.valid(),
+            features,
             tokenizer,
             labels,
             config,
@@ -302,6 +344,7 @@ impl Classifier {
                 &policy,
                 batch_size,
                 &self.device,
+                self.features.as_ref(),
             )?;
             for (l, &i) in logits.into_iter().zip(chunk) {
                 out[i] = l;
@@ -420,13 +463,109 @@ impl Classifier {
             &policy,
             batch_size,
             &self.device,
+            self.features.as_ref(),
         )
     }
 
-    /// Reads a data file with these columns.
+    /// Reads a data file with these columns (and the model's metadata columns), checking the
+    /// metadata cells.
     pub fn read(&self, path: &Path, cols: &Columns) -> Result<Vec<Record>> {
-        read_records(path, cols).map_err(TrainError::from)
+        let cols = Columns {
+            features: self.feature_columns(),
+            ..cols.clone()
+        };
+        let records = read_records(path, &cols)?;
+        self.check_features(path, 1, &records)?;
+        Ok(records)
     }
+
+    /// The metadata columns the model reads (empty for a text-only model).
+    pub fn feature_columns(&self) -> Vec<String> {
+        self.features
+            .as_ref()
+            .map(FittedFeatures::columns)
+            .unwrap_or_default()
+    }
+
+    /// Checks the metadata cells of records read from `path` (`first_row`: the 1-based row of
+    /// `records[0]`), failing on a bad cell, and reports categories the model never saw: they
+    /// go to the rare/unknown bucket. Returns the count of unknown values per column.
+    pub fn check_features(
+        &self,
+        path: &Path,
+        first_row: usize,
+        records: &[Record],
+    ) -> Result<Vec<(String, usize)>> {
+        let Some(f) = &self.features else {
+            return Ok(Vec::new());
+        };
+        let refs: Vec<&Record> = records.iter().collect();
+        let enc = f.encode(path, first_row, &refs)?;
+        Ok(f.categorical
+            .iter()
+            .zip(enc.unknown)
+            .map(|(c, n)| (c.column.clone(), n))
+            .collect())
+    }
+}
+
+/// `fusion.json` in a model folder: the fusion head's shape and the fitted metadata transforms.
+/// The head's weights are in `fusion.safetensors`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FusionFile {
+    /// Format version (1).
+    pub version: u32,
+    /// The head.
+    pub fusion: FusionConfig,
+    /// The transforms, fitted on the training data.
+    pub features: FittedFeatures,
+}
+
+/// The file name of [`FusionFile`].
+pub const FUSION_FILE: &str = "fusion.json";
+/// The file name of the fusion head's weights.
+pub const FUSION_WEIGHTS: &str = "fusion.safetensors";
+
+/// Loads a model folder: the HF classifier, and the fusion head when `fusion.json` is there.
+pub fn load_model(
+    dir: &Path,
+    num_labels: Option<usize>,
+    device: &Device,
+) -> Result<(Model, HfConfig, LoadReport, Option<FusionFile>)> {
+    let (text, config, report) = load_classifier(dir, num_labels, device)?;
+    let path = dir.join(FUSION_FILE);
+    let file: Option<FusionFile> = match std::fs::read_to_string(&path) {
+        Ok(s) => Some(serde_json::from_str(&s).map_err(|e| {
+            TrainError::Config(format!("{}: invalid fusion settings: {e}", path.display()))
+        })?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(TrainError::Config(format!("{}: {e}", path.display())));
+        }
+    };
+    let fusion = match &file {
+        Some(f) => {
+            let bad = |m: String| TrainError::Config(format!("{}: {m}", path.display()));
+            if f.fusion.text_size != text.pooled_size() {
+                return Err(bad(format!(
+                    "the fusion head reads a {}-wide text vector, but the model's is {}",
+                    f.fusion.text_size,
+                    text.pooled_size()
+                )));
+            }
+            if f.fusion.numeric_width != f.features.numeric_width()
+                || f.fusion.categorical != f.features.categorical_dims()
+            {
+                return Err(bad(
+                    "the fusion head's input widths do not match its fitted features".into(),
+                ));
+            }
+            let head = f.fusion.init(device);
+            Some(load_fusion_weights(&dir.join(FUSION_WEIGHTS), head)?)
+        }
+        None => None,
+    };
+    Ok((Model { text, fusion }, config, report, file))
 }
 
 fn read_policy(dir: &Path, config: &HfConfig) -> Result<InputPolicy> {
@@ -456,7 +595,7 @@ fn read_policy(dir: &Path, config: &HfConfig) -> Result<InputPolicy> {
 /// per-label counts, or regression sums) and a loss sum are kept, not the predictions.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn evaluate_model(
-    model: &SequenceClassifier,
+    model: &Model,
     tokenizer: &Tokenizer,
     records: &[Record],
     targets: &Targets,
@@ -464,6 +603,7 @@ pub(crate) fn evaluate_model(
     policy: &InputPolicy,
     batch_size: usize,
     device: &Device,
+    features: Option<&FittedFeatures>,
 ) -> Result<Report> {
     let opts = EncodeOptions {
         max_length: policy.max_length,
@@ -486,7 +626,9 @@ pub(crate) fn evaluate_model(
     for chunk in chunks {
         pb.inc(1);
         let recs: Vec<&Record> = chunk.iter().map(|&i| &records[i]).collect();
-        let logits = infer_docs(model, tokenizer, &recs, opts, policy, batch_size, device)?;
+        let logits = infer_docs(
+            model, tokenizer, &recs, opts, policy, batch_size, device, features,
+        )?;
         match targets.select(chunk) {
             Targets::Classes(ids) => {
                 let mut probs = Vec::with_capacity(logits.len() * k);
@@ -538,12 +680,13 @@ pub(crate) fn evaluate_model(
 
 /// Sigmoid probabilities `[n][k]` of records, in order (for threshold tuning).
 pub(crate) fn sigmoid_probs(
-    model: &SequenceClassifier,
+    model: &Model,
     tokenizer: &Tokenizer,
     records: &[Record],
     policy: &InputPolicy,
     batch_size: usize,
     device: &Device,
+    features: Option<&FittedFeatures>,
 ) -> Result<Vec<Vec<f32>>> {
     let opts = EncodeOptions {
         max_length: policy.max_length,
@@ -552,7 +695,9 @@ pub(crate) fn sigmoid_probs(
     let mut out = Vec::with_capacity(records.len());
     for chunk in records.chunks(batch_size.max(1)) {
         let recs: Vec<&Record> = chunk.iter().collect();
-        for l in infer_docs(model, tokenizer, &recs, opts, policy, batch_size, device)? {
+        for l in infer_docs(
+            model, tokenizer, &recs, opts, policy, batch_size, device, features,
+        )? {
             out.push(ScoreFunction::Sigmoid.apply(&l));
         }
     }

@@ -284,6 +284,13 @@ pub struct TrainConfig {
     /// Token ids are never mixed. `None` = off.
     #[serde(default)]
     pub mixup_alpha: Option<f64>,
+    /// Metadata columns and their transforms (fitted on the training data only).
+    #[serde(default)]
+    pub features: sequin_data::FeatureSpec,
+    /// How metadata is fused with the text; `None`: `concat` when metadata columns are given,
+    /// else text only.
+    #[serde(default)]
+    pub fusion: Option<sequin_heads::FusionMethod>,
 }
 
 impl TrainConfig {
@@ -391,6 +398,34 @@ impl TrainConfig {
         {
             return bad("--mixup-alpha needs one row per document; it cannot be used with --long-text chunk".into());
         }
+        if self.fusion_method().is_some() && self.mixup_alpha.is_some() {
+            return bad("--mixup-alpha cannot be combined with metadata fusion".into());
+        }
+        if self.fusion_method().is_some() && self.features.is_empty() {
+            return bad("--fusion needs metadata columns (--numeric-columns, --categorical-columns or --date-columns)".into());
+        }
+        if self.fusion_method().is_some()
+            && matches!(self.long_text, sequin_tokenize::LongText::Chunk { .. })
+        {
+            return bad("metadata fusion needs one row per document; it cannot be used with --long-text chunk".into());
+        }
+        {
+            let cols = self.feature_columns();
+            let mut seen = std::collections::HashSet::new();
+            for c in &cols {
+                if !seen.insert(c) {
+                    return bad(format!("feature column `{c}` is given twice"));
+                }
+                if *c == self.text_column
+                    || Some(c) == self.text_pair_column.as_ref()
+                    || *c == self.label_column
+                {
+                    return bad(format!(
+                        "feature column `{c}` is also the text or label column"
+                    ));
+                }
+            }
+        }
         if let Some(a) = &self.augment {
             a.pipeline
                 .validate()
@@ -405,6 +440,20 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// The metadata columns, in reading order.
+    pub fn feature_columns(&self) -> Vec<String> {
+        self.features.columns()
+    }
+
+    /// The fusion method in effect (`None`: a plain text classifier).
+    pub fn fusion_method(&self) -> Option<sequin_heads::FusionMethod> {
+        match (self.fusion, self.features.is_empty()) {
+            (Some(sequin_heads::FusionMethod::TextOnly), _) | (None, true) => None,
+            (Some(m), _) => Some(m),
+            (None, false) => Some(sequin_heads::FusionMethod::Concat),
+        }
+    }
+
     /// Data columns.
     pub fn columns(&self) -> sequin_data::Columns {
         sequin_data::Columns {
@@ -412,6 +461,7 @@ impl TrainConfig {
             text_pair: self.text_pair_column.clone(),
             label: Some(self.label_column.clone()),
             label_columns: self.label_columns.clone(),
+            features: self.feature_columns(),
         }
     }
 }

@@ -16,7 +16,10 @@ mod progress;
 mod trainer;
 pub mod tune;
 
-pub use classifier::{Classifier, InputPolicy, LabelScore, POLICY_FILE, Prediction, ScoreFunction};
+pub use classifier::{
+    Classifier, FUSION_FILE, FUSION_WEIGHTS, FusionFile, InputPolicy, LabelScore, Model,
+    POLICY_FILE, Prediction, ScoreFunction, load_model,
+};
 pub use config::TrainConfig;
 pub use config::{BEST_METRICS, LrSchedule};
 pub use metrics::{ClassReport, Confusion, EvalMetrics, Report, RocAccumulator};

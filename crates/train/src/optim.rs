@@ -104,7 +104,7 @@ pub fn lr_groups<M: Module>(
     let is_head = |path: &str| {
         // Top-level fields other than the backbone, plus BERT's pooler. (The visitor may or
         // may not name the root module: look at the first two components.)
-        let in_backbone = path.split('.').take(2).any(|c| {
+        let in_backbone = path.split('.').take(4).any(|c| {
             matches!(
                 c,
                 "bert" | "roberta" | "distilbert" | "longformer" | "model"

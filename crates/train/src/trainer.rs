@@ -23,13 +23,13 @@ use sequin_data::{
     EncodedBatch, LabelMap, Record, length_grouped_batches, read_records, shuffled_indices,
 };
 use sequin_encoders::common::{dropout_position, restore_dropout, seed_dropout};
-use sequin_heads::{ProblemType, SequenceClassifier, loss};
-use sequin_hf::{HfConfig, load_classifier, resolve, save_classifier_folder, write_atomic};
+use sequin_heads::{FusionConfig, ProblemType, loss};
+use sequin_hf::{HfConfig, resolve, save_classifier_folder, save_fusion_weights, write_atomic};
 use sequin_tokenize::{EncodeOptions, Tokenizer};
 use serde::{Deserialize, Serialize};
 
 use crate::classifier::{
-    Classifier, InputPolicy, POLICY_FILE, Targets, doc_logits, evaluate_model, sigmoid_probs,
+    Classifier, InputPolicy, Model, POLICY_FILE, Targets, doc_logits, evaluate_model, sigmoid_probs,
 };
 use crate::metrics::EvalMetrics;
 use crate::optim::{adamw, clip_global_norm, lr_groups, module_scheduler, stable_param_ids};
@@ -341,6 +341,11 @@ fn run_locked(
     let tokenizer = Tokenizer::from_dir(&model_dir)?;
 
     let mut train_recs = read(&cfg.train, cfg)?;
+    let fusion_method = cfg.fusion_method();
+    if fusion_method.is_some() {
+        // Every metadata cell checked with its file row (the fit below sees a subset).
+        cfg.features.fit(&cfg.train, &train_recs)?;
+    }
     // The problem type: as asked, else multi-label when the labels are sets.
     let problem = cfg.problem_type.unwrap_or(
         // (Decided by the first row: a later row of the other kind is then the error.)
@@ -394,6 +399,12 @@ fn run_locked(
                 Ok((r, t))
             })
             .transpose()
+    };
+    // Metadata transforms, fitted on the training examples only (before augmentation, which
+    // only copies them).
+    let fitted = match fusion_method {
+        Some(_) => Some(cfg.features.fit(&cfg.train, &train_recs)?),
+        None => None,
     };
     // Offline augmentation: `num_aug` variants of every training example, then (optionally)
     // variants of rare classes' examples until every class is as large as the largest. Done
@@ -463,10 +474,68 @@ fn run_locked(
         None => labelled(&cfg.validation)?,
     };
     let test = labelled(&cfg.test)?;
+    // Metadata of every split, encoded once (checking val/test cells with their file rows).
+    let train_meta = match &fitted {
+        Some(f) => {
+            let refs: Vec<&Record> = train_recs.iter().collect();
+            Some(f.encode(&cfg.train, 1, &refs)?)
+        }
+        None => None,
+    };
+    if let Some(f) = &fitted {
+        for (path, split) in [(&cfg.validation, &val), (&cfg.test, &test)] {
+            if let (Some(p), Some((recs, _))) = (path, split) {
+                let refs: Vec<&Record> = recs.iter().collect();
+                let enc = f.encode(p, 1, &refs)?;
+                for (c, n) in f.categorical.iter().zip(&enc.unknown) {
+                    if *n > 0 {
+                        eprintln!(
+                            "note: {}: {n} value(s) of `{}` not in the training vocabulary (rare/unknown bucket)",
+                            p.display(),
+                            c.column
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     let ad = device.clone().autodiff();
     ad.seed(cfg.seed);
-    let (model, base_config, report) = load_classifier(&model_dir, Some(labels.len()), &ad)?;
+    let (model, base_config, report, saved_fusion) =
+        crate::classifier::load_model(&model_dir, Some(labels.len()), &ad)?;
+    let fusion_config = match (&fitted, fusion_method) {
+        (Some(f), Some(method)) => Some(FusionConfig {
+            method,
+            text_size: model.text.pooled_size(),
+            numeric_width: f.numeric_width(),
+            categorical: f.categorical_dims(),
+            num_labels: labels.len(),
+            dropout: 0.1,
+            gating_beta: 0.2,
+        }),
+        _ => None,
+    };
+    let model = match (&fusion_config, resume.is_some()) {
+        // A resumed run's checkpoint holds the head.
+        (Some(fc), true) => {
+            if saved_fusion.as_ref().map(|f| &f.fusion) != Some(fc) {
+                return Err(TrainError::Resume(format!(
+                    "{}: the checkpoint's fusion head does not match the run's options",
+                    model_dir.display()
+                )));
+            }
+            model
+        }
+        (Some(fc), false) => sequin_heads::Classifier {
+            text: model.text,
+            fusion: Some(fc.init(&ad)),
+        },
+        (None, _) => sequin_heads::Classifier {
+            text: model.text,
+            fusion: None,
+        },
+    };
     if cfg.max_length > base_config.arch.max_length() {
         return Err(TrainError::Config(format!(
             "--max-length {} exceeds the {} positions the model's max_position_embeddings allows",
@@ -604,7 +673,7 @@ fn run_locked(
         aggregate: cfg.aggregate,
         thresholds: None,
     };
-    let eval_on = |m: &SequenceClassifier, recs: &[Record], t: &Targets| {
+    let eval_on = |m: &Model, recs: &[Record], t: &Targets| {
         evaluate_model(
             m,
             &tokenizer,
@@ -614,13 +683,28 @@ fn run_locked(
             &policy,
             cfg.eval_batch_size,
             device,
+            fitted.as_ref(),
         )
         .map(|r| r.summary)
     };
-    let save_folder = |dir: &Path, m: &SequenceClassifier| -> Result<()> {
+    let save_folder = |dir: &Path, m: &Model| -> Result<()> {
+        if let (Some(head), Some(fc), Some(f)) = (&m.fusion, &fusion_config, &fitted) {
+            save_fusion_weights(&dir.join(crate::classifier::FUSION_WEIGHTS), head)?;
+            let file = crate::classifier::FusionFile {
+                version: 1,
+                fusion: fc.clone(),
+                features: f.clone(),
+            };
+            write_atomic(
+                &dir.join(crate::classifier::FUSION_FILE),
+                serde_json::to_string_pretty(&file)
+                    .expect("json")
+                    .as_bytes(),
+            )?;
+        }
         save_classifier_folder(
             dir,
-            m,
+            &m.text,
             &base_config,
             labels.names(),
             problem,
@@ -641,7 +725,7 @@ fn run_locked(
 
     let session = Instant::now();
     let seconds_before = state.train_seconds;
-    let mut accumulator = GradientsAccumulator::<SequenceClassifier>::new();
+    let mut accumulator = GradientsAccumulator::<Model>::new();
     let mut in_accum = 0usize;
     let mut t_epoch = Instant::now();
     let mut seen_session = 0usize;
@@ -651,7 +735,7 @@ fn run_locked(
     let augmenter = sequin_augment::Augmenter::new();
 
     // One evaluation and checkpoint, with the cursor already pointing past the last step.
-    let eval_point = |model: &SequenceClassifier,
+    let eval_point = |model: &Model,
                       optim: &burn::optim::ModuleOptimizer,
                       state: &mut TrainerState,
                       train_loss: f64|
@@ -792,7 +876,10 @@ fn run_locked(
             let loss = if let Some(alpha) = cfg.mixup_alpha {
                 // Mixup on the pooled text vectors, never on token ids.
                 let (lambda, perm) = mixup_draw(alpha, cfg.seed, epoch, state.batch, chunk.len());
-                let pooled = model.pooled(b.input_ids, Some(b.token_type_ids), Some(b.pad_mask));
+                let pooled =
+                    model
+                        .text
+                        .pooled(b.input_ids, Some(b.token_type_ids), Some(b.pad_mask));
                 let perm_t = Tensor::<1, Int>::from_data(
                     TensorData::from(
                         perm.iter()
@@ -804,7 +891,7 @@ fn run_locked(
                 );
                 let mixed = pooled.clone().mul_scalar(lambda)
                     + pooled.select(0, perm_t).mul_scalar(1.0 - lambda);
-                let logits = model.classify(mixed);
+                let logits = model.text.classify(mixed);
                 let y = EncodedBatch::float_targets(
                     &mix_targets(&batch_targets, labels.len(), lambda, &perm),
                     &ad,
@@ -820,7 +907,11 @@ fn run_locked(
                     Targets::Values(_) => loss::mse(logits, y),
                 }
             } else {
-                let logits = doc_logits(&model, b, cfg.aggregate);
+                let meta = match (&fitted, &train_meta) {
+                    (Some(f), Some(enc)) => Some(f.batch(enc, chunk, &ad)),
+                    _ => None,
+                };
+                let logits = doc_logits(&model, b, cfg.aggregate, meta);
                 match (&batch_targets, class_ids) {
                     (Targets::Classes(_), Some(ids)) => match (cfg.loss, &weights_tensor) {
                         (crate::config::LossKind::Focal, w) => {
@@ -965,14 +1056,22 @@ fn run_locked(
     state.train_seconds = seconds_before + session.elapsed().as_secs_f64();
 
     // The kept weights, as written (the same bytes whichever session wrote them).
-    let (kept, _, _) = load_classifier(&cfg.output, Some(labels.len()), device)?;
+    let (kept, _, _, _) = crate::classifier::load_model(&cfg.output, Some(labels.len()), device)?;
     let best = state.best.expect("at least one evaluation ran");
     // Multi-label: per-label thresholds chosen on validation data, saved with the model.
     if problem == ProblemType::MultiLabelClassification
         && cfg.tune_thresholds
         && let Some((r, Targets::MultiHot(truth))) = &val
     {
-        let probs = sigmoid_probs(&kept, &tokenizer, r, &policy, cfg.eval_batch_size, device)?;
+        let probs = sigmoid_probs(
+            &kept,
+            &tokenizer,
+            r,
+            &policy,
+            cfg.eval_batch_size,
+            device,
+            fitted.as_ref(),
+        )?;
         let t = crate::metrics::tune_thresholds(&probs, truth);
         eprintln!(
             "thresholds tuned on validation: {}",
@@ -1003,6 +1102,7 @@ fn run_locked(
             &policy,
             cfg.eval_batch_size,
             device,
+            fitted.as_ref(),
         )
     };
     let test_report = match &test {
@@ -1060,6 +1160,7 @@ fn run_locked(
     )?;
     let classifier = Classifier::from_parts(
         kept,
+        fitted,
         tokenizer,
         labels,
         base_config_for(&cfg.output)?,
@@ -1308,9 +1409,9 @@ fn write_checkpoint(
     cfg: &TrainConfig,
     state: &mut TrainerState,
     score: Option<f64>,
-    model: &SequenceClassifier,
+    model: &Model,
     optim: &burn::optim::ModuleOptimizer,
-    save_folder: &dyn Fn(&Path, &SequenceClassifier) -> Result<()>,
+    save_folder: &dyn Fn(&Path, &Model) -> Result<()>,
 ) -> Result<()> {
     let root = cfg.output.join(CHECKPOINTS);
     std::fs::create_dir_all(&root).map_err(io(&root))?;
