@@ -6,4 +6,5 @@
 mod bad_input;
 mod common;
 mod e2e;
+mod fusion;
 mod parity;
