@@ -238,6 +238,11 @@ fn bert_model_without_prefix_matches_hidden_states() {
 fn minilm_real_weights_match_hidden_states() {
     let dir = root().join("models/all-MiniLM-L6-v2");
     if !dir.join("model.safetensors").is_file() {
+        // `cargo xtask test` (the README's test command) fetches it and requires it.
+        assert!(
+            std::env::var_os("SEQUIN_REQUIRE_MINILM").is_none(),
+            "models/all-MiniLM-L6-v2 is missing"
+        );
         eprintln!(
             "models/all-MiniLM-L6-v2 not fetched: run `cargo xtask fetch-model`; not checked"
         );

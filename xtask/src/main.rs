@@ -286,6 +286,30 @@ fn bench(root: &Path, quick: bool, backends: &[Backend], setup_peer: bool) -> Re
             backend.feature(),
         ]))?;
         let exe = root.join("target/release/sequin-bench");
+        // The data pipeline alone (tokenize + batch amazon-food's training split), which must
+        // feed at least 10x what training consumes.
+        let mut data = Vec::new();
+        for _ in 0..repeats {
+            let r = json_line(
+                Command::new(&exe)
+                    .args([
+                        "--mode",
+                        "data",
+                        "--seq-len",
+                        "128",
+                        "--batch",
+                        "32",
+                        "--steps",
+                        "2",
+                    ])
+                    .arg("--data")
+                    .arg(root.join("datasets/amazon-food/train.parquet"))
+                    .arg("--tokenizer")
+                    .arg(&model),
+            )?;
+            data.push(r["samples_per_s"].as_f64().unwrap_or(f64::NAN));
+        }
+        let data_sps = median(data);
         for &shape in shapes {
             let (train_steps, infer_steps) = match (quick, shape) {
                 (true, _) => (4, 8),
@@ -353,6 +377,8 @@ fn bench(root: &Path, quick: bool, backends: &[Backend], setup_peer: bool) -> Re
                 "infer_ratio": ratio(g("infer"), g("peer_infer")),
                 "rss_ratio": ratio(g("rss"), g("peer_rss")),
                 "flops_formula": extra["flops_formula"],
+                "data_samples_per_s": data_sps,
+                "data_over_train": ratio(Some(data_sps), g("train")),
                 "threads": threads,
                 "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
             }));
@@ -384,6 +410,16 @@ fn bench(root: &Path, quick: bool, backends: &[Backend], setup_peer: bool) -> Re
             f(&r["gflops_train"]),
         );
     }
+    for r in &rows {
+        md += &format!(
+            "\n{} / {}: data pipeline (tokenize + batch amazon-food, seq 128, batch 32) {} samples/s = {}x training",
+            r["shape"].as_str().unwrap_or(""),
+            r["backend"].as_str().unwrap_or(""),
+            f(&r["data_samples_per_s"]),
+            f(&r["data_over_train"]),
+        );
+    }
+    md.push('\n');
     std::fs::write(dir.join("results.md"), &md)?;
     println!("{md}");
     println!(
@@ -415,6 +451,7 @@ fn cargo_test(root: &Path, args: &[String]) -> Result<()> {
         .current_dir(root)
         .args(["test", "--workspace"])
         .args(args)
+        .env("SEQUIN_REQUIRE_MINILM", "1")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("cannot start cargo test")?;
@@ -498,9 +535,9 @@ fn main() -> Result<()> {
             eprintln!("model folder: {RUN_DIR}");
         }
         Cmd::Test { args } => {
-            if let Err(e) = fetch_model() {
-                eprintln!("warning: {e:#}; the real-weights parity test will be skipped");
-            }
+            // The real-weights parity test needs the model: fetching it is part of the tests.
+            fetch_model()
+                .context("cannot fetch all-MiniLM-L6-v2 for the real-weights parity test")?;
             cargo_test(&root, &args)?;
         }
         Cmd::CudaSetup => cuda_setup()?,

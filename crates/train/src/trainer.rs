@@ -844,10 +844,13 @@ fn run_locked(
                 .filter(|a| a.mode == crate::config::AugmentMode::PerEpoch)
             {
                 // A fresh variant per example and epoch, from an RNG seeded by both.
+                // In parallel (each example has its own RNG, so the result does not depend on
+                // the threads).
                 Some(a) => {
                     use rand::SeedableRng;
+                    use rayon::prelude::*;
                     augmented = chunk
-                        .iter()
+                        .par_iter()
                         .map(|&i| {
                             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
                                 cfg.seed
