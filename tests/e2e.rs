@@ -1137,11 +1137,21 @@ fn augment_every_dataset() {
         ("bbc-news", "label"),
         ("sotu", "label"),
         ("movie-genres", "labels"),
+        ("drug-reviews", "label"),
     ] {
         let input = dataset(name, "validation");
         let cols = sequin_data::Columns {
             label: Some(label.into()),
             ..Default::default()
+        };
+        // Metadata columns travel with the variants.
+        let cols = sequin_data::Columns {
+            features: sequin_data::column_names(&input)
+                .unwrap()
+                .into_iter()
+                .filter(|c| c != "text" && c != label)
+                .collect(),
+            ..cols
         };
         let n = sequin_data::read_records(&input, &cols).unwrap().len();
         for (ext, seed) in [("parquet", "1"), ("jsonl", "1"), ("jsonl", "2")] {
@@ -1170,6 +1180,9 @@ fn augment_every_dataset() {
                 );
                 for v in &rows[3 * i..3 * i + 3] {
                     assert_eq!((&v.label, &v.labels), (&o.label, &o.labels));
+                    if ext == "parquet" || o.features.iter().all(Option::is_some) {
+                        assert_eq!(v.features, o.features, "{name}: metadata not carried over");
+                    }
                 }
             }
         }

@@ -52,7 +52,8 @@ enum Cmd {
 
 #[derive(Args)]
 struct AugmentArgs {
-    /// Data file to augment (.parquet, .csv, .tsv, .jsonl).
+    /// Data file to augment (.parquet, .csv, .tsv, .jsonl). Columns other than the text and
+    /// label ones (metadata) are copied to every variant, as text.
     #[arg(long)]
     input: PathBuf,
     /// Output file (.parquet, .csv or .jsonl).
@@ -109,13 +110,24 @@ fn augment_spec(spec: &str) -> Result<sequin_augment::Pipeline> {
 fn augment(a: AugmentArgs) -> Result<usize> {
     use rand::SeedableRng;
     let pipeline = augment_spec(&a.spec)?;
-    let cols = Columns {
+    let mut cols = Columns {
         text: a.columns.text_column.clone(),
         text_pair: a.columns.text_pair_column.clone(),
         label: (!a.no_label).then(|| a.label_column.clone()),
         label_columns: Vec::new(),
         features: Vec::new(),
     };
+    // Every other column (metadata) is carried over to the variants, as text.
+    cols.features = sequin_data::column_names(&a.input)?
+        .into_iter()
+        .filter(|c| {
+            *c != cols.text
+                && Some(c) != cols.text_pair.as_ref()
+                && Some(c) != cols.label.as_ref()
+                && c != "source_row"
+                && c != "augmentation"
+        })
+        .collect();
     let records = sequin_data::read_records(&a.input, &cols)?;
     let aug = sequin_augment::Augmenter::new().with_protected(a.protect.clone());
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed);
@@ -174,6 +186,9 @@ fn write_augmented(
                     };
                     m.insert(l.into(), v);
                 }
+                for (c, v) in cols.features.iter().zip(&r.features) {
+                    m.insert(c.clone(), v.clone().into());
+                }
                 m.insert("source_row".into(), (*src).into());
                 m.insert("augmentation".into(), ops.clone().into());
                 out.extend(serde_json::to_vec(&m)?);
@@ -194,6 +209,7 @@ fn write_augmented(
             let mut header = vec![cols.text.as_str()];
             header.extend(pair);
             header.extend(label);
+            header.extend(cols.features.iter().map(String::as_str));
             header.extend(["source_row", "augmentation"]);
             w.write_record(&header)?;
             for (src, ops, r) in rows {
@@ -204,6 +220,7 @@ fn write_augmented(
                 if label.is_some() {
                     rec.push(r.label.clone().unwrap_or_default());
                 }
+                rec.extend(r.features.iter().map(|v| v.clone().unwrap_or_default()));
                 rec.push(src.to_string());
                 rec.push(ops.clone());
                 w.write_record(&rec)?;
@@ -217,7 +234,12 @@ fn write_augmented(
             let mut label_lists = ListBuilder::new(StringBuilder::new());
             let mut src_col = UInt64Builder::new();
             let mut ops_col = StringBuilder::new();
+            let mut extra: Vec<StringBuilder> =
+                cols.features.iter().map(|_| StringBuilder::new()).collect();
             for (src, ops, r) in rows {
+                for (b, v) in extra.iter_mut().zip(&r.features) {
+                    b.append_option(v.as_deref());
+                }
                 text.append_value(&r.text);
                 pairs.append_option(r.text_pair.as_deref());
                 labels.append_option(r.label.as_deref());
@@ -244,6 +266,9 @@ fn write_augmented(
                 } else {
                     columns.push((l, Arc::new(labels.finish())));
                 }
+            }
+            for (c, mut b) in cols.features.iter().zip(extra) {
+                columns.push((c.as_str(), Arc::new(b.finish())));
             }
             columns.push(("source_row", Arc::new(src_col.finish())));
             columns.push(("augmentation", Arc::new(ops_col.finish())));

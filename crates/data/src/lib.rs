@@ -15,7 +15,7 @@ pub use features::{
     NumericColumn, NumericFit, NumericTransform,
 };
 pub use labels::LabelMap;
-pub use read::{Columns, Record, for_each_chunk, read_records};
+pub use read::{Columns, Record, column_names, for_each_chunk, read_records};
 
 use std::path::PathBuf;
 

@@ -147,6 +147,54 @@ pub fn for_each_chunk(
     Ok(())
 }
 
+/// The column names of a data file: the Parquet schema, the CSV/TSV header, or the keys of the
+/// first JSONL object.
+pub fn column_names(path: &Path) -> Result<Vec<String>> {
+    match format_of(path)? {
+        Format::Parquet => {
+            let b = ParquetRecordBatchReaderBuilder::try_new(open(path)?)
+                .map_err(|e| corrupt(path, "Parquet")(e.to_string()))?;
+            Ok(b.schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect())
+        }
+        Format::Csv(delim) => {
+            let mut rdr = csv::ReaderBuilder::new()
+                .delimiter(delim)
+                .from_reader(open(path)?);
+            Ok(rdr
+                .headers()
+                .map_err(|e| corrupt(path, "CSV")(e.to_string()))?
+                .iter()
+                .map(String::from)
+                .collect())
+        }
+        Format::Jsonl => {
+            let reader = BufReader::new(open(path)?);
+            for line in reader.lines() {
+                let line = line.map_err(|source| DataError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                return match serde_json::from_str::<Value>(&line) {
+                    Ok(Value::Object(o)) => Ok(o.keys().cloned().collect()),
+                    _ => Err(corrupt(path, "JSONL")(
+                        "the first line is not a JSON object".into(),
+                    )),
+                };
+            }
+            Err(DataError::Empty {
+                path: path.to_path_buf(),
+            })
+        }
+    }
+}
+
 fn check_record(path: &Path, cols: &Columns, row: usize, r: &Record) -> Result<()> {
     if r.text.trim().is_empty() {
         return Err(DataError::BadRow {
