@@ -7,12 +7,13 @@ datasets/amazon-food/train.parquet with seeds 1, 2, 3, fine-tune all-MiniLM-L6-v
 
   none       plain fine-tuning
   offline    EDA, 4 variants per example added once (--augment offline --num-aug 4)
+  offline-random  the same, with random instead of length-grouped batches
   per-epoch  EDA, a fresh variant of every example each epoch (--augment per-epoch)
   mixup      embedding mixup on the pooled vectors, alpha 0.4 (--mixup-alpha 0.4)
 
 Every variant gets the same number of optimizer steps: offline's 5x larger training set gets
-a fifth of the epochs. No validation file (the final weights are tested, as nothing is
-selected), the full 1,000-row test split, lr 5e-5, batch 16, max_length 128, warmup 0.1.
+a fifth of the epochs. Batches are length-grouped (sequin's default) except in
+offline-random. No validation file (the final weights are tested, as nothing is selected), the full 1,000-row test split, lr 5e-5, batch 16, max_length 128, warmup 0.1.
 
 Usage (needs pandas and pyarrow, e.g. the .peer venv, and a release build of sequin):
   cargo build --release -p sequin-cli --bin sequin
@@ -34,6 +35,9 @@ EPOCHS = {100: 10, 300: 5}
 VARIANTS = {
     "none": [],
     "offline": ["--augment", "offline", "--num-aug", "4"],
+    # The same without length-grouped batches (an example's variants have similar lengths,
+    # so grouping by length tends to put them in one batch).
+    "offline-random": ["--augment", "offline", "--num-aug", "4", "--no-group-by-length"],
     "per-epoch": ["--augment", "per-epoch"],
     "mixup": ["--mixup-alpha", "0.4"],
 }
@@ -75,7 +79,7 @@ def main() -> None:
                 if (n, seed, variant) in done:
                     continue
                 run_dir = out / f"{variant}-{n}-seed{seed}"
-                epochs = EPOCHS[n] // 5 if variant == "offline" else EPOCHS[n]
+                epochs = EPOCHS[n] // 5 if variant.startswith("offline") else EPOCHS[n]
                 cmd = [
                     args.sequin, "train", "--model", args.model, "--train", str(train),
                     "--test", str(ROOT / "datasets/amazon-food/test.parquet"),
