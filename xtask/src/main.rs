@@ -386,6 +386,20 @@ fn bench(root: &Path, quick: bool, backends: &[Backend], setup_peer: bool) -> Re
     }
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir)?;
+    // End to end on real data (full bench, CPU): one training epoch on amazon-food with dynamic
+    // padding, and prediction over its test split, beside transformers' Trainer.
+    let epoch = if quick || !backends.contains(&Backend::Cpu) {
+        None
+    } else {
+        Some(real_data_epoch(
+            root,
+            &model,
+            peer_ok.then_some(py.as_path()),
+        )?)
+    };
+    if let Some(e) = &epoch {
+        rows.push(e.clone());
+    }
     std::fs::write(
         dir.join("results.json"),
         serde_json::to_string_pretty(&rows)?,
@@ -410,7 +424,21 @@ fn bench(root: &Path, quick: bool, backends: &[Backend], setup_peer: bool) -> Re
             f(&r["gflops_train"]),
         );
     }
-    for r in &rows {
+    if let Some(e) = &epoch {
+        md += &format!(
+            "\namazon-food, 1 epoch (3,575 reviews, batch 32, max_length 128, dynamic padding): sequin {} s, Trainer {} s (ratio {}); test accuracy {} vs {}; sequin predict over the 1,000 test reviews {} s\n",
+            f(&e["epoch_train_s"]),
+            f(&e["peer_epoch_train_s"]),
+            f(&e["epoch_speed_ratio"]),
+            f(&e["test_accuracy"]),
+            f(&e["peer_test_accuracy"]),
+            f(&e["predict_test_s"]),
+        );
+    }
+    for r in rows
+        .iter()
+        .filter(|r| r.get("data_samples_per_s").is_some())
+    {
         md += &format!(
             "\n{} / {}: data pipeline (tokenize + batch amazon-food, seq 128, batch 32) {} samples/s = {}x training",
             r["shape"].as_str().unwrap_or(""),
@@ -427,6 +455,70 @@ fn bench(root: &Path, quick: bool, backends: &[Backend], setup_peer: bool) -> Re
     );
     println!("written: target/bench/results.json, target/bench/results.md");
     Ok(())
+}
+
+/// One epoch of the main job's training (release, CPU) and a prediction pass over the test
+/// split, timed, beside `hf_finetune.py --epochs 1` when the peer is available.
+fn real_data_epoch(root: &Path, model: &Path, py: Option<&Path>) -> Result<serde_json::Value> {
+    use serde_json::json;
+    run(Command::new(env!("CARGO")).current_dir(root).args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "sequin-cli",
+        "--bin",
+        "sequin",
+    ]))?;
+    let exe = root.join("target/release/sequin");
+    let data = root.join("datasets/amazon-food");
+    let out = root.join("target/bench/epoch-run");
+    let _ = std::fs::remove_dir_all(&out);
+    run(Command::new(&exe)
+        .arg("train")
+        .arg("--model")
+        .arg(model)
+        .arg("--train")
+        .arg(data.join("train.parquet"))
+        .arg("--test")
+        .arg(data.join("test.parquet"))
+        .arg("--output")
+        .arg(&out)
+        .args(["--epochs", "1"]))?;
+    let run_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json"))?)?;
+    let t0 = std::time::Instant::now();
+    run(Command::new(&exe)
+        .arg("predict")
+        .arg("--model")
+        .arg(&out)
+        .arg("--input")
+        .arg(data.join("test.parquet"))
+        .arg("--output")
+        .arg(out.join("predictions.jsonl")))?;
+    let predict_s = t0.elapsed().as_secs_f64();
+    let peer = match py {
+        Some(py) => Some(json_line(
+            Command::new(py)
+                .arg(root.join("../shared/bench/hf_finetune.py"))
+                .arg("--model")
+                .arg(root.join(".peer/minilm-l6"))
+                .arg("--data")
+                .arg(&data)
+                .args(["--epochs", "1"]),
+        )?),
+        None => None,
+    };
+    let ours = run_json["summary"]["train_seconds"].as_f64();
+    let theirs = peer.as_ref().and_then(|p| p["train_wall_s"].as_f64());
+    Ok(json!({
+        "shape": "minilm-l6 amazon-food epoch", "backend": "cpu",
+        "epoch_train_s": ours, "peer_epoch_train_s": theirs,
+        "epoch_speed_ratio": ours.zip(theirs).map(|(o, t)| (t / o * 100.0).round() / 100.0),
+        "test_accuracy": run_json["summary"]["test"]["accuracy"],
+        "peer_test_accuracy": peer.as_ref().map(|p| p["test_accuracy"].clone()),
+        "predict_test_s": predict_s,
+    }))
 }
 
 fn peer() -> Result<PathBuf> {
