@@ -304,8 +304,8 @@ fn fusion_model_reloads_in_a_fresh_process_with_identical_logits() {
     );
 }
 
-/// Bad metadata: a missing column, words in a numeric column, NaN, a null where training had
-/// none, a bad date; each names the file, row and column.
+/// Bad metadata: a missing column, words in a numeric column, ±inf, a null or NaN where
+/// training had none, a bad date; each names the file, row and column.
 #[test]
 fn bad_metadata_is_reported_with_row_and_column() {
     let tmp = tempfile::tempdir().unwrap();
@@ -359,13 +359,13 @@ fn bad_metadata_is_reported_with_row_and_column() {
         e.contains("words.csv") && e.contains("row 2") && e.contains("`n`") && e.contains("`many`"),
         "{e}"
     );
-    let nan = write(
-        "nan.csv",
-        "text,n,c,d,label\nfine,NaN,x,2020-01-01,a\nbad,2,y,2020-01-02,b\n",
+    let inf = write(
+        "inf.csv",
+        "text,n,c,d,label\nfine,-inf,x,2020-01-01,a\nbad,2,y,2020-01-02,b\n",
     );
-    let e = train(&nan, &meta);
+    let e = train(&inf, &meta);
     assert!(
-        e.contains("row 1") && e.contains("NaN") && e.contains("null"),
+        e.contains("row 1") && e.contains("-inf") && e.contains("finite"),
         "{e}"
     );
     let date = write(
@@ -414,6 +414,16 @@ fn bad_metadata_is_reported_with_row_and_column() {
     let e = predict(&null);
     assert!(
         e.contains("row 2") && e.contains("`n`") && e.contains("no missing values in training"),
+        "{e}"
+    );
+    // NaN (pandas' missing float) where training had no missing value.
+    let nan = write(
+        "nan.csv",
+        "text,n,c,d\nfine,1,x,2020-01-01\nok,2,x,2020-01-01\nbad,NaN,x,2020-01-01\n",
+    );
+    let e = predict(&nan);
+    assert!(
+        e.contains("row 3") && e.contains("`n`") && e.contains("NaN"),
         "{e}"
     );
     assert!(!Path::new(&pred).exists(), "a failed predict left output");

@@ -11,8 +11,9 @@
 //! - Categorical: a vocabulary of the values seen at least `min_category_count` times in
 //!   training; id 0 is the bucket for rare, unseen and (when null was rare) null values.
 //!
-//! NaN and infinite numbers are rejected (write missing values as null), and so is a null in a
-//! column that had none in training: the model has no missing indicator for it.
+//! A null, an empty cell and NaN (pandas' missing float) are all missing values. A missing
+//! value in a column that had none in training is rejected at eval/predict time, naming the
+//! row and column: the model has no missing indicator for it. ±inf is always rejected.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -204,12 +205,15 @@ fn number(path: &Path, row: usize, col: &str, cell: Option<&str>) -> Result<Cell
             )
         })?,
     };
+    if v.is_nan() {
+        return Ok(Cell::Missing);
+    }
     if !v.is_finite() {
         return Err(bad(
             path,
             row,
             format!(
-                "feature `{col}` is {s}; expected a finite number (write a missing value as null or an empty cell)"
+                "feature `{col}` is {s}; expected a finite number (a missing value is null, empty or NaN)"
             ),
         ));
     }
@@ -531,7 +535,7 @@ impl FittedFeatures {
                 path,
                 row,
                 format!(
-                    "feature `{col}` is null, but it had no missing values in training, so the model has no missing indicator for it"
+                    "feature `{col}` is missing (null, empty or NaN), but it had no missing values in training, so the model has no missing indicator for it"
                 ),
             )
         };
@@ -679,15 +683,23 @@ mod tests {
     fn bad_cells_name_the_row_and_column() {
         let p = Path::new("x.parquet");
         let s = spec(NumericTransform::Standard);
+        let inf = vec![
+            rec(&[Some("1"), Some("a"), Some("2020-01-01")]),
+            rec(&[Some("inf"), Some("a"), Some("2020-01-01")]),
+        ];
+        let e = s.fit(p, &inf).unwrap_err().to_string();
+        assert!(
+            e.contains("row 2") && e.contains("`n`") && e.contains("inf"),
+            "{e}"
+        );
+        // NaN in training is a missing value: filled, with an indicator.
         let nan = vec![
             rec(&[Some("1"), Some("a"), Some("2020-01-01")]),
             rec(&[Some("NaN"), Some("a"), Some("2020-01-01")]),
         ];
-        let e = s.fit(p, &nan).unwrap_err().to_string();
-        assert!(
-            e.contains("row 2") && e.contains("`n`") && e.contains("NaN"),
-            "{e}"
-        );
+        let fit = s.fit(p, &nan).unwrap();
+        assert!(fit.numeric[0].missing_indicator);
+        assert_eq!(fit.numeric[0].fit.fill, 1.0);
         let word = vec![rec(&[Some("many"), Some("a"), Some("2020-01-01")])];
         let e = s.fit(p, &word).unwrap_err().to_string();
         assert!(
@@ -702,6 +714,12 @@ mod tests {
         let fit = s.fit(p, &ok).unwrap();
         let null = rec(&[None, Some("a"), Some("2020-01-01")]);
         let e = fit.encode(p, 7, &[&null]).unwrap_err().to_string();
+        assert!(
+            e.contains("row 7") && e.contains("no missing values in training"),
+            "{e}"
+        );
+        let nan = rec(&[Some("NaN"), Some("a"), Some("2020-01-01")]);
+        let e = fit.encode(p, 7, &[&nan]).unwrap_err().to_string();
         assert!(
             e.contains("row 7") && e.contains("no missing values in training"),
             "{e}"
