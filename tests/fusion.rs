@@ -438,3 +438,107 @@ fn bad_metadata_is_reported_with_row_and_column() {
             .contains("\"label\"")
     );
 }
+
+/// A fusion run killed after its first checkpoint resumes to the same weights (text and head)
+/// as an uninterrupted run.
+#[test]
+fn killed_fusion_run_resumes_bit_identically() {
+    const CHILD: &str = "SEQUIN_FUSION_KILL_CHILD";
+    if let Ok(args) = std::env::var(CHILD) {
+        let args: Vec<String> = serde_json::from_str(&args).unwrap();
+        let mut all = vec!["sequin".to_string()];
+        all.extend(args);
+        sequin_cli::run_args(all).unwrap();
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "train",
+            "--model",
+            fixture("bert-tiny-cls").to_str().unwrap(),
+            "--train",
+            dataset("drug-reviews", "train").to_str().unwrap(),
+            "--validation",
+            dataset("drug-reviews", "validation").to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--max-length",
+            "32",
+            "--max-train-samples",
+            "240",
+            "--eval-steps",
+            "10",
+            "--numeric-columns",
+            "useful_count",
+            "--categorical-columns",
+            "drug_name,condition",
+            "--date-columns",
+            "date",
+            "--fusion",
+            "attention",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let whole = tmp.path().join("whole");
+    let mut all = vec!["sequin".to_string()];
+    all.extend(args(&whole));
+    sequin_cli::run_args(all).unwrap();
+    let cut = tmp.path().join("cut");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "fusion::killed_fusion_run_resumes_bit_identically",
+            "--test-threads",
+            "1",
+        ])
+        .env(CHILD, serde_json::to_string(&args(&cut)).unwrap())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while sequin_train::list_checkpoints(&cut)
+        .last()
+        .map_or(0, |c| c.0)
+        < 20
+    {
+        assert!(t0.elapsed().as_secs() < 300, "no checkpoint appeared");
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        !cut.join("run.json").exists(),
+        "the child finished before it was killed"
+    );
+    sequin_ok(&["train", "--resume", cut.to_str().unwrap()]);
+    for file in ["model.safetensors", "fusion.safetensors"] {
+        let (a, b) = (
+            std::fs::read(whole.join(file)).unwrap(),
+            std::fs::read(cut.join(file)).unwrap(),
+        );
+        let (sa, sb) = (
+            safetensors::SafeTensors::deserialize(&a).unwrap(),
+            safetensors::SafeTensors::deserialize(&b).unwrap(),
+        );
+        let mut names = sa.names();
+        names.sort();
+        for n in names {
+            assert_eq!(
+                sa.tensor(n).unwrap().data(),
+                sb.tensor(n).unwrap().data(),
+                "{file}: {n} differs after resume"
+            );
+        }
+    }
+}
