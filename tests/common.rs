@@ -60,3 +60,28 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// In a child started by [`spawn_self`]: runs `sequin` with the arguments in the environment
+/// variable `var` and returns true. Elsewhere returns false.
+pub fn run_as_child(var: &str) -> bool {
+    let Ok(args) = std::env::var(var) else {
+        return false;
+    };
+    let args: Vec<String> = serde_json::from_str(&args).unwrap();
+    let mut all = vec!["sequin".to_string()];
+    all.extend(args);
+    sequin_cli::run_args(all).unwrap();
+    true
+}
+
+/// Starts this test binary again as a fresh process running only `test`, which must begin
+/// with `if run_as_child(var) { return; }`: the child runs `sequin args`.
+pub fn spawn_self(test: &str, var: &str, args: &[String]) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--test-threads", "1"])
+        .env(var, serde_json::to_string(args).unwrap())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}

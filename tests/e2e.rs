@@ -467,11 +467,7 @@ fn long_document_families_train_eval_and_predict() {
 #[test]
 fn killed_and_resumed_training_is_bit_identical() {
     const CHILD: &str = "SEQUIN_KILL_CHILD";
-    if let Ok(args) = std::env::var(CHILD) {
-        let args: Vec<String> = serde_json::from_str(&args).unwrap();
-        let mut all = vec!["sequin".to_string()];
-        all.extend(args);
-        sequin_cli::run_args(all).unwrap();
+    if run_as_child(CHILD) {
         return;
     }
     let tmp = std::env::temp_dir().join(format!("sequin-kill-{}", std::process::id()));
@@ -517,19 +513,11 @@ fn killed_and_resumed_training_is_bit_identical() {
     // 240 examples / 16 = 15 batches, 8 optimizer steps per epoch (the last of one batch),
     // 24 steps in all, a checkpoint every 4.
     let spawn = |a: Vec<String>| {
-        std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "e2e::killed_and_resumed_training_is_bit_identical",
-                "--test-threads",
-                "1",
-                "--nocapture",
-            ])
-            .env(CHILD, serde_json::to_string(&a).unwrap())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
+        spawn_self(
+            "e2e::killed_and_resumed_training_is_bit_identical",
+            CHILD,
+            &a,
+        )
     };
     let last_step = |dir: &std::path::Path| sequin_train::list_checkpoints(dir).last().map(|c| c.0);
     let resume_args = || {

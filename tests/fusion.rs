@@ -229,11 +229,7 @@ fn every_fusion_method_on_every_backbone_and_problem_type() {
 #[test]
 fn fusion_model_reloads_in_a_fresh_process_with_identical_logits() {
     const CHILD: &str = "SEQUIN_FUSION_CHILD";
-    if let Ok(args) = std::env::var(CHILD) {
-        let args: Vec<String> = serde_json::from_str(&args).unwrap();
-        let mut all = vec!["sequin".to_string()];
-        all.extend(args);
-        sequin_cli::run_args(all).unwrap();
+    if run_as_child(CHILD) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -276,18 +272,13 @@ fn fusion_model_reloads_in_a_fresh_process_with_identical_logits() {
         "--output".into(),
         out.to_string_lossy().into_owned(),
     ];
-    let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "fusion::fusion_model_reloads_in_a_fresh_process_with_identical_logits",
-            "--test-threads",
-            "1",
-        ])
-        .env(CHILD, serde_json::to_string(&args).unwrap())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
+    let status = spawn_self(
+        "fusion::fusion_model_reloads_in_a_fresh_process_with_identical_logits",
+        CHILD,
+        &args,
+    )
+    .wait()
+    .unwrap();
     assert!(status.success());
     let theirs: Vec<Vec<f32>> = std::fs::read_to_string(&out)
         .unwrap()
@@ -444,11 +435,7 @@ fn bad_metadata_is_reported_with_row_and_column() {
 #[test]
 fn killed_fusion_run_resumes_bit_identically() {
     const CHILD: &str = "SEQUIN_FUSION_KILL_CHILD";
-    if let Ok(args) = std::env::var(CHILD) {
-        let args: Vec<String> = serde_json::from_str(&args).unwrap();
-        let mut all = vec!["sequin".to_string()];
-        all.extend(args);
-        sequin_cli::run_args(all).unwrap();
+    if run_as_child(CHILD) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -491,18 +478,11 @@ fn killed_fusion_run_resumes_bit_identically() {
     all.extend(args(&whole));
     sequin_cli::run_args(all).unwrap();
     let cut = tmp.path().join("cut");
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "fusion::killed_fusion_run_resumes_bit_identically",
-            "--test-threads",
-            "1",
-        ])
-        .env(CHILD, serde_json::to_string(&args(&cut)).unwrap())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_self(
+        "fusion::killed_fusion_run_resumes_bit_identically",
+        CHILD,
+        &args(&cut),
+    );
     let t0 = std::time::Instant::now();
     while sequin_train::list_checkpoints(&cut)
         .last()

@@ -273,19 +273,7 @@ fn bench(root: &Path, quick: bool, backends: &[Backend], setup_peer: bool) -> Re
         .to_string();
     let mut rows = Vec::new();
     for &backend in backends {
-        run(Command::new(env!("CARGO")).current_dir(root).args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "sequin-cli",
-            "--bin",
-            "sequin-bench",
-            "--no-default-features",
-            "--features",
-            backend.feature(),
-        ]))?;
-        let exe = root.join("target/release/sequin-bench");
+        let exe = build_release(root, "sequin-bench", Some(backend.feature()))?;
         // The data pipeline alone (tokenize + batch amazon-food's training split), which must
         // feed at least 10x what training consumes.
         let mut data = Vec::new();
@@ -457,20 +445,31 @@ fn bench(root: &Path, quick: bool, backends: &[Backend], setup_peer: bool) -> Re
     Ok(())
 }
 
-/// One epoch of the main job's training (release, CPU) and a prediction pass over the test
-/// split, timed, beside `hf_finetune.py --epochs 1` when the peer is available.
-fn real_data_epoch(root: &Path, model: &Path, py: Option<&Path>) -> Result<serde_json::Value> {
-    use serde_json::json;
-    run(Command::new(env!("CARGO")).current_dir(root).args([
+/// Builds a `sequin-cli` binary in release mode (with one backend feature instead of the
+/// default, when given) and returns its path.
+fn build_release(root: &Path, bin: &str, feature: Option<&str>) -> Result<PathBuf> {
+    let mut c = Command::new(env!("CARGO"));
+    c.current_dir(root).args([
         "build",
         "--release",
         "--quiet",
         "-p",
         "sequin-cli",
         "--bin",
-        "sequin",
-    ]))?;
-    let exe = root.join("target/release/sequin");
+        bin,
+    ]);
+    if let Some(f) = feature {
+        c.args(["--no-default-features", "--features", f]);
+    }
+    run(&mut c)?;
+    Ok(root.join("target/release").join(bin))
+}
+
+/// One epoch of the main job's training (release, CPU) and a prediction pass over the test
+/// split, timed, beside `hf_finetune.py --epochs 1` when the peer is available.
+fn real_data_epoch(root: &Path, model: &Path, py: Option<&Path>) -> Result<serde_json::Value> {
+    use serde_json::json;
+    let exe = build_release(root, "sequin", None)?;
     let data = root.join("datasets/amazon-food");
     let out = root.join("target/bench/epoch-run");
     let _ = std::fs::remove_dir_all(&out);

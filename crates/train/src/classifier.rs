@@ -190,20 +190,9 @@ pub(crate) fn infer_docs(
     {
         let refs: Vec<_> = part.iter().collect();
         let b = EncodedBatch::from_rows(tokenizer, &refs, opts.pad_to_multiple_of, device);
-        let (numeric, categorical) = match &meta {
-            Some((f, enc)) => {
-                let m = f.batch(enc, docs, device);
-                (m.numeric, m.categorical)
-            }
-            None => (None, None),
-        };
-        let logits = model.forward(
-            b.input_ids,
-            Some(b.token_type_ids),
-            Some(b.pad_mask),
-            numeric,
-            categorical,
-        );
+        // (Rows, not documents: nothing to aggregate here.)
+        let meta = meta.as_ref().map(|(f, enc)| f.batch(enc, docs, device));
+        let logits = doc_logits(model, b, Aggregate::Mean, meta);
         let k = logits.dims()[1];
         let flat: Vec<f32> = logits.into_data().try_into_vec_as().expect("f32 logits");
         row_logits.extend(flat.chunks(k).map(<[f32]>::to_vec));
