@@ -222,6 +222,8 @@ fn every_fusion_method_on_every_backbone_and_problem_type() {
     assert!(summary.labels.len() > 2);
     let saved = read_json(&tmp.path().join("multi/config.json"));
     assert_eq!(saved["problem_type"], "multi_label_classification");
+    // The HF config says that the folder's predictions need the fusion head.
+    assert_eq!(saved["sequin_fusion"]["method"], "mlp-concat");
 }
 
 /// Save, then reload in a fresh process: `sequin predict` in a child process gives the logits

@@ -202,6 +202,8 @@ impl HfConfig {
         problem_type: ProblemType,
     ) -> Map<String, Value> {
         let mut out = self.raw.clone();
+        // A marker that only a fusion model's folder carries (written by sequin-train).
+        out.remove("sequin_fusion");
         out.insert(
             "architectures".into(),
             Value::Array(vec![Value::String(

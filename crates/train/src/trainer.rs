@@ -717,6 +717,28 @@ fn run_locked(
                 .expect("json")
                 .as_bytes(),
         )?;
+        if let Some(fc) = &fusion_config {
+            // Tell a transformers user that this folder's classifier is not the trained one.
+            let path = dir.join("config.json");
+            let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+            let mut config: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&text)
+                    .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
+            config.insert(
+                "sequin_fusion".into(),
+                serde_json::json!({
+                    "method": fc.method,
+                    "files": [crate::classifier::FUSION_FILE, crate::classifier::FUSION_WEIGHTS],
+                    "note": "This model fuses metadata with the text: its predictions come from the fusion head in the files above (load the folder with sequin). The encoder weights here are the fine-tuned ones; the `classifier` weights are not trained.",
+                }),
+            );
+            write_atomic(
+                &path,
+                serde_json::to_string_pretty(&config)
+                    .expect("json")
+                    .as_bytes(),
+            )?;
+        }
         Ok(())
     };
     let metric = best_metric(cfg, problem);
