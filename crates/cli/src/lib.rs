@@ -387,7 +387,8 @@ struct TrainArgs {
     #[command(flatten)]
     long: LongTextArgs,
     /// Batch training examples in random order instead of grouping similar lengths (grouping
-    /// pads less and trains faster; the examples seen per epoch are the same).
+    /// pads less and trains faster; the examples seen per epoch are the same). Grouping is
+    /// off by default with --augment offline, whose variants would share batches.
     #[arg(long)]
     no_group_by_length: bool,
     /// Use only this many training examples (a seeded random subset).

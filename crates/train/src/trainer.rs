@@ -844,7 +844,7 @@ fn run_locked(
                 (cfg.sampler, &train_targets)
             {
                 balanced_batches(ids, labels.len(), cfg.batch_size, cfg.seed, epoch)
-            } else if cfg.group_by_length {
+            } else if cfg.length_grouping() {
                 length_grouped_batches(&lengths, cfg.batch_size, cfg.seed, epoch)
             } else {
                 shuffled_indices(n, cfg.seed, epoch)
