@@ -389,8 +389,11 @@ struct TrainArgs {
     /// Batch training examples in random order instead of grouping similar lengths (grouping
     /// pads less and trains faster; the examples seen per epoch are the same). Grouping is
     /// off by default with --augment offline, whose variants would share batches.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "group_by_length")]
     no_group_by_length: bool,
+    /// Group training batches by length even with --augment offline.
+    #[arg(long)]
+    group_by_length: bool,
     /// Use only this many training examples (a seeded random subset).
     #[arg(long)]
     max_train_samples: Option<usize>,
@@ -762,7 +765,11 @@ fn train_config(a: TrainArgs, base: Option<Map<String, Value>>) -> Result<TrainC
     set!("max_train_samples", a.max_train_samples.map(Value::from));
     set!(
         "group_by_length",
-        a.no_group_by_length.then_some(Value::Bool(false)),
+        match (a.group_by_length, a.no_group_by_length) {
+            (true, _) => Some(Value::Bool(true)),
+            (_, true) => Some(Value::Bool(false)),
+            _ => None,
+        },
     );
     set!(
         "gradient_accumulation_steps",
