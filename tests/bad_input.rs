@@ -533,6 +533,36 @@ const CASES: &[Case] = &[
         expect: &["oversampling", "single-label"],
     },
     Case {
+        name: "a metadata column the file lacks",
+        files: &[("m.csv", b"text,n,c,d,label\nfine,1,x,2020-01-01,a\nbad,2,y,2020-01-02,b\n")],
+        args: &["train", "--train", "{dir}/m.csv", "--numeric-columns", "size"],
+        expect: &["m.csv", "no column `size`", "feature", "text, n, c, d, label"],
+    },
+    Case {
+        name: "a word in a numeric metadata column",
+        files: &[("m.csv", b"text,n,c,d,label\nfine,1,x,2020-01-01,a\nbad,many,y,2020-01-02,b\n")],
+        args: &["train", "--train", "{dir}/m.csv", "--numeric-columns", "n", "--categorical-columns", "c", "--date-columns", "d"],
+        expect: &["m.csv", "row 2", "`n`", "`many`", "expected a number"],
+    },
+    Case {
+        name: "an infinite metadata value",
+        files: &[("m.csv", b"text,n,c,d,label\nfine,-inf,x,2020-01-01,a\nbad,2,y,2020-01-02,b\n")],
+        args: &["train", "--train", "{dir}/m.csv", "--numeric-columns", "n", "--date-columns", "d"],
+        expect: &["m.csv", "row 1", "-inf", "finite"],
+    },
+    Case {
+        name: "an unparsable date",
+        files: &[("m.csv", b"text,n,c,d,label\nfine,1,x,01/02/2020,a\nbad,2,y,2020-01-02,b\n")],
+        args: &["train", "--train", "{dir}/m.csv", "--date-columns", "d"],
+        expect: &["m.csv", "row 1", "`d`", "expected a date"],
+    },
+    Case {
+        name: "a fusion method without metadata columns",
+        files: &[],
+        args: &["train", "--train", "{amazon}/train.parquet", "--fusion", "gating"],
+        expect: &["--fusion needs metadata columns"],
+    },
+    Case {
         name: "unknown metric in a config file",
         files: &[("run.json", b"{\"metric_for_best_model\": \"f2\"}")],
         args: &["train", "--train", "{amazon}/train.parquet", "--config", "{dir}/run.json"],

@@ -342,10 +342,12 @@ fn run_locked(
 
     let mut train_recs = read(&cfg.train, cfg)?;
     let fusion_method = cfg.fusion_method();
-    if fusion_method.is_some() {
-        // Every metadata cell checked with its file row (the fit below sees a subset).
-        cfg.features.fit(&cfg.train, &train_recs)?;
-    }
+    // Every metadata cell checked with its file row; the fit is kept unless the training set
+    // shrinks below (a subset or a hold-out), when it is refitted on what remains.
+    let mut fitted = match fusion_method {
+        Some(_) => Some(cfg.features.fit(&cfg.train, &train_recs)?),
+        None => None,
+    };
     // The problem type: as asked, else multi-label when the labels are sets.
     let problem = cfg.problem_type.unwrap_or(
         // (Decided by the first row: a later row of the other kind is then the error.)
@@ -402,10 +404,10 @@ fn run_locked(
     };
     // Metadata transforms, fitted on the training examples only (before augmentation, which
     // only copies them).
-    let fitted = match fusion_method {
-        Some(_) => Some(cfg.features.fit(&cfg.train, &train_recs)?),
-        None => None,
-    };
+    if fitted.is_some() && (cfg.max_train_samples.is_some() || cfg.validation_split.is_some()) {
+        fitted = Some(cfg.features.fit(&cfg.train, &train_recs)?);
+    }
+    let fitted = fitted;
     // Offline augmentation: `num_aug` variants of every training example, then (optionally)
     // variants of rare classes' examples until every class is as large as the largest. Done
     // after any validation hold-out, so validation data is never augmented.
