@@ -322,7 +322,8 @@ fn bench(root: &Path, quick: bool, backends: &[Backend], setup_peer: bool) -> Re
                         ])
                         .args(["--steps", &steps.to_string(), "--warmup", "2"])
                         .env("MALLOC_MMAP_THRESHOLD_", "1073741824")
-                        .env("MALLOC_TRIM_THRESHOLD_", "1073741824");
+                        .env("MALLOC_TRIM_THRESHOLD_", "1073741824")
+                        .env("MALLOC_ARENA_MAX", "1");
                         c
                     };
                     let mut runs = vec![("", json_line(&mut shared(Command::new(&exe)))?)];

@@ -394,6 +394,13 @@ struct TrainArgs {
     /// Group training batches by length even with --augment offline.
     #[arg(long)]
     group_by_length: bool,
+    /// Split each batch into this many row shards whose forward and backward passes run in
+    /// parallel. On the CPU most element-wise work of a step is single-threaded, so shards keep
+    /// every core busy (measured: +45% training throughput on 2 cores, README). The gradient is
+    /// the batch's, up to float rounding; mixup runs as one shard. [default: 4 on the CPU
+    /// backend, 1 on GPUs]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    shards: Option<u64>,
     /// Use only this many training examples (a seeded random subset).
     #[arg(long)]
     max_train_samples: Option<usize>,
@@ -615,6 +622,10 @@ struct EvalArgs {
     /// Batch size.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
+    /// Row shards per batch run in parallel (as `train --shards`). [default: 4 on the CPU
+    /// backend, 1 on GPUs]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    shards: Option<u64>,
     #[command(flatten)]
     long: LongTextArgs,
 }
@@ -639,6 +650,10 @@ struct PredictArgs {
     /// Batch size.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
+    /// Row shards per batch run in parallel (as `train --shards`). [default: 4 on the CPU
+    /// backend, 1 on GPUs]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    shards: Option<u64>,
     /// Also write the best N classes per row with their scores (`all` for every class).
     #[arg(long, value_parser = parse_top_k)]
     top_k: Option<usize>,
@@ -665,14 +680,18 @@ fn parse_top_k(s: &str) -> std::result::Result<usize, String> {
 /// A training step allocates and frees many large tensors; with glibc's defaults each of them
 /// is a fresh `mmap`, and the kernel zeroes every page again (`clear_page_erms` was 14% of a
 /// MiniLM step). Raising the mmap and trim thresholds, as `MALLOC_MMAP_THRESHOLD_` and
-/// `MALLOC_TRIM_THRESHOLD_` would, made training about 30% faster here. Binaries call this
-/// first; it does nothing off glibc.
+/// `MALLOC_TRIM_THRESHOLD_` would, made training about 30% faster here. With row shards
+/// (`--shards`) tensors are allocated on every rayon thread, and glibc's per-thread arenas grow
+/// and drop heaps of their own (page zeroing again, and more memory): one arena, as
+/// `MALLOC_ARENA_MAX=1`, measured 5% faster and 13% smaller. Binaries call this first; it does
+/// nothing off glibc.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only adjusts allocator parameters; called before other threads start.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 
@@ -698,10 +717,32 @@ pub fn backend_name() -> &'static str {
         "cuda"
     } else if cfg!(feature = "wgpu") {
         "wgpu"
-    } else if cfg!(feature = "x86-v4") {
-        "cpu (flex, x86-v4)"
+    } else if avx512() {
+        "cpu (flex, AVX-512 gemm)"
     } else {
         "cpu (flex)"
+    }
+}
+
+/// Row shards per batch when neither `--shards` nor a saved config says: 4 on the CPU (where
+/// they keep both cores of a 2-core machine busy; 4 measured faster than 2), 1 on a GPU.
+pub fn default_shards() -> usize {
+    if cfg!(any(feature = "cuda", feature = "wgpu")) {
+        1
+    } else {
+        4
+    }
+}
+
+/// Whether this CPU has AVX-512F, which gemm (flex's matmul) then uses.
+fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 
@@ -771,6 +812,10 @@ fn train_config(a: TrainArgs, base: Option<Map<String, Value>>) -> Result<TrainC
             _ => None,
         },
     );
+    set!("shards", a.shards.map(Value::from));
+    if !map.contains_key("shards") {
+        map.insert("shards".into(), Value::from(default_shards()));
+    }
     set!(
         "gradient_accumulation_steps",
         a.gradient_accumulation_steps.map(Value::from)
@@ -959,6 +1004,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Eval(a) => {
             let mut c = Classifier::load(&a.model, &device)?;
             let opts = encode_opts(&c, a.max_length)?;
+            c.shards = a.shards.map_or_else(default_shards, |n| n as usize);
             a.long.apply(&mut c, opts.max_length)?;
             let cols = Columns {
                 text: a.columns.text_column,
@@ -976,6 +1022,7 @@ fn run(cli: Cli) -> Result<()> {
             // (the score function and thresholds follow the folder's problem type)
             let mut c = Classifier::load(&a.model, &device)?;
             let opts = encode_opts(&c, a.max_length)?;
+            c.shards = a.shards.map_or_else(default_shards, |n| n as usize);
             a.long.apply(&mut c, opts.max_length)?;
             let cols = Columns {
                 text: a.columns.text_column,

@@ -99,6 +99,43 @@ pub fn restore_dropout(seed: [u8; 32], word_pos: u128) {
     *DROPOUT_RNG.lock().unwrap_or_else(|p| p.into_inner()) = Some(rng);
 }
 
+/// Words of the dropout stream reserved for one region (one shard of one training step): far
+/// more than any step draws (BERT-base at batch 32, seq 512 draws about 2³⁰).
+pub const REGION_WORDS: u128 = 1 << 40;
+
+thread_local! {
+    /// The dropout region in force on this thread, as `(seed, next word)`.
+    static REGION: std::cell::Cell<Option<([u8; 32], u128)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Reserves `n` consecutive regions of [`REGION_WORDS`] words of the dropout stream and returns
+/// where the first starts, for [`with_dropout_region`].
+pub fn dropout_take_regions(n: usize) -> ([u8; 32], u128) {
+    let mut guard = DROPOUT_RNG.lock().unwrap_or_else(|p| p.into_inner());
+    let rng = guard.get_or_insert_with(|| ChaCha8Rng::seed_from_u64(0));
+    let start = rng.get_word_pos().div_ceil(REGION_WORDS) * REGION_WORDS;
+    rng.set_word_pos(start + n as u128 * REGION_WORDS);
+    (rng.get_seed(), start)
+}
+
+/// Runs `f` with region `index` of those [`dropout_take_regions`] reserved at `base`: every
+/// dropout mask `f` draws on this thread comes from that region, in order, whichever thread
+/// runs it and whatever runs beside it. Nests (the previous region is restored afterwards), so
+/// a rayon worker that picks up another region's work while it waits stays correct.
+pub fn with_dropout_region<T>(base: ([u8; 32], u128), index: usize, f: impl FnOnce() -> T) -> T {
+    let (seed, start) = base;
+    let region = Some((seed, start + index as u128 * REGION_WORDS));
+    let previous = REGION.with(|r| r.replace(region));
+    struct Restore(Option<([u8; 32], u128)>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            REGION.with(|r| r.set(self.0));
+        }
+    }
+    let _restore = Restore(previous);
+    f()
+}
+
 /// Inverted dropout with `d`'s probability, active only when `d` is in training mode and the
 /// tensor lives on an autodiff device (as burn's `Dropout::forward`).
 pub fn dropout<const D: usize>(d: &Dropout, x: Tensor<D>) -> Tensor<D> {
@@ -110,18 +147,47 @@ pub fn dropout<const D: usize>(d: &Dropout, x: Tensor<D>) -> Tensor<D> {
     let keep = 1.0 - d.prob;
     let scale = (1.0 / keep) as f32;
     let threshold = (keep * 4_294_967_296.0) as u64;
-    let mut bits = vec![0u32; n];
-    {
-        let mut guard = DROPOUT_RNG.lock().unwrap_or_else(|p| p.into_inner());
-        let rng = guard.get_or_insert_with(|| ChaCha8Rng::seed_from_u64(0));
-        rng.fill(&mut bits[..]);
-    }
-    let mask: Vec<f32> = bits
-        .into_iter()
-        .map(|b| if (b as u64) < threshold { scale } else { 0.0 })
-        .collect();
+    let (seed, start) = REGION.with(|r| match r.get() {
+        Some((seed, start)) => {
+            r.set(Some((seed, start + n as u128)));
+            (seed, start)
+        }
+        None => {
+            let mut guard = DROPOUT_RNG.lock().unwrap_or_else(|p| p.into_inner());
+            let rng = guard.get_or_insert_with(|| ChaCha8Rng::seed_from_u64(0));
+            let start = rng.get_word_pos();
+            rng.set_word_pos(start + n as u128);
+            (rng.get_seed(), start)
+        }
+    });
+    let mut mask = vec![0f32; n];
+    fill_mask(&mut mask, seed, start, threshold, scale);
     let mask = Tensor::<D>::from_data(TensorData::new(mask, shape), &x.device());
     x * mask
+}
+
+/// Elements per parallel chunk of a dropout mask.
+const MASK_CHUNK: usize = 1 << 16;
+
+/// Fills `mask` with `scale` (kept) or 0 (dropped): element `i` is kept when word
+/// `start + i` of the ChaCha8 stream `seed` is below `threshold`. Chunks run in parallel, each
+/// from its own position in the stream, so the mask is exactly the one a serial pass draws.
+fn fill_mask(mask: &mut [f32], seed: [u8; 32], start: u128, threshold: u64, scale: f32) {
+    use rayon::prelude::*;
+    mask.par_chunks_mut(MASK_CHUNK)
+        .enumerate()
+        .for_each(|(i, out)| {
+            let mut rng = ChaCha8Rng::from_seed(seed);
+            rng.set_word_pos(start + (i * MASK_CHUNK) as u128);
+            let mut bits = [0u32; 1024];
+            for piece in out.chunks_mut(bits.len()) {
+                let bits = &mut bits[..piece.len()];
+                rng.fill(bits);
+                for (m, &b) in piece.iter_mut().zip(bits.iter()) {
+                    *m = if (b as u64) < threshold { scale } else { 0.0 };
+                }
+            }
+        });
 }
 
 /// The tanh approximation of GELU (HF `gelu_new`):
@@ -397,6 +463,34 @@ mod tests {
     use super::*;
     use burn::nn::DropoutConfig;
     use burn::tensor::{Device, Distribution, Tolerance};
+
+    /// The parallel mask is the serial stream, word for word, from any start (mid-block
+    /// included) and for lengths that are not a multiple of the chunk.
+    #[test]
+    fn parallel_mask_is_the_serial_stream() {
+        let seed = [7u8; 32];
+        let threshold = (0.9 * 4_294_967_296.0) as u64;
+        for (start, n) in [
+            (0u128, 10),
+            (5, MASK_CHUNK + 37),
+            (1000, 3 * MASK_CHUNK - 1),
+        ] {
+            let mut rng = ChaCha8Rng::from_seed(seed);
+            rng.set_word_pos(start);
+            let mut bits = vec![0u32; n];
+            rng.fill(&mut bits[..]);
+            let serial: Vec<f32> = bits
+                .iter()
+                .map(|&b| if (b as u64) < threshold { 1.25 } else { 0.0 })
+                .collect();
+            let mut mask = vec![0f32; n];
+            fill_mask(&mut mask, seed, start, threshold, 1.25);
+            assert_eq!(mask, serial, "start {start}, n {n}");
+            if n > 1000 {
+                assert!(mask.contains(&0.0) && mask.contains(&1.25));
+            }
+        }
+    }
 
     /// The blocked computation against a dense one with an explicit band mask.
     fn dense_reference(

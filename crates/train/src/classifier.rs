@@ -164,6 +164,7 @@ pub(crate) fn infer_docs(
     opts: EncodeOptions,
     policy: &InputPolicy,
     batch_size: usize,
+    shards: usize,
     device: &Device,
     features: Option<&FittedFeatures>,
 ) -> Result<Vec<Vec<f32>>> {
@@ -188,14 +189,18 @@ pub(crate) fn infer_docs(
         .chunks(batch_size.max(1))
         .zip(row_doc.chunks(batch_size.max(1)))
     {
-        let refs: Vec<_> = part.iter().collect();
-        let b = EncodedBatch::from_rows(tokenizer, &refs, opts.pad_to_multiple_of, device);
-        // (Rows, not documents: nothing to aggregate here.)
-        let meta = meta.as_ref().map(|(f, enc)| f.batch(enc, docs, device));
-        let logits = doc_logits(model, b, Aggregate::Mean, meta);
-        let k = logits.dims()[1];
-        let flat: Vec<f32> = logits.into_data().try_into_vec_as().expect("f32 logits");
-        row_logits.extend(flat.chunks(k).map(<[f32]>::to_vec));
+        // Row shards of the batch in parallel, each padded to its own longest row.
+        let shards = crate::shard::sharded_map(part.len(), shards, |r| {
+            let refs: Vec<_> = part[r.clone()].iter().collect();
+            let b = EncodedBatch::from_rows(tokenizer, &refs, opts.pad_to_multiple_of, device);
+            // (Rows, not documents: nothing to aggregate here.)
+            let meta = meta.as_ref().map(|(f, enc)| f.batch(enc, &docs[r], device));
+            let logits = doc_logits(model, b, Aggregate::Mean, meta);
+            let k = logits.dims()[1];
+            let flat: Vec<f32> = logits.into_data().try_into_vec_as().expect("f32 logits");
+            flat.chunks(k).map(<[f32]>::to_vec).collect::<Vec<_>>()
+        });
+        row_logits.extend(shards.into_iter().flatten());
     }
     let mut out = Vec::with_capacity(records.len());
     let mut start = 0;
@@ -235,6 +240,8 @@ pub struct Classifier {
     /// How inputs are fitted (from `sequin.json`, else truncation at the tokenizer's
     /// `model_max_length`).
     pub policy: InputPolicy,
+    /// Row shards per batch run in parallel (see `shard`); 1 when loaded.
+    pub shards: usize,
     device: Device,
 }
 
@@ -270,6 +277,7 @@ impl Classifier {
             report,
             dir: dir.to_path_buf(),
             policy,
+            shards: 1,
             device: device.clone(),
         })
     }
@@ -295,6 +303,7 @@ impl Classifier {
             report: LoadReport::default(),
             dir,
             policy,
+            shards: 1,
             device: device.clone(),
         }
     }
@@ -332,6 +341,7 @@ impl Classifier {
                 opts,
                 &policy,
                 batch_size,
+                self.shards,
                 &self.device,
                 self.features.as_ref(),
             )?;
@@ -451,6 +461,7 @@ impl Classifier {
             self.labels.names(),
             &policy,
             batch_size,
+            self.shards,
             &self.device,
             self.features.as_ref(),
         )
@@ -591,6 +602,7 @@ pub(crate) fn evaluate_model(
     labels: &[String],
     policy: &InputPolicy,
     batch_size: usize,
+    shards: usize,
     device: &Device,
     features: Option<&FittedFeatures>,
 ) -> Result<Report> {
@@ -616,7 +628,7 @@ pub(crate) fn evaluate_model(
         pb.inc(1);
         let recs: Vec<&Record> = chunk.iter().map(|&i| &records[i]).collect();
         let logits = infer_docs(
-            model, tokenizer, &recs, opts, policy, batch_size, device, features,
+            model, tokenizer, &recs, opts, policy, batch_size, shards, device, features,
         )?;
         match targets.select(chunk) {
             Targets::Classes(ids) => {
@@ -668,12 +680,14 @@ pub(crate) fn evaluate_model(
 }
 
 /// Sigmoid probabilities `[n][k]` of records, in order (for threshold tuning).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn sigmoid_probs(
     model: &Model,
     tokenizer: &Tokenizer,
     records: &[Record],
     policy: &InputPolicy,
     batch_size: usize,
+    shards: usize,
     device: &Device,
     features: Option<&FittedFeatures>,
 ) -> Result<Vec<Vec<f32>>> {
@@ -685,7 +699,7 @@ pub(crate) fn sigmoid_probs(
     for chunk in records.chunks(batch_size.max(1)) {
         let recs: Vec<&Record> = chunk.iter().collect();
         for l in infer_docs(
-            model, tokenizer, &recs, opts, policy, batch_size, device, features,
+            model, tokenizer, &recs, opts, policy, batch_size, shards, device, features,
         )? {
             out.push(ScoreFunction::Sigmoid.apply(&l));
         }

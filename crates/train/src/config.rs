@@ -212,6 +212,12 @@ pub struct TrainConfig {
     /// similar lengths and would share batches (measured: it hurt accuracy, README).
     #[serde(default)]
     pub group_by_length: Option<bool>,
+    /// Row shards per batch whose forward and backward passes run in parallel (see
+    /// `sequin_train::shard`): more CPU cores busy per step, the same gradient up to float
+    /// rounding. `None`: 1. The CLI's default is 4 on the CPU backend and 1 on GPUs. Mixup
+    /// always runs as one shard (it pairs rows across the batch).
+    #[serde(default)]
+    pub shards: Option<usize>,
     /// Cap the number of training examples (first N after a seeded shuffle).
     #[serde(default)]
     pub max_train_samples: Option<usize>,
@@ -437,6 +443,11 @@ impl TrainConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Row shards per training batch (see [`Self::shards`]).
+    pub fn shards(&self) -> usize {
+        self.shards.unwrap_or(1).max(1)
     }
 
     /// Whether training batches are grouped by length (see [`Self::group_by_length`]).

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod optim;
 pub mod plots;
 mod progress;
+pub mod shard;
 mod trainer;
 pub mod tune;
 

@@ -684,6 +684,7 @@ fn run_locked(
             labels.names(),
             &policy,
             cfg.eval_batch_size,
+            cfg.shards(),
             device,
             fitted.as_ref(),
         )
@@ -894,13 +895,16 @@ fn run_locked(
                 None => chunk.iter().map(|&i| &train_recs[i]).collect(),
             };
             let batch_targets = train_targets.select(chunk);
-            let ids = match &batch_targets {
-                Targets::Classes(ids) => Some(ids.as_slice()),
-                _ => None,
-            };
-            let mut b = EncodedBatch::new_long(&tokenizer, &recs, ids, opts, cfg.long_text, &ad)?;
-            let class_ids = b.labels.take();
-            let loss = if let Some(alpha) = cfg.mixup_alpha {
+            // The last group of an epoch may hold fewer batches.
+            let group_start = state.batch - state.batch % accum;
+            let group_len = accum.min(batches.len() - group_start);
+            let (loss_val, grads) = if let Some(alpha) = cfg.mixup_alpha {
+                // Mixup pairs rows across the whole batch: one shard.
+                let ids = match &batch_targets {
+                    Targets::Classes(ids) => Some(ids.as_slice()),
+                    _ => None,
+                };
+                let b = EncodedBatch::new_long(&tokenizer, &recs, ids, opts, cfg.long_text, &ad)?;
                 // Mixup on the pooled text vectors, never on token ids.
                 let (lambda, perm) = mixup_draw(alpha, cfg.seed, epoch, state.batch, chunk.len());
                 let pooled =
@@ -923,7 +927,7 @@ fn run_locked(
                     &mix_targets(&batch_targets, labels.len(), lambda, &perm),
                     &ad,
                 );
-                match &batch_targets {
+                let loss = match &batch_targets {
                     Targets::Classes(_) => {
                         loss::soft_cross_entropy(logits, y, weights_tensor.clone())
                     }
@@ -932,53 +936,92 @@ fn run_locked(
                         None => loss::bce_with_logits(logits, y),
                     },
                     Targets::Values(_) => loss::mse(logits, y),
-                }
-            } else {
-                let meta = match (&fitted, &train_meta) {
-                    (Some(f), Some(enc)) => Some(f.batch(enc, chunk, &ad)),
-                    _ => None,
                 };
-                let logits = doc_logits(&model, b, cfg.aggregate, meta);
-                match (&batch_targets, class_ids) {
-                    (Targets::Classes(_), Some(ids)) => match (cfg.loss, &weights_tensor) {
-                        (crate::config::LossKind::Focal, w) => {
-                            loss::focal(logits, ids, cfg.focal_gamma, w.clone())
+                let v: f32 = loss.clone().into_scalar();
+                let loss = loss.div_scalar(group_len as f64);
+                (v, GradientsParams::from_grads(loss.backward(), &model))
+            } else {
+                // Row shards of the batch, forward and backward in parallel (see `shard`).
+                // Each shard's loss is weighted by its share of the batch's: its rows, or its
+                // class weights when a weighted loss divides by their sum.
+                let class_weight = |rows: &[usize]| -> Option<f64> {
+                    match (&batch_targets, &weights) {
+                        (Targets::Classes(ids), Some(w)) => {
+                            Some(rows.iter().map(|&r| w[ids[r]]).sum())
                         }
-                        (_, Some(w)) => loss::weighted_cross_entropy(logits, ids, w.clone()),
-                        (_, None) => loss::cross_entropy(logits, ids),
-                    },
-                    (Targets::MultiHot(rows), _) => {
-                        let y = EncodedBatch::float_targets(rows, &ad);
-                        match &weights_tensor {
-                            Some(w) => {
-                                loss::bce_with_logits_pos_weight(logits, y, w.clone()).mean()
+                        _ => None,
+                    }
+                };
+                let all_rows: Vec<usize> = (0..chunk.len()).collect();
+                let total_weight = class_weight(&all_rows);
+                let (losses, grads) = crate::shard::sharded_step(
+                    &model,
+                    chunk.len(),
+                    cfg.shards(),
+                    |m, range, _| {
+                        let targets = batch_targets.select(&all_rows[range.clone()]);
+                        let ids = match &targets {
+                            Targets::Classes(ids) => Some(ids.as_slice()),
+                            _ => None,
+                        };
+                        let mut b = EncodedBatch::new_long(
+                            &tokenizer,
+                            &recs[range.clone()],
+                            ids,
+                            opts,
+                            cfg.long_text,
+                            &ad,
+                        )?;
+                        let class_ids = b.labels.take();
+                        let meta = match (&fitted, &train_meta) {
+                            (Some(f), Some(enc)) => Some(f.batch(enc, &chunk[range.clone()], &ad)),
+                            _ => None,
+                        };
+                        let logits = doc_logits(m, b, cfg.aggregate, meta);
+                        let loss = match (&targets, class_ids) {
+                            (Targets::Classes(_), Some(ids)) => match (cfg.loss, &weights_tensor) {
+                                (crate::config::LossKind::Focal, w) => {
+                                    loss::focal(logits, ids, cfg.focal_gamma, w.clone())
+                                }
+                                (_, Some(w)) => {
+                                    loss::weighted_cross_entropy(logits, ids, w.clone())
+                                }
+                                (_, None) => loss::cross_entropy(logits, ids),
+                            },
+                            (Targets::MultiHot(rows), _) => {
+                                let y = EncodedBatch::float_targets(rows, &ad);
+                                match &weights_tensor {
+                                    Some(w) => {
+                                        loss::bce_with_logits_pos_weight(logits, y, w.clone())
+                                            .mean()
+                                    }
+                                    None => loss::bce_with_logits(logits, y),
+                                }
                             }
-                            None => loss::bce_with_logits(logits, y),
-                        }
-                    }
-                    (Targets::Values(v), _) => {
-                        let rows: Vec<Vec<f32>> = v.iter().map(|&x| vec![x]).collect();
-                        loss::mse(logits, EncodedBatch::float_targets(&rows, &ad))
-                    }
-                    (Targets::Classes(_), None) => unreachable!("class ids were given"),
-                }
+                            (Targets::Values(v), _) => {
+                                let rows: Vec<Vec<f32>> = v.iter().map(|&x| vec![x]).collect();
+                                loss::mse(logits, EncodedBatch::float_targets(&rows, &ad))
+                            }
+                            (Targets::Classes(_), None) => {
+                                unreachable!("class ids were given")
+                            }
+                        };
+                        let share = match (class_weight(&all_rows[range.clone()]), total_weight) {
+                            (Some(part), Some(total)) => part / total,
+                            _ => range.len() as f64 / chunk.len() as f64,
+                        };
+                        Ok(loss.mul_scalar(share / group_len as f64))
+                    },
+                )?;
+                let v = losses.iter().map(|&l| l as f64).sum::<f64>() * group_len as f64;
+                (v as f32, grads)
             };
-            let loss_val: f32 = loss.clone().into_scalar();
             if !loss_val.is_finite() {
                 return Err(TrainError::Diverged {
                     step: state.step,
                     loss: loss_val,
                 });
             }
-            // The last group of an epoch may hold fewer batches.
-            let group_start = state.batch - state.batch % accum;
-            let group_len = accum.min(batches.len() - group_start);
-            let loss = if group_len > 1 {
-                loss.div_scalar(group_len as f64)
-            } else {
-                loss
-            };
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
             accumulator.accumulate(&model, grads);
             in_accum += 1;
             state.batch += 1;
@@ -1096,6 +1139,7 @@ fn run_locked(
             r,
             &policy,
             cfg.eval_batch_size,
+            cfg.shards(),
             device,
             fitted.as_ref(),
         )?;
@@ -1128,6 +1172,7 @@ fn run_locked(
             labels.names(),
             &policy,
             cfg.eval_batch_size,
+            cfg.shards(),
             device,
             fitted.as_ref(),
         )

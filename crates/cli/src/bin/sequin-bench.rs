@@ -10,6 +10,9 @@
 //! FLOPs (the peer's formula): N = parameters outside the embeddings, T = batch·seq,
 //! train = 6·N·T + 12·L·seq²·H·batch, infer = 2·N·T + 4·L·seq²·H·batch.
 //!
+//! `--mode matmul`: the backend's matmul peak (2048³ f32), the yardstick of model FLOP
+//! utilisation.
+//!
 //! `--mode data`: the data pipeline alone on a real file (`--data`, `--tokenizer`): records
 //! already read, tokenization (truncation at `--seq-len`) and batching into tensors with
 //! dynamic padding, `--batch` rows at a time, over the whole file `--steps` times.
@@ -20,7 +23,6 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use burn::module::Module;
-use burn::optim::GradientsParams;
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::Parser;
 use rand::{Rng, SeedableRng};
@@ -33,7 +35,7 @@ struct Args {
     /// minilm-l6 (6×384, 12 heads) or bert-base (12×768, 12 heads).
     #[arg(long, default_value = "minilm-l6")]
     model: String,
-    #[arg(long, value_parser = ["train", "infer", "data"], default_value = "train")]
+    #[arg(long, value_parser = ["train", "infer", "data", "matmul"], default_value = "train")]
     mode: String,
     /// `--mode data`: the data file.
     #[arg(long, default_value = "datasets/amazon-food/train.parquet")]
@@ -51,6 +53,10 @@ struct Args {
     /// Excluded warmup steps.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
+    /// Row shards per batch run in parallel (as `sequin train --shards`) [default: as
+    /// `sequin train`].
+    #[arg(long)]
+    shards: Option<usize>,
 }
 
 fn config(name: &str) -> Result<BertConfig> {
@@ -78,7 +84,11 @@ fn main() -> Result<()> {
     if a.mode == "data" {
         return data_pipeline(&a);
     }
+    if a.mode == "matmul" {
+        return matmul_peak(&a);
+    }
     let cfg = config(&a.model)?;
+    let shards = a.shards.unwrap_or_else(sequin_cli::default_shards);
     let infer_device = sequin_cli::device();
     let dev = if a.mode == "train" {
         infer_device.clone().autodiff()
@@ -130,10 +140,17 @@ fn main() -> Result<()> {
         for i in 0..a.warmup + a.steps {
             let t0 = Instant::now();
             let (ids, labels) = batches[i % 4].clone();
-            let logits = model.forward(ids, Some(types.clone()), None);
-            let loss = loss::cross_entropy(logits, labels);
-            let v: f32 = loss.clone().into_scalar();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let (losses, grads) =
+                sequin_train::shard::sharded_step(&model, b, shards, |m, rows, _| {
+                    let share = rows.len() as f64 / b as f64;
+                    let logits = m.forward(
+                        ids.clone().slice(rows.clone()),
+                        Some(types.clone().slice(rows.clone())),
+                        None,
+                    );
+                    Ok(loss::cross_entropy(logits, labels.clone().slice(rows)).mul_scalar(share))
+                })?;
+            let v: f32 = losses.iter().sum();
             model = optim.step(2e-5, model, grads);
             if i >= a.warmup {
                 per_step.push(t0.elapsed().as_secs_f64());
@@ -147,8 +164,14 @@ fn main() -> Result<()> {
         for i in 0..a.warmup + a.steps {
             let t0 = Instant::now();
             let (ids, _) = batches[i % 4].clone();
-            let logits = model.forward(ids, Some(types.clone()), None);
-            let _: Vec<f32> = logits.into_data().try_into_vec_as()?;
+            let parts = sequin_train::shard::sharded_map(b, shards, |rows| {
+                model.forward(
+                    ids.clone().slice(rows.clone()),
+                    Some(types.clone().slice(rows)),
+                    None,
+                )
+            });
+            let _: Vec<f32> = Tensor::cat(parts, 0).into_data().try_into_vec_as()?;
             if i >= a.warmup {
                 per_step.push(t0.elapsed().as_secs_f64());
             }
@@ -172,6 +195,38 @@ fn main() -> Result<()> {
             "params_total": n_total, "params_nonembedding": n as usize,
             "loss_first": loss_first, "loss_last": loss_last,
             "load_s": load_s, "rss_peak_mib": peak_rss_mib(),
+            "threads": std::thread::available_parallelism().map(|n| n.get()).ok(),
+            "shards": shards,
+        })
+    );
+    Ok(())
+}
+
+/// The backend's matmul peak: a 2048³ f32 product (`2·n³` FLOPs), `--steps` times after
+/// `--warmup`, the median.
+fn matmul_peak(a: &Args) -> Result<()> {
+    use burn::tensor::Distribution;
+    let device = sequin_cli::device();
+    let n = 2048;
+    let x = Tensor::<2>::random([n, n], Distribution::Default, &device);
+    let y = Tensor::<2>::random([n, n], Distribution::Default, &device);
+    let mut times = Vec::new();
+    for i in 0..a.warmup + a.steps.max(1) {
+        let t0 = Instant::now();
+        let z = x.clone().matmul(y.clone());
+        let _: Vec<f32> = z.slice([0..1, 0..1]).into_data().try_into_vec_as()?;
+        if i >= a.warmup {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let t = times[times.len() / 2];
+    let flops = 2.0 * (n as f64).powi(3);
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "sequin", "backend": sequin_cli::backend_name(), "mode": "matmul",
+            "n": n, "seconds_median": t, "gflops_per_s": flops / t / 1e9,
             "threads": std::thread::available_parallelism().map(|n| n.get()).ok(),
         })
     );
