@@ -298,6 +298,15 @@ fn bench(root: &Path, quick: bool, backends: &[Backend], setup_peer: bool) -> Re
             data.push(r["samples_per_s"].as_f64().unwrap_or(f64::NAN));
         }
         let data_sps = median(data);
+        // The backend's matmul peak (2048³ f32), the yardstick of FLOP utilisation.
+        let mut peak = Vec::new();
+        for _ in 0..repeats {
+            let r = json_line(Command::new(&exe).args([
+                "--mode", "matmul", "--steps", "5", "--warmup", "2",
+            ]))?;
+            peak.push(r["gflops_per_s"].as_f64().unwrap_or(f64::NAN));
+        }
+        let matmul_peak = median(peak);
         for &shape in shapes {
             let (train_steps, infer_steps) = match (quick, shape) {
                 (true, _) => (4, 8),
@@ -367,6 +376,8 @@ fn bench(root: &Path, quick: bool, backends: &[Backend], setup_peer: bool) -> Re
                 "rss_ratio": ratio(g("rss"), g("peer_rss")),
                 "flops_formula": extra["flops_formula"],
                 "data_samples_per_s": data_sps,
+                "matmul_peak_gflops": matmul_peak,
+                "flop_utilisation_train": g("gflops").map(|x| (x / matmul_peak * 1000.0).round() / 1000.0),
                 "data_over_train": ratio(Some(data_sps), g("train")),
                 "threads": threads,
                 "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
@@ -395,11 +406,11 @@ fn bench(root: &Path, quick: bool, backends: &[Backend], setup_peer: bool) -> Re
     )?;
     let f = |v: &Value| v.as_f64().map_or("—".to_string(), |x| format!("{x:.2}"));
     let mut md = String::from(
-        "| shape | backend | train samples/s | peer | ratio | infer samples/s | peer | ratio | peak RSS train (MiB) | peer | GFLOP/s train |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| shape | backend | train samples/s | peer | ratio | infer samples/s | peer | ratio | peak RSS train (MiB) | peer | GFLOP/s train | of matmul peak |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in &rows {
         md += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r["shape"].as_str().unwrap_or(""),
             r["backend"].as_str().unwrap_or(""),
             f(&r["train_samples_per_s"]),
@@ -411,6 +422,9 @@ fn bench(root: &Path, quick: bool, backends: &[Backend], setup_peer: bool) -> Re
             f(&r["peak_rss_mb"]),
             f(&r["peer_peak_rss_mb"]),
             f(&r["gflops_train"]),
+            r["flop_utilisation_train"]
+                .as_f64()
+                .map_or("—".to_string(), |u| format!("{:.0}% of {:.0}", u * 100.0, r["matmul_peak_gflops"].as_f64().unwrap_or(f64::NAN))),
         );
     }
     if let Some(e) = &epoch {
