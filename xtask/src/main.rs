@@ -301,9 +301,9 @@ fn bench(root: &Path, quick: bool, backends: &[Backend], setup_peer: bool) -> Re
         // The backend's matmul peak (2048³ f32), the yardstick of FLOP utilisation.
         let mut peak = Vec::new();
         for _ in 0..repeats {
-            let r = json_line(Command::new(&exe).args([
-                "--mode", "matmul", "--steps", "5", "--warmup", "2",
-            ]))?;
+            let r = json_line(
+                Command::new(&exe).args(["--mode", "matmul", "--steps", "5", "--warmup", "2"]),
+            )?;
             peak.push(r["gflops_per_s"].as_f64().unwrap_or(f64::NAN));
         }
         let matmul_peak = median(peak);
@@ -408,7 +408,10 @@ fn bench(root: &Path, quick: bool, backends: &[Backend], setup_peer: bool) -> Re
     let mut md = String::from(
         "| shape | backend | train samples/s | peer | ratio | infer samples/s | peer | ratio | peak RSS train (MiB) | peer | GFLOP/s train | of matmul peak |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    for r in &rows {
+    for r in rows
+        .iter()
+        .filter(|r| r.get("train_samples_per_s").is_some())
+    {
         md += &format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r["shape"].as_str().unwrap_or(""),
@@ -424,7 +427,11 @@ fn bench(root: &Path, quick: bool, backends: &[Backend], setup_peer: bool) -> Re
             f(&r["gflops_train"]),
             r["flop_utilisation_train"]
                 .as_f64()
-                .map_or("—".to_string(), |u| format!("{:.0}% of {:.0}", u * 100.0, r["matmul_peak_gflops"].as_f64().unwrap_or(f64::NAN))),
+                .map_or("—".to_string(), |u| format!(
+                    "{:.0}% of {:.0}",
+                    u * 100.0,
+                    r["matmul_peak_gflops"].as_f64().unwrap_or(f64::NAN)
+                )),
         );
     }
     if let Some(e) = &epoch {

@@ -279,9 +279,9 @@ impl BertSelfAttention {
     /// - output: `[batch, seq, hidden]`
     pub fn forward(&self, x: Tensor<3>, pad_mask: Option<Tensor<2, Bool>>) -> Tensor<3> {
         let h = self.num_attention_heads;
-        let q = common::split_heads(self.query.forward(x.clone()), h);
-        let k = common::split_heads(self.key.forward(x.clone()), h);
-        let v = common::split_heads(self.value.forward(x), h);
+        let q = common::split_heads(common::dense(&self.query, x.clone()), h);
+        let k = common::split_heads(common::dense(&self.key, x.clone()), h);
+        let v = common::split_heads(common::dense(&self.value, x), h);
         common::merge_heads(common::attention(q, k, v, pad_mask, &self.dropout))
     }
 }
@@ -300,8 +300,9 @@ pub struct BertSelfOutput {
 impl BertSelfOutput {
     /// `LayerNorm(dropout(dense(attended)) + residual)`.
     pub fn forward(&self, attended: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
-        self.LayerNorm
-            .forward(common::dropout(&self.dropout, self.dense.forward(attended)) + residual)
+        self.LayerNorm.forward(
+            common::dropout(&self.dropout, common::dense(&self.dense, attended)) + residual,
+        )
     }
 }
 
@@ -327,7 +328,7 @@ pub struct BertIntermediate {
 impl BertIntermediate {
     /// `act(dense(x))`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.act.forward(self.dense.forward(x))
+        self.act.forward(common::dense(&self.dense, x))
     }
 }
 
@@ -345,8 +346,9 @@ pub struct BertOutput {
 impl BertOutput {
     /// `LayerNorm(dropout(dense(intermediate)) + residual)`.
     pub fn forward(&self, intermediate: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
-        self.LayerNorm
-            .forward(common::dropout(&self.dropout, self.dense.forward(intermediate)) + residual)
+        self.LayerNorm.forward(
+            common::dropout(&self.dropout, common::dense(&self.dense, intermediate)) + residual,
+        )
     }
 }
 

@@ -190,6 +190,19 @@ fn fill_mask(mask: &mut [f32], seed: [u8; 32], start: u128, threshold: u64, scal
         });
 }
 
+/// A linear layer over every position: `[batch, seq, d_in]` → `[batch, seq, d_out]`, computed as
+/// one `[batch·seq, d_in] × [d_in, d_out]` product.
+///
+/// burn keeps a 3-D input as `batch` separate products when `seq` fills its row tiles, and on
+/// the CPU each of those packs the weight again; one product packs it once and lets the matmul
+/// spread over the cores.
+pub fn dense(layer: &burn::nn::Linear, x: Tensor<3>) -> Tensor<3> {
+    let [b, s, d] = x.dims();
+    let y = layer.forward(x.reshape([b * s, d]));
+    let out = y.dims()[1];
+    y.reshape([b, s, out])
+}
+
 /// The tanh approximation of GELU (HF `gelu_new`):
 /// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
 ///

@@ -231,15 +231,17 @@ impl TransformerBlock {
     pub fn forward(&self, x: Tensor<3>, pad_mask: Option<Tensor<2, Bool>>) -> Tensor<3> {
         let a = &self.attention;
         let h = a.n_heads;
-        let q = common::split_heads(a.q_lin.forward(x.clone()), h);
-        let k = common::split_heads(a.k_lin.forward(x.clone()), h);
-        let v = common::split_heads(a.v_lin.forward(x.clone()), h);
+        let q = common::split_heads(common::dense(&a.q_lin, x.clone()), h);
+        let k = common::split_heads(common::dense(&a.k_lin, x.clone()), h);
+        let v = common::split_heads(common::dense(&a.v_lin, x.clone()), h);
         let ctx = common::merge_heads(common::attention(q, k, v, pad_mask, &a.dropout));
-        let sa = self.sa_layer_norm.forward(a.out_lin.forward(ctx) + x);
+        let sa = self
+            .sa_layer_norm
+            .forward(common::dense(&a.out_lin, ctx) + x);
         let f = &self.ffn;
         let out = common::dropout(
             &f.dropout,
-            f.lin2.forward(f.act.forward(f.lin1.forward(sa.clone()))),
+            common::dense(&f.lin2, f.act.forward(common::dense(&f.lin1, sa.clone()))),
         );
         self.output_layer_norm.forward(out + sa)
     }

@@ -213,9 +213,9 @@ impl LongformerSelfAttention {
     pub fn forward(&self, x: Tensor<3>, g: &GlobalTokens) -> Tensor<3> {
         let h = self.num_attention_heads;
         let [b, n, hidden] = x.dims();
-        let q = common::split_heads(self.query.forward(x.clone()), h);
-        let k = self.key.forward(x.clone());
-        let v = self.value.forward(x.clone());
+        let q = common::split_heads(common::dense(&self.query, x.clone()), h);
+        let k = common::dense(&self.key, x.clone());
+        let v = common::dense(&self.value, x.clone());
         let slots = g.slots();
         let extra = (slots > 0).then(|| ExtraKeys {
             k: common::split_heads(g.pick.clone().matmul(k.clone()), h),
@@ -236,9 +236,9 @@ impl LongformerSelfAttention {
         }
         // Global rows: their own projections, over every non-padding key.
         let xg = g.pick.clone().matmul(x.clone()); // [b, slots, hidden]
-        let qg = common::split_heads(self.query_global.forward(xg), h);
-        let kg = common::split_heads(self.key_global.forward(x.clone()), h);
-        let vg = common::split_heads(self.value_global.forward(x), h);
+        let qg = common::split_heads(common::dense(&self.query_global, xg), h);
+        let kg = common::split_heads(common::dense(&self.key_global, x.clone()), h);
+        let vg = common::split_heads(common::dense(&self.value_global, x), h);
         let out = common::merge_heads(common::attention(
             qg,
             kg,

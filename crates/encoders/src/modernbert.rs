@@ -393,7 +393,7 @@ impl ModernBertAttention {
         let [b, n, hidden] = x.dims();
         let heads = self.num_attention_heads;
         let d = hidden / heads;
-        let qkv = self.Wqkv.forward(x).reshape([b, n, 3, heads, d]);
+        let qkv = common::dense(&self.Wqkv, x).reshape([b, n, 3, heads, d]);
         let part = |i: usize| {
             qkv.clone()
                 .narrow(2, i, 1)
@@ -408,7 +408,10 @@ impl ModernBertAttention {
             None => common::attention(q, k, v, Some(pad), &self.dropout),
             Some(w) => common::sliding_window_attention(q, k, v, pad, w, None, &self.dropout),
         };
-        common::dropout(&self.dropout, self.Wo.forward(common::merge_heads(out)))
+        common::dropout(
+            &self.dropout,
+            common::dense(&self.Wo, common::merge_heads(out)),
+        )
     }
 }
 
@@ -430,12 +433,14 @@ impl ModernBertMlp {
     /// # Shapes
     /// - x: `[batch, seq, hidden]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let y = self.Wi.forward(x);
+        let y = common::dense(&self.Wi, x);
         let half = y.dims()[2] / 2;
         let input = y.clone().narrow(2, 0, half);
         let gate = y.narrow(2, half, half);
-        self.Wo
-            .forward(common::dropout(&self.drop, self.act.forward(input) * gate))
+        common::dense(
+            &self.Wo,
+            common::dropout(&self.drop, self.act.forward(input) * gate),
+        )
     }
 }
 
