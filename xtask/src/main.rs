@@ -624,6 +624,9 @@ fn main() -> Result<()> {
             cmd.current_dir(&root)
                 .args([
                     "run",
+                    // Release: the dependencies are optimised in dev builds too, so it costs
+                    // little more to build and trains about 2x faster (README, Results).
+                    "--release",
                     "--quiet",
                     "-p",
                     "sequin-cli",
