@@ -111,10 +111,19 @@ thread_local! {
 /// Reserves `n` consecutive regions of [`REGION_WORDS`] words of the dropout stream and returns
 /// where the first starts, for [`with_dropout_region`].
 pub fn dropout_take_regions(n: usize) -> ([u8; 32], u128) {
+    reserve_words(
+        |pos| pos.div_ceil(REGION_WORDS) * REGION_WORDS,
+        n as u128 * REGION_WORDS,
+    )
+}
+
+/// Takes `words` words of the process-wide dropout stream, starting at `align(position)`, and
+/// returns `(seed, start)`.
+fn reserve_words(align: impl FnOnce(u128) -> u128, words: u128) -> ([u8; 32], u128) {
     let mut guard = DROPOUT_RNG.lock().unwrap_or_else(|p| p.into_inner());
     let rng = guard.get_or_insert_with(|| ChaCha8Rng::seed_from_u64(0));
-    let start = rng.get_word_pos().div_ceil(REGION_WORDS) * REGION_WORDS;
-    rng.set_word_pos(start + n as u128 * REGION_WORDS);
+    let start = align(rng.get_word_pos());
+    rng.set_word_pos(start + words);
     (rng.get_seed(), start)
 }
 
@@ -152,13 +161,7 @@ pub fn dropout<const D: usize>(d: &Dropout, x: Tensor<D>) -> Tensor<D> {
             r.set(Some((seed, start + n as u128)));
             (seed, start)
         }
-        None => {
-            let mut guard = DROPOUT_RNG.lock().unwrap_or_else(|p| p.into_inner());
-            let rng = guard.get_or_insert_with(|| ChaCha8Rng::seed_from_u64(0));
-            let start = rng.get_word_pos();
-            rng.set_word_pos(start + n as u128);
-            (rng.get_seed(), start)
-        }
+        None => reserve_words(|pos| pos, n as u128),
     });
     let mut mask = vec![0f32; n];
     fill_mask(&mut mask, seed, start, threshold, scale);

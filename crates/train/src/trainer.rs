@@ -944,22 +944,22 @@ fn run_locked(
                 // Row shards of the batch, forward and backward in parallel (see `shard`).
                 // Each shard's loss is weighted by its share of the batch's: its rows, or its
                 // class weights when a weighted loss divides by their sum.
-                let class_weight = |rows: &[usize]| -> Option<f64> {
+                let class_weight = |rows: std::ops::Range<usize>| -> Option<f64> {
                     match (&batch_targets, &weights) {
                         (Targets::Classes(ids), Some(w)) => {
-                            Some(rows.iter().map(|&r| w[ids[r]]).sum())
+                            Some(ids[rows].iter().map(|&c| w[c]).sum())
                         }
                         _ => None,
                     }
                 };
-                let all_rows: Vec<usize> = (0..chunk.len()).collect();
-                let total_weight = class_weight(&all_rows);
+                let total_weight = class_weight(0..chunk.len());
                 let (losses, grads) = crate::shard::sharded_step(
                     &model,
                     chunk.len(),
                     cfg.shards(),
                     |m, range, _| {
-                        let targets = batch_targets.select(&all_rows[range.clone()]);
+                        let rows: Vec<usize> = range.clone().collect();
+                        let targets = batch_targets.select(&rows);
                         let ids = match &targets {
                             Targets::Classes(ids) => Some(ids.as_slice()),
                             _ => None,
@@ -1006,7 +1006,7 @@ fn run_locked(
                                 unreachable!("class ids were given")
                             }
                         };
-                        let share = match (class_weight(&all_rows[range.clone()]), total_weight) {
+                        let share = match (class_weight(range.clone()), total_weight) {
                             (Some(part), Some(total)) => part / total,
                             _ => range.len() as f64 / chunk.len() as f64,
                         };
