@@ -6,7 +6,11 @@
 //! - `cargo xtask peer`: create `.peer/` (transformers + PyTorch) for fixtures and comparisons.
 //! - `cargo xtask fixtures`: regenerate the parity fixtures with transformers.
 //! - `cargo xtask hf-check DIR`: load a sequin-trained folder in transformers, compare logits.
+//! - `cargo xtask bench [--quick] [--backend cpu,wgpu,cuda]`: throughput and memory beside
+//!   transformers + PyTorch, side by side (not a test).
 //! - `cargo xtask bench-augment`: augmentation throughput on one thread.
+//! - `cargo xtask cuda-setup`: an offline build of the `cuda` backend (Debian's LLVM behind
+//!   the llvm-config that burn-cuda's build script would otherwise download).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

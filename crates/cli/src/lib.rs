@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use clap::{Args, Parser, Subcommand};
 use sequin_data::Columns;
+use sequin_fs::AtomicFile;
 use sequin_tokenize::EncodeOptions;
 use sequin_train::{Classifier, TrainConfig};
 use serde_json::{Map, Value};
@@ -1100,14 +1101,17 @@ const PREDICT_CHUNK_ROWS: usize = 4096;
 /// through a temp file that is renamed into place by [`PredictionWriter::finish`].
 struct PredictionWriter {
     path: PathBuf,
-    tmp: PathBuf,
     kind: WriterKind,
     n: usize,
 }
 
 enum WriterKind {
-    Jsonl(std::io::BufWriter<std::fs::File>),
-    Parquet(Option<Box<parquet::arrow::ArrowWriter<std::fs::File>>>),
+    Jsonl(std::io::BufWriter<AtomicFile>),
+    /// The file until the first batch gives the schema, then the writer.
+    Parquet(
+        Option<AtomicFile>,
+        Option<Box<parquet::arrow::ArrowWriter<AtomicFile>>>,
+    ),
 }
 
 impl PredictionWriter {
@@ -1116,26 +1120,19 @@ impl PredictionWriter {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create {}", parent.display()))?;
         }
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("predictions");
-        let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-        let file = std::fs::File::create(&tmp)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        let file =
+            AtomicFile::create(path).with_context(|| format!("cannot write {}", path.display()))?;
         let parquet = path
             .extension()
             .and_then(|e| e.to_str())
             .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
         let kind = if parquet {
-            drop(file);
-            WriterKind::Parquet(None)
+            WriterKind::Parquet(Some(file), None)
         } else {
             WriterKind::Jsonl(std::io::BufWriter::new(file))
         };
         Ok(Self {
             path: path.to_path_buf(),
-            tmp,
             kind,
             n: 0,
         })
@@ -1154,7 +1151,7 @@ impl PredictionWriter {
                     w.write_all(b"\n")?;
                 }
             }
-            WriterKind::Parquet(writer) => {
+            WriterKind::Parquet(file, writer) => {
                 let mut label = StringBuilder::new();
                 let mut score = Float32Builder::new();
                 let mut logits = ListBuilder::new(Float32Builder::new());
@@ -1203,9 +1200,7 @@ impl PredictionWriter {
                     cols.push(("top_k_scores", Arc::new(top_s.finish())));
                 }
                 let batch = RecordBatch::try_from_iter(cols)?;
-                if writer.is_none() {
-                    let file = std::fs::File::create(&self.tmp)
-                        .with_context(|| format!("cannot write {}", self.path.display()))?;
+                if let Some(file) = file.take() {
                     *writer = Some(Box::new(parquet::arrow::ArrowWriter::try_new(
                         file,
                         batch.schema(),
@@ -1218,28 +1213,16 @@ impl PredictionWriter {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<usize> {
-        use std::io::Write as _;
-        let kind = std::mem::replace(&mut self.kind, WriterKind::Parquet(None));
-        let file = match kind {
-            WriterKind::Jsonl(mut w) => {
-                w.flush()?;
-                w.into_inner().map_err(|e| e.into_error())?
-            }
-            WriterKind::Parquet(Some(w)) => w.into_inner()?,
-            WriterKind::Parquet(None) => bail!("no predictions to write"),
+    /// Renames the finished file into place. (Dropped unfinished, the temp file is removed.)
+    fn finish(self) -> Result<usize> {
+        let file = match self.kind {
+            WriterKind::Jsonl(w) => w.into_inner().map_err(|e| e.into_error())?,
+            WriterKind::Parquet(_, Some(w)) => w.into_inner()?,
+            WriterKind::Parquet(_, None) => bail!("no predictions to write"),
         };
-        file.sync_all()?;
-        std::fs::rename(&self.tmp, &self.path)
+        file.commit()
             .with_context(|| format!("cannot write {}", self.path.display()))?;
         Ok(self.n)
-    }
-}
-
-impl Drop for PredictionWriter {
-    fn drop(&mut self) {
-        // After `finish` the temp file is gone; after a failure it must not stay behind.
-        let _ = std::fs::remove_file(&self.tmp);
     }
 }
 

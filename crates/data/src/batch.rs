@@ -1,12 +1,10 @@
 //! Records → tensors.
 
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
-use rand::SeedableRng;
 use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 use sequin_tokenize::{EncodeOptions, Encoded, LongText, Tokenizer};
 
-use crate::{Record, Result};
+use crate::{Record, Result, Seeds};
 
 /// A tokenized, padded batch on a device.
 #[derive(Debug, Clone)]
@@ -130,9 +128,7 @@ impl EncodedBatch {
 /// A permutation of `0..n`, determined by `seed` and `epoch` alone.
 pub fn shuffled_indices(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..n).collect();
-    let mut rng =
-        ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    idx.shuffle(&mut rng);
+    idx.shuffle(&mut Seeds::new(seed).epoch_order(epoch));
     idx
 }
 
@@ -154,8 +150,7 @@ pub fn length_grouped_batches(
         w.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
         batches.extend(w.chunks(batch_size).map(<[usize]>::to_vec));
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed.rotate_left(17) ^ epoch as u64);
-    batches.shuffle(&mut rng);
+    batches.shuffle(&mut Seeds::new(seed).length_batches(epoch));
     batches
 }
 

@@ -8,6 +8,7 @@ mod batch;
 mod features;
 mod labels;
 mod read;
+mod seeds;
 
 pub use batch::{EncodedBatch, length_grouped_batches, shuffled_indices, to_pad_mask};
 pub use features::{
@@ -16,6 +17,7 @@ pub use features::{
 };
 pub use labels::LabelMap;
 pub use read::{Columns, Record, column_names, for_each_chunk, read_records};
+pub use seeds::Seeds;
 
 use std::path::PathBuf;
 

@@ -72,6 +72,26 @@ pub fn aggregate_chunks(logits: Tensor<2>, chunks: &[usize], how: Aggregate) -> 
     }
 }
 
+impl Aggregate {
+    /// Aggregates one document's window logits on the host (`rows[w][k]`, at least one row):
+    /// the same rule as [`aggregate_chunks`], for inference results already read back.
+    pub fn rows(self, rows: &[Vec<f32>]) -> Vec<f32> {
+        let n = rows.len();
+        if n == 1 {
+            return rows[0].clone();
+        }
+        let k = rows[0].len();
+        match self {
+            Aggregate::Mean => (0..k)
+                .map(|j| rows.iter().map(|r| r[j]).sum::<f32>() / n as f32)
+                .collect(),
+            Aggregate::Max => (0..k)
+                .map(|j| rows.iter().map(|r| r[j]).fold(f32::NEG_INFINITY, f32::max))
+                .collect(),
+        }
+    }
+}
+
 /// HF `problem_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -590,14 +610,14 @@ impl SequenceClassifier {
 /// HF model (`text`); with one, the fusion head reads `text`'s pooled vector and the metadata,
 /// and `text`'s own final layer is not used.
 #[derive(Module, Debug)]
-pub struct Classifier {
+pub struct Model {
     /// The HF sequence classifier (saved in HF layout).
     pub text: SequenceClassifier,
     /// The fusion head, when the model takes metadata.
     pub fusion: Option<FusionHead>,
 }
 
-impl Classifier {
+impl Model {
     /// A text-only classifier.
     pub fn text_only(text: SequenceClassifier) -> Self {
         Self { text, fusion: None }

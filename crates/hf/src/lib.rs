@@ -2,8 +2,9 @@
 //!
 //! - [`HfConfig`]: `config.json`, read into plain serde structs, unknown keys kept verbatim so
 //!   that a folder we write back is still a valid transformers config.
-//! - [`load_bert_classifier`]: `model.safetensors` → [`BertForSequenceClassification`] through
-//!   burn-store, with a load report that fails closed.
+//! - [`load_classifier`]: `model.safetensors` (or `pytorch_model.bin`) → the family's
+//!   [`SequenceClassifier`](sequin_heads::SequenceClassifier) through burn-store, with a
+//!   [`LoadReport`] that fails closed.
 //! - [`save_classifier_folder`]: writes a folder that `AutoModelForSequenceClassification`
 //!   loads, atomically.
 //! - [`resolve`]: a local folder, or a hub id through hf-hub (the only network access in

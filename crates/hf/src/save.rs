@@ -1,6 +1,5 @@
 //! Writing HF model folders, atomically.
 
-use std::io::Write;
 use std::path::Path;
 
 use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
@@ -10,23 +9,25 @@ use serde_json::{Map, Value};
 
 use crate::{HfConfig, HfError, Result, io_err};
 
-/// Writes `bytes` to `path` through a temp file in the same folder, fsync, then rename.
+/// Writes `bytes` to `path` atomically (see `sequin_fs`).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_file_name(format!(
-        ".{}.{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
-    ));
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res.map_err(io_err(path))
+    sequin_fs::write(path, bytes).map_err(io_err(path))
+}
+
+/// Writes a safetensors file through burn-store, atomically: the store writes a temp file,
+/// which is synced and renamed into place.
+fn save_store(
+    path: &Path,
+    store: impl FnOnce(&Path) -> SafetensorsStore,
+    save: impl FnOnce(&mut SafetensorsStore) -> std::result::Result<(), String>,
+) -> Result<()> {
+    let file = sequin_fs::AtomicFile::create(path).map_err(io_err(path))?;
+    let mut store = store(file.temp_path()).overwrite(true);
+    save(&mut store).map_err(|message| HfError::Weights {
+        path: path.to_path_buf(),
+        message,
+    })?;
+    file.commit().map_err(io_err(path))
 }
 
 /// Saves a classifier as a Hugging Face folder: `config.json` (with `architectures`,
@@ -43,34 +44,25 @@ pub fn save_classifier_folder(
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let weights = dir.join("model.safetensors");
-    // burn-store writes the file itself: give it a temp name, then fsync and rename.
-    let tmp = dir.join(format!(".model.safetensors.{}.tmp", std::process::id()));
-    let mut store = SafetensorsStore::from_file(&tmp)
-        .with_to_adapter(BurnToPyTorchAdapter)
-        .with_key_remapping(r"\.attention\.self_attn\.", ".attention.self.")
-        .metadata("format", "pt")
-        .overwrite(true);
-    match model {
-        SequenceClassifier::Bert(m) => m.save_into(&mut store),
-        SequenceClassifier::Roberta(m) => m.save_into(&mut store),
-        SequenceClassifier::DistilBert(m) => m.save_into(&mut store),
-        SequenceClassifier::Longformer(m) => m.save_into(&mut store),
-        SequenceClassifier::ModernBert(m) => m.save_into(&mut store),
-    }
-    .map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        HfError::Weights {
-            path: weights.clone(),
-            message: e.to_string(),
-        }
-    })?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, &weights))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            io_err(&weights)(e)
-        })?;
+    save_store(
+        &weights,
+        |tmp| {
+            SafetensorsStore::from_file(tmp)
+                .with_to_adapter(BurnToPyTorchAdapter)
+                .with_key_remapping(r"\.attention\.self_attn\.", ".attention.self.")
+                .metadata("format", "pt")
+        },
+        |store| {
+            match model {
+                SequenceClassifier::Bert(m) => m.save_into(store),
+                SequenceClassifier::Roberta(m) => m.save_into(store),
+                SequenceClassifier::DistilBert(m) => m.save_into(store),
+                SequenceClassifier::Longformer(m) => m.save_into(store),
+                SequenceClassifier::ModernBert(m) => m.save_into(store),
+            }
+            .map_err(|e| e.to_string())
+        },
+    )?;
 
     let config = base.for_classifier(labels, problem_type);
     let text = serde_json::to_string_pretty(&Value::Object(config)).expect("json");
@@ -101,23 +93,9 @@ pub fn save_classifier_folder(
 pub fn save_fusion_weights(path: &Path, head: &sequin_heads::FusionHead) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mut store = SafetensorsStore::from_file(&tmp)
-        .metadata("format", "sequin-fusion")
-        .overwrite(true);
-    head.save_into(&mut store).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        HfError::Weights {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        }
-    })?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            io_err(path)(e)
-        })
+    save_store(
+        path,
+        |tmp| SafetensorsStore::from_file(tmp).metadata("format", "sequin-fusion"),
+        |store| head.save_into(store).map_err(|e| e.to_string()),
+    )
 }

@@ -561,13 +561,10 @@ impl Tokenizer {
                 path: path.clone(),
                 message: e.to_string(),
             })?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, json)
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .map_err(|e| TokenizeError::Save {
-                path,
-                message: e.to_string(),
-            })
+        sequin_fs::write(&path, json.as_bytes()).map_err(|e| TokenizeError::Save {
+            path,
+            message: e.to_string(),
+        })
     }
 
     /// The pad token string.

@@ -3,20 +3,20 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
-use sequin_data::{Columns, EncodedBatch, FittedFeatures, LabelMap, Record, read_records};
-use sequin_heads::{Aggregate, FusionConfig, ProblemType, aggregate_chunks};
-use sequin_hf::{HfConfig, LoadReport, load_classifier, load_fusion_weights};
+use burn::tensor::Device;
+use sequin_data::{Columns, FittedFeatures, LabelMap, Record, read_records};
+use sequin_heads::ProblemType;
+use sequin_hf::{HfConfig, LoadReport};
 
 /// The model: an HF sequence classifier, with a fusion head when it takes metadata.
-pub use sequin_heads::Classifier as Model;
-use sequin_tokenize::{EncodeOptions, LongText, Tokenizer};
+pub use sequin_heads::Model;
+use sequin_tokenize::{EncodeOptions, Tokenizer};
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{
-    Confusion, MultiLabelAccumulator, RegressionAccumulator, Report, RocAccumulator,
-};
-use crate::{Result, TrainError};
+use crate::Result;
+use crate::folder::{InputPolicy, load_model, read_policy};
+use crate::inference::Inference;
+use crate::metrics::Report;
 
 /// One prediction, as `sequin predict` writes it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -112,115 +112,6 @@ impl ScoreFunction {
     }
 }
 
-/// sequin's own settings saved beside an HF model folder (`sequin.json`): how inputs are fitted,
-/// so that eval and predict do what training did, and multi-label decision thresholds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InputPolicy {
-    /// Tokens per row, special tokens included.
-    pub max_length: usize,
-    /// Long-text policy.
-    #[serde(default)]
-    pub long_text: LongText,
-    /// Aggregation of chunk logits.
-    #[serde(default)]
-    pub aggregate: Aggregate,
-    /// Multi-label: each label's threshold on its sigmoid probability (0.5 when absent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thresholds: Option<Vec<f32>>,
-}
-
-/// The file name of [`InputPolicy`] in a model folder.
-pub const POLICY_FILE: &str = "sequin.json";
-
-/// Logits per document of a batch: chunk rows are aggregated.
-pub(crate) fn doc_logits(
-    model: &Model,
-    b: EncodedBatch,
-    aggregate: Aggregate,
-    meta: Option<sequin_data::FeatureBatch>,
-) -> Tensor<2> {
-    let (numeric, categorical) = meta.map_or((None, None), |m| (m.numeric, m.categorical));
-    let logits = model.forward(
-        b.input_ids,
-        Some(b.token_type_ids),
-        Some(b.pad_mask),
-        numeric,
-        categorical,
-    );
-    match &b.chunks {
-        Some(chunks) => aggregate_chunks(logits, chunks, aggregate),
-        None => logits,
-    }
-}
-
-/// Inference logits per document, with bounded memory however long the documents are: every
-/// document becomes its rows under `policy` (one, or its windows), the rows go through the
-/// model at most `batch_size` at a time, and each document's window logits are aggregated.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn infer_docs(
-    model: &Model,
-    tokenizer: &Tokenizer,
-    records: &[&Record],
-    opts: EncodeOptions,
-    policy: &InputPolicy,
-    batch_size: usize,
-    shards: usize,
-    device: &Device,
-    features: Option<&FittedFeatures>,
-) -> Result<Vec<Vec<f32>>> {
-    let mut rows = Vec::with_capacity(records.len());
-    let mut counts = Vec::with_capacity(records.len());
-    // The document of every row (its windows share its metadata).
-    let mut row_doc = Vec::with_capacity(records.len());
-    for (d, r) in records.iter().enumerate() {
-        let e = tokenizer
-            .encode_long(&r.text, r.text_pair.as_deref(), opts, policy.long_text)
-            .map_err(sequin_data::DataError::from)?;
-        counts.push(e.len());
-        row_doc.extend(std::iter::repeat_n(d, e.len()));
-        rows.extend(e);
-    }
-    let meta = match (features, &model.fusion) {
-        (Some(f), Some(_)) => Some((f, f.encode(Path::new("input"), 1, records)?)),
-        _ => None,
-    };
-    let mut row_logits: Vec<Vec<f32>> = Vec::with_capacity(rows.len());
-    for (part, docs) in rows
-        .chunks(batch_size.max(1))
-        .zip(row_doc.chunks(batch_size.max(1)))
-    {
-        // Row shards of the batch in parallel, each padded to its own longest row.
-        let shards = crate::shard::sharded_map(part.len(), shards, |r| {
-            let refs: Vec<_> = part[r.clone()].iter().collect();
-            let b = EncodedBatch::from_rows(tokenizer, &refs, opts.pad_to_multiple_of, device);
-            // (Rows, not documents: nothing to aggregate here.)
-            let meta = meta.as_ref().map(|(f, enc)| f.batch(enc, &docs[r], device));
-            let logits = doc_logits(model, b, Aggregate::Mean, meta);
-            let k = logits.dims()[1];
-            let flat: Vec<f32> = logits.into_data().try_into_vec_as().expect("f32 logits");
-            flat.chunks(k).map(<[f32]>::to_vec).collect::<Vec<_>>()
-        });
-        row_logits.extend(shards.into_iter().flatten());
-    }
-    let mut out = Vec::with_capacity(records.len());
-    let mut start = 0;
-    for n in counts {
-        let doc = &row_logits[start..start + n];
-        start += n;
-        let k = doc[0].len();
-        out.push(match policy.aggregate {
-            _ if n == 1 => doc[0].clone(),
-            Aggregate::Mean => (0..k)
-                .map(|j| doc.iter().map(|r| r[j]).sum::<f32>() / n as f32)
-                .collect(),
-            Aggregate::Max => (0..k)
-                .map(|j| doc.iter().map(|r| r[j]).fold(f32::NEG_INFINITY, f32::max))
-                .collect(),
-        });
-    }
-    Ok(out)
-}
-
 /// A sequence classifier with its tokenizer and label names, ready for inference.
 pub struct Classifier {
     /// The model (inference mode: dropout off, no autodiff).
@@ -245,15 +136,22 @@ pub struct Classifier {
     device: Device,
 }
 
-/// Order of indices by decreasing text length, so that batches pad little.
-pub(crate) fn length_order(records: &[Record]) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..records.len()).collect();
-    idx.sort_by_key(|&i| {
-        std::cmp::Reverse(
-            records[i].text.len() + records[i].text_pair.as_ref().map_or(0, |p| p.len()),
-        )
-    });
-    idx
+/// What [`Classifier::from_parts`] wraps: an in-memory model and what it was trained with.
+pub struct ClassifierParts {
+    /// The model (any mode; it is switched to inference).
+    pub model: Model,
+    /// The fitted metadata transforms, when the model takes metadata.
+    pub features: Option<FittedFeatures>,
+    /// Its tokenizer.
+    pub tokenizer: Tokenizer,
+    /// Class names in id order.
+    pub labels: LabelMap,
+    /// Its `config.json`.
+    pub config: HfConfig,
+    /// The folder it was saved to.
+    pub dir: PathBuf,
+    /// How inputs are fitted.
+    pub policy: InputPolicy,
 }
 
 impl Classifier {
@@ -283,26 +181,16 @@ impl Classifier {
     }
 
     /// Wraps an in-memory model.
-    #[allow(clippy::too_many_arguments)]
-    pub fn from_parts(
-        model: Model,
-        features: Option<FittedFeatures>,
-        tokenizer: Tokenizer,
-        labels: LabelMap,
-        config: HfConfig,
-        dir: PathBuf,
-        policy: InputPolicy,
-        device: &Device,
-    ) -> Self {
+    pub fn from_parts(parts: ClassifierParts, device: &Device) -> Self {
         Self {
-            model: model.valid(),
-            features,
-            tokenizer,
-            labels,
-            config,
+            model: parts.model.valid(),
+            features: parts.features,
+            tokenizer: parts.tokenizer,
+            labels: parts.labels,
+            config: parts.config,
             report: LoadReport::default(),
-            dir,
-            policy,
+            dir: parts.dir,
+            policy: parts.policy,
             shards: 1,
             device: device.clone(),
         }
@@ -323,34 +211,30 @@ impl Classifier {
         opts: EncodeOptions,
         batch_size: usize,
     ) -> Result<Vec<Vec<f32>>> {
-        let mut out = vec![Vec::new(); records.len()];
-        let order = length_order(records);
-        let chunks = order.chunks(batch_size.max(1));
-        let pb = crate::progress::bar(chunks.len() as u64, "predict");
-        let policy = InputPolicy {
+        let policy = self.policy_for(opts);
+        self.inference(&policy, batch_size)
+            .logits(records, "predict")
+    }
+
+    /// The saved policy with `opts`' `max_length`.
+    fn policy_for(&self, opts: EncodeOptions) -> InputPolicy {
+        InputPolicy {
             max_length: opts.max_length,
             ..self.policy.clone()
-        };
-        for chunk in chunks {
-            pb.inc(1);
-            let recs: Vec<&Record> = chunk.iter().map(|&i| &records[i]).collect();
-            let logits = infer_docs(
-                &self.model,
-                &self.tokenizer,
-                &recs,
-                opts,
-                &policy,
-                batch_size,
-                self.shards,
-                &self.device,
-                self.features.as_ref(),
-            )?;
-            for (l, &i) in logits.into_iter().zip(chunk) {
-                out[i] = l;
-            }
         }
-        pb.finish_and_clear();
-        Ok(out)
+    }
+
+    /// This classifier's inference context under `policy`, `batch_size` rows at a time.
+    pub fn inference<'a>(&'a self, policy: &'a InputPolicy, batch_size: usize) -> Inference<'a> {
+        Inference {
+            model: &self.model,
+            tokenizer: &self.tokenizer,
+            features: self.features.as_ref(),
+            policy,
+            batch_size,
+            shards: self.shards,
+            device: &self.device,
+        }
     }
 
     /// Predictions for records, in input order.
@@ -449,22 +333,9 @@ impl Classifier {
         batch_size: usize,
     ) -> Result<Report> {
         let targets = Targets::encode(self.problem_type(), &self.labels, records, path)?;
-        let policy = InputPolicy {
-            max_length: opts.max_length,
-            ..self.policy.clone()
-        };
-        evaluate_model(
-            &self.model,
-            &self.tokenizer,
-            records,
-            &targets,
-            self.labels.names(),
-            &policy,
-            batch_size,
-            self.shards,
-            &self.device,
-            self.features.as_ref(),
-        )
+        let policy = self.policy_for(opts);
+        self.inference(&policy, batch_size)
+            .evaluate(records, &targets, self.labels.names())
     }
 
     /// Reads a data file with these columns (and the model's metadata columns), checking the
@@ -507,202 +378,4 @@ impl Classifier {
             .map(|(c, n)| (c.column.clone(), n))
             .collect())
     }
-}
-
-/// `fusion.json` in a model folder: the fusion head's shape and the fitted metadata transforms.
-/// The head's weights are in `fusion.safetensors`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FusionFile {
-    /// Format version (1).
-    pub version: u32,
-    /// The head.
-    pub fusion: FusionConfig,
-    /// The transforms, fitted on the training data.
-    pub features: FittedFeatures,
-}
-
-/// The file name of [`FusionFile`].
-pub const FUSION_FILE: &str = "fusion.json";
-/// The file name of the fusion head's weights.
-pub const FUSION_WEIGHTS: &str = "fusion.safetensors";
-
-/// Loads a model folder: the HF classifier, and the fusion head when `fusion.json` is there.
-pub fn load_model(
-    dir: &Path,
-    num_labels: Option<usize>,
-    device: &Device,
-) -> Result<(Model, HfConfig, LoadReport, Option<FusionFile>)> {
-    let (text, config, report) = load_classifier(dir, num_labels, device)?;
-    let path = dir.join(FUSION_FILE);
-    let file: Option<FusionFile> = match std::fs::read_to_string(&path) {
-        Ok(s) => Some(serde_json::from_str(&s).map_err(|e| {
-            TrainError::Config(format!("{}: invalid fusion settings: {e}", path.display()))
-        })?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            return Err(TrainError::Config(format!("{}: {e}", path.display())));
-        }
-    };
-    let fusion = match &file {
-        Some(f) => {
-            let bad = |m: String| TrainError::Config(format!("{}: {m}", path.display()));
-            if f.fusion.text_size != text.pooled_size() {
-                return Err(bad(format!(
-                    "the fusion head reads a {}-wide text vector, but the model's is {}",
-                    f.fusion.text_size,
-                    text.pooled_size()
-                )));
-            }
-            if f.fusion.numeric_width != f.features.numeric_width()
-                || f.fusion.categorical != f.features.categorical_dims()
-            {
-                return Err(bad(
-                    "the fusion head's input widths do not match its fitted features".into(),
-                ));
-            }
-            let head = f.fusion.init(device);
-            Some(load_fusion_weights(&dir.join(FUSION_WEIGHTS), head)?)
-        }
-        None => None,
-    };
-    Ok((Model { text, fusion }, config, report, file))
-}
-
-fn read_policy(dir: &Path, config: &HfConfig) -> Result<InputPolicy> {
-    let path = dir.join(POLICY_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).map_err(|e| {
-            TrainError::Config(format!("{}: invalid sequin settings: {e}", path.display()))
-        }),
-        // A folder transformers wrote: truncate at the tokenizer's model_max_length.
-        Err(_) => {
-            let from_tok = std::fs::read_to_string(dir.join("tokenizer_config.json"))
-                .ok()
-                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-                .and_then(|v| v.get("model_max_length").and_then(|m| m.as_u64()))
-                .map(|m| m as usize);
-            Ok(InputPolicy {
-                max_length: from_tok.unwrap_or(128).min(config.arch.max_length()),
-                long_text: LongText::Truncate,
-                aggregate: Aggregate::Mean,
-                thresholds: None,
-            })
-        }
-    }
-}
-
-/// Evaluates an inference-mode model on labelled records, streaming: a confusion matrix (or
-/// per-label counts, or regression sums) and a loss sum are kept, not the predictions.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn evaluate_model(
-    model: &Model,
-    tokenizer: &Tokenizer,
-    records: &[Record],
-    targets: &Targets,
-    labels: &[String],
-    policy: &InputPolicy,
-    batch_size: usize,
-    shards: usize,
-    device: &Device,
-    features: Option<&FittedFeatures>,
-) -> Result<Report> {
-    let opts = EncodeOptions {
-        max_length: policy.max_length,
-        pad_to_multiple_of: None,
-    };
-    let k = labels.len();
-    let mut conf = Confusion::new(k);
-    let mut roc = RocAccumulator::new(k);
-    let mut multi = MultiLabelAccumulator::new(
-        policy
-            .thresholds
-            .clone()
-            .filter(|t| t.len() == k)
-            .unwrap_or_else(|| vec![0.5; k]),
-    );
-    let mut reg = RegressionAccumulator::default();
-    let order = length_order(records);
-    let chunks = order.chunks(batch_size.max(1));
-    let pb = crate::progress::bar(chunks.len() as u64, "evaluate");
-    for chunk in chunks {
-        pb.inc(1);
-        let recs: Vec<&Record> = chunk.iter().map(|&i| &records[i]).collect();
-        let logits = infer_docs(
-            model, tokenizer, &recs, opts, policy, batch_size, shards, device, features,
-        )?;
-        match targets.select(chunk) {
-            Targets::Classes(ids) => {
-                let mut probs = Vec::with_capacity(logits.len() * k);
-                for (l, &t) in logits.iter().zip(&ids) {
-                    // Cross-entropy from log-softmax, in f64.
-                    let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-                    let sum: f64 = l.iter().map(|&x| (x as f64 - max).exp()).sum();
-                    conf.add_loss(sum.ln() + max - l[t] as f64);
-                    probs.extend(l.iter().map(|&x| ((x as f64 - max).exp() / sum) as f32));
-                }
-                for (row, &t) in probs.chunks(k).zip(&ids) {
-                    let pred = row
-                        .iter()
-                        .enumerate()
-                        .fold(0, |best, (i, &p)| if p > row[best] { i } else { best });
-                    conf.add(t, pred);
-                    roc.add(t, row);
-                }
-            }
-            Targets::MultiHot(rows) => {
-                for (l, y) in logits.iter().zip(&rows) {
-                    multi.add(l, y);
-                }
-            }
-            Targets::Values(values) => {
-                for (l, &y) in logits.iter().zip(&values) {
-                    reg.add(l[0], y);
-                }
-            }
-        }
-    }
-    pb.finish_and_clear();
-    Ok(match targets {
-        Targets::Classes(_) => conf.report(labels, Some(&roc)),
-        Targets::MultiHot(_) => multi.report(labels),
-        Targets::Values(_) => Report {
-            summary: reg.metrics(),
-            micro_f1: 0.0,
-            weighted_f1: 0.0,
-            macro_precision: 0.0,
-            macro_recall: 0.0,
-            mcc: 0.0,
-            auroc: None,
-            confusion: Vec::new(),
-            per_class: Vec::new(),
-        },
-    })
-}
-
-/// Sigmoid probabilities `[n][k]` of records, in order (for threshold tuning).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn sigmoid_probs(
-    model: &Model,
-    tokenizer: &Tokenizer,
-    records: &[Record],
-    policy: &InputPolicy,
-    batch_size: usize,
-    shards: usize,
-    device: &Device,
-    features: Option<&FittedFeatures>,
-) -> Result<Vec<Vec<f32>>> {
-    let opts = EncodeOptions {
-        max_length: policy.max_length,
-        pad_to_multiple_of: None,
-    };
-    let mut out = Vec::with_capacity(records.len());
-    for chunk in records.chunks(batch_size.max(1)) {
-        let recs: Vec<&Record> = chunk.iter().collect();
-        for l in infer_docs(
-            model, tokenizer, &recs, opts, policy, batch_size, shards, device, features,
-        )? {
-            out.push(ScoreFunction::Sigmoid.apply(&l));
-        }
-    }
-    Ok(out)
 }

@@ -2,13 +2,20 @@
 //!
 //! - [`TrainConfig`]: every option of a run, a plain serde struct (unknown keys rejected).
 //! - [`train`]: fine-tunes a classifier as transformers' `Trainer` does (AdamW without decay on
-//!   biases and LayerNorm, linear warmup then decay, global gradient clipping at 1.0), evaluates
-//!   after each epoch, keeps the best epoch and writes an HF model folder.
+//!   biases and LayerNorm, linear warmup then decay, global gradient clipping at 1.0),
+//!   evaluates every epoch or every `eval_steps`, keeps the best checkpoints, stops early on
+//!   request, resumes exactly, and writes the best model as an HF model folder. The trainer
+//!   runs in phases (prepare, build, step, evaluate, finish): see the `trainer` module.
 //! - [`Classifier`]: a saved folder loaded for [`Classifier::evaluate`] and
-//!   [`Classifier::predict`].
+//!   [`Classifier::predict`]; [`Inference`] is the one path from records to logits that
+//!   these and the trainer's evaluations share.
+//! - The model folder's format (`sequin.json`, `fusion.*`) is read and written in one module
+//!   (`folder`); every write goes through `sequin-fs`.
 
 mod classifier;
 mod config;
+mod folder;
+mod inference;
 pub mod metrics;
 pub mod optim;
 pub mod plots;
@@ -18,11 +25,12 @@ mod trainer;
 pub mod tune;
 
 pub use classifier::{
-    Classifier, FUSION_FILE, FUSION_WEIGHTS, FusionFile, InputPolicy, LabelScore, Model,
-    POLICY_FILE, Prediction, ScoreFunction, load_model,
+    Classifier, ClassifierParts, LabelScore, Model, Prediction, ScoreFunction, Targets,
 };
 pub use config::TrainConfig;
 pub use config::{BEST_METRICS, LrSchedule};
+pub use folder::{FUSION_FILE, FUSION_WEIGHTS, FusionFile, InputPolicy, POLICY_FILE, load_model};
+pub use inference::Inference;
 pub use metrics::{ClassReport, Confusion, EvalMetrics, Report, RocAccumulator};
 pub use trainer::{
     Best, CHECKPOINTS, CheckpointInfo, EpochReport, TrainSummary, TrainerState, data_fingerprint,

@@ -240,7 +240,8 @@ pub fn write_confusion(dir: &Path, stem: &str, c: &ConfusionChart) -> Result<Vec
     )
 }
 
-/// Draws into a temp file per format, then renames (atomic like every write of sequin).
+/// Draws both formats in memory, then writes each file atomically (like every write of
+/// sequin).
 fn write_both(
     dir: &Path,
     stem: &str,
@@ -254,15 +255,18 @@ fn write_both(
     })?;
     let png_path = dir.join(format!("{stem}.png"));
     let svg_path = dir.join(format!("{stem}.svg"));
-    let tmp_png = dir.join(format!(".{stem}.{}.tmp.png", std::process::id()));
-    png(BitMapBackend::new(&tmp_png, size).into_drawing_area()).map_err(plot_err(&png_path))?;
+    let mut rgb = vec![0u8; size.0 as usize * size.1 as usize * 3];
+    png(BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area())
+        .map_err(plot_err(&png_path))?;
+    let mut encoded = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_raw(size.0, size.1, rgb)
+        .expect("the buffer has the image's size")
+        .write_to(&mut encoded, image::ImageOutputFormat::Png)
+        .map_err(|e| plot_err(&png_path)(e.to_string()))?;
     let mut text = String::new();
     svg(SVGBackend::with_string(&mut text, size).into_drawing_area())
         .map_err(plot_err(&svg_path))?;
-    std::fs::rename(&tmp_png, &png_path).map_err(|source| TrainError::Io {
-        path: png_path.clone(),
-        source,
-    })?;
+    sequin_hf::write_atomic(&png_path, encoded.get_ref())?;
     sequin_hf::write_atomic(&svg_path, text.as_bytes())?;
     Ok(vec![png_path, svg_path])
 }

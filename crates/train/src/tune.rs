@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::Serialize;
 
@@ -100,7 +99,7 @@ pub fn tune(
     }
     let mut points = space.grid(base);
     if let Some(n) = random {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(base.seed ^ 0x7E57);
+        let mut rng = sequin_data::Seeds::new(base.seed).tune_sample();
         points.shuffle(&mut rng);
         points.truncate(n.max(1));
     }

@@ -1,0 +1,213 @@
+//! The model folder: the one module that reads and writes sequin's whole folder format.
+//!
+//! ```text
+//! DIR/
+//!   config.json, model.safetensors         the HF sequence classifier (sequin_hf)
+//!   tokenizer.json, tokenizer_config.json  its tokenizer
+//!   sequin.json                            [`InputPolicy`]: input fitting, thresholds
+//!   fusion.json, fusion.safetensors        [`FusionFile`] and the fusion head (metadata models)
+//! ```
+//!
+//! Checkpoints (`checkpoints/checkpoint-N/`) are such a folder plus the optimizer and trainer
+//! state (see the trainer's `checkpoint` module). Every file is written atomically.
+
+use std::path::Path;
+
+use burn::tensor::Device;
+
+use sequin_data::FittedFeatures;
+use sequin_heads::{Aggregate, FusionConfig, ProblemType};
+use sequin_hf::{
+    HfConfig, LoadReport, load_classifier, load_fusion_weights, save_classifier_folder,
+    save_fusion_weights, write_atomic,
+};
+use sequin_tokenize::{LongText, Tokenizer};
+use serde::{Deserialize, Serialize};
+
+use crate::classifier::Model;
+use crate::{Result, TrainError};
+
+/// sequin's own settings saved beside an HF model folder (`sequin.json`): how inputs are fitted,
+/// so that eval and predict do what training did, and multi-label decision thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputPolicy {
+    /// Tokens per row, special tokens included.
+    pub max_length: usize,
+    /// Long-text policy.
+    #[serde(default)]
+    pub long_text: LongText,
+    /// Aggregation of chunk logits.
+    #[serde(default)]
+    pub aggregate: Aggregate,
+    /// Multi-label: each label's threshold on its sigmoid probability (0.5 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<Vec<f32>>,
+}
+
+/// The file name of [`InputPolicy`] in a model folder.
+pub const POLICY_FILE: &str = "sequin.json";
+
+/// `fusion.json` in a model folder: the fusion head's shape and the fitted metadata transforms.
+/// The head's weights are in `fusion.safetensors`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FusionFile {
+    /// Format version (1).
+    pub version: u32,
+    /// The head.
+    pub fusion: FusionConfig,
+    /// The transforms, fitted on the training data.
+    pub features: FittedFeatures,
+}
+
+/// The file name of [`FusionFile`].
+pub const FUSION_FILE: &str = "fusion.json";
+/// The file name of the fusion head's weights.
+pub const FUSION_WEIGHTS: &str = "fusion.safetensors";
+
+/// Loads a model folder: the HF classifier, and the fusion head when `fusion.json` is there.
+pub fn load_model(
+    dir: &Path,
+    num_labels: Option<usize>,
+    device: &Device,
+) -> Result<(Model, HfConfig, LoadReport, Option<FusionFile>)> {
+    let (text, config, report) = load_classifier(dir, num_labels, device)?;
+    let path = dir.join(FUSION_FILE);
+    let file: Option<FusionFile> = match std::fs::read_to_string(&path) {
+        Ok(s) => Some(serde_json::from_str(&s).map_err(|e| {
+            TrainError::Config(format!("{}: invalid fusion settings: {e}", path.display()))
+        })?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(TrainError::Config(format!("{}: {e}", path.display())));
+        }
+    };
+    let fusion = match &file {
+        Some(f) => {
+            let bad = |m: String| TrainError::Config(format!("{}: {m}", path.display()));
+            if f.fusion.text_size != text.pooled_size() {
+                return Err(bad(format!(
+                    "the fusion head reads a {}-wide text vector, but the model's is {}",
+                    f.fusion.text_size,
+                    text.pooled_size()
+                )));
+            }
+            if f.fusion.numeric_width != f.features.numeric_width()
+                || f.fusion.categorical != f.features.categorical_dims()
+            {
+                return Err(bad(
+                    "the fusion head's input widths do not match its fitted features".into(),
+                ));
+            }
+            let head = f.fusion.init(device);
+            Some(load_fusion_weights(&dir.join(FUSION_WEIGHTS), head)?)
+        }
+        None => None,
+    };
+    Ok((Model { text, fusion }, config, report, file))
+}
+
+pub(crate) fn read_policy(dir: &Path, config: &HfConfig) -> Result<InputPolicy> {
+    let path = dir.join(POLICY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| {
+            TrainError::Config(format!("{}: invalid sequin settings: {e}", path.display()))
+        }),
+        // A folder transformers wrote: truncate at the tokenizer's model_max_length.
+        Err(_) => {
+            let from_tok = std::fs::read_to_string(dir.join("tokenizer_config.json"))
+                .ok()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+                .and_then(|v| v.get("model_max_length").and_then(|m| m.as_u64()))
+                .map(|m| m as usize);
+            Ok(InputPolicy {
+                max_length: from_tok.unwrap_or(128).min(config.arch.max_length()),
+                long_text: LongText::Truncate,
+                aggregate: Aggregate::Mean,
+                thresholds: None,
+            })
+        }
+    }
+}
+
+/// Writes a trained model as a complete folder: the same bytes for the run folder and every
+/// checkpoint.
+pub(crate) struct FolderWriter<'a> {
+    /// The base model's `config.json`, updated with the labels and problem type.
+    pub base_config: &'a HfConfig,
+    /// Class names in id order.
+    pub labels: &'a [String],
+    /// The problem type.
+    pub problem: ProblemType,
+    /// The tokenizer saved beside the model.
+    pub tokenizer: &'a Tokenizer,
+    /// Tokens per row (saved in `tokenizer_config.json`).
+    pub max_length: usize,
+    /// The fusion head's config and fitted features, for a metadata model.
+    pub fusion: Option<(&'a FusionConfig, &'a FittedFeatures)>,
+}
+
+impl FolderWriter<'_> {
+    /// Writes `model` with `policy` into `dir`.
+    pub fn write(&self, dir: &Path, model: &Model, policy: &InputPolicy) -> Result<()> {
+        if let (Some(head), Some((fc, f))) = (&model.fusion, self.fusion) {
+            save_fusion_weights(&dir.join(FUSION_WEIGHTS), head)?;
+            let file = FusionFile {
+                version: 1,
+                fusion: fc.clone(),
+                features: f.clone(),
+            };
+            write_json(&dir.join(FUSION_FILE), &file)?;
+        }
+        save_classifier_folder(
+            dir,
+            &model.text,
+            self.base_config,
+            self.labels,
+            self.problem,
+            self.tokenizer,
+            self.max_length,
+        )?;
+        write_policy(dir, policy)?;
+        if let Some((fc, _)) = self.fusion {
+            mark_fusion(dir, fc)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `sequin.json`.
+pub(crate) fn write_policy(dir: &Path, policy: &InputPolicy) -> Result<()> {
+    write_json(&dir.join(POLICY_FILE), policy)
+}
+
+/// Writes a value as pretty JSON, atomically.
+pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    write_atomic(
+        path,
+        serde_json::to_string_pretty(value)
+            .expect("json")
+            .as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// Tells a transformers user, in `config.json`, that this folder's classifier is not the
+/// trained one: the fusion head is.
+fn mark_fusion(dir: &Path, fc: &FusionConfig) -> Result<()> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|source| TrainError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let mut config: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+        .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
+    config.insert(
+        "sequin_fusion".into(),
+        serde_json::json!({
+            "method": fc.method,
+            "files": [FUSION_FILE, FUSION_WEIGHTS],
+            "note": "This model fuses metadata with the text: its predictions come from the fusion head in the files above (load the folder with sequin). The encoder weights here are the fine-tuned ones; the `classifier` weights are not trained.",
+        }),
+    );
+    write_json(&path, &config)
+}

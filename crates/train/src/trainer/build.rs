@@ -1,0 +1,224 @@
+//! Phase 2, `build`: the output folder checked, the data prepared, the model loaded (with a
+//! fresh fusion head, or the checkpoint's), the optimizer and learning-rate schedule, and the
+//! run state, new or restored from a checkpoint.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::GradientsAccumulator;
+use burn::tensor::Device;
+use sequin_data::Seeds;
+use sequin_encoders::common::seed_dropout;
+use sequin_heads::{FusionConfig, ProblemType};
+use sequin_hf::resolve;
+use sequin_tokenize::Tokenizer;
+
+use super::checkpoint::{self, CHECKPOINTS, io, list_checkpoints, remove_leftovers};
+use super::prepare::{PreparedData, prepare};
+use super::state::TrainerState;
+use super::step::Objective;
+use super::{Base, Clock, Plan, Trainer};
+use crate::classifier::Model;
+use crate::folder::InputPolicy;
+use crate::optim::{adamw, lr_groups, module_scheduler, stable_param_ids};
+use crate::{Result, TrainConfig, TrainError};
+
+/// Builds a run: a [`Trainer`] and the model to train.
+pub(crate) fn build<'a>(
+    cfg: &'a TrainConfig,
+    device: &'a Device,
+    resume: Option<(PathBuf, TrainerState)>,
+) -> Result<(Trainer<'a>, Model)> {
+    cfg.validate()?;
+    let seeds = Seeds::new(cfg.seed);
+    let fingerprint = check_output(cfg, resume.as_ref())?;
+    // The base model, or the checkpoint (an HF folder with its tokenizer) when resuming.
+    let model_dir = match &resume {
+        Some((dir, _)) => dir.clone(),
+        None => resolve(&cfg.model)?,
+    };
+    let tokenizer = Tokenizer::from_dir(&model_dir)?;
+    let data = prepare(cfg, seeds)?;
+    let ad = device.clone().autodiff();
+    ad.seed(seeds.run());
+    let (model, base) = load(cfg, &data, model_dir, tokenizer, resume.is_some(), &ad)?;
+    // Ids by position: the optimizer state of a checkpoint applies to the reloaded model.
+    let model = stable_param_ids(model.train());
+    let mut optim = adamw(&model, cfg.weight_decay);
+    let state = match resume {
+        Some((dir, state)) => {
+            optim = checkpoint::restore(&dir, &state, optim)?;
+            eprintln!(
+                "resuming {} at step {} (epoch {}, batch {})",
+                cfg.output.display(),
+                state.step,
+                state.epoch,
+                state.batch
+            );
+            state
+        }
+        None => {
+            seed_dropout(seeds.run());
+            TrainerState::start(cfg, fingerprint, data.labels.names().to_vec(), data.problem)
+        }
+    };
+    let plan = Plan::new(cfg, data.train.len());
+    report_class_weights(&data);
+    let objective = Objective::new(cfg, &data, &ad);
+    let groups = lr_groups(&model, cfg.lr, cfg.layer_lr_decay, cfg.head_lr);
+    let scheduler = module_scheduler(
+        cfg.lr_scheduler,
+        cfg.lr,
+        &groups,
+        plan.warmup,
+        plan.total,
+        state.step,
+    );
+    let policy = InputPolicy {
+        max_length: cfg.max_length,
+        long_text: cfg.long_text,
+        aggregate: cfg.aggregate,
+        thresholds: None,
+    };
+    let clock = Clock {
+        session: Instant::now(),
+        before: state.train_seconds,
+    };
+    let trainer = Trainer {
+        cfg,
+        seeds,
+        device,
+        ad,
+        data,
+        base,
+        optim,
+        scheduler,
+        accumulator: GradientsAccumulator::new(),
+        objective,
+        state,
+        plan,
+        policy,
+        clock,
+        augmenter: sequin_augment::Augmenter::new(),
+    };
+    Ok((trainer, model))
+}
+
+/// Creates the output folder (failing on an unwritable one before any work is done), checks
+/// a resumed run's data against its checkpoint, or removes an earlier run's checkpoints.
+/// Returns the data fingerprint.
+fn check_output(
+    cfg: &TrainConfig,
+    resume: Option<&(PathBuf, TrainerState)>,
+) -> Result<std::collections::BTreeMap<String, Option<String>>> {
+    std::fs::create_dir_all(&cfg.output).map_err(io(&cfg.output))?;
+    let fingerprint = checkpoint::data_fingerprint(cfg)?;
+    let ckpt_root = cfg.output.join(CHECKPOINTS);
+    if let Some((dir, state)) = resume {
+        remove_leftovers(&cfg.output);
+        if state.data_sha256 != fingerprint {
+            return Err(TrainError::Resume(format!(
+                "the data files changed since the checkpoint {} was written (sha256 then {:?}, now {:?}); a resumed run must see the same data",
+                dir.display(),
+                state.data_sha256,
+                fingerprint
+            )));
+        }
+    } else if ckpt_root.is_dir() {
+        let old = list_checkpoints(&cfg.output).len();
+        if old > 0 {
+            eprintln!(
+                "note: starting a new run in {}: removing {old} checkpoint(s) of an earlier run (use --resume to continue it instead)",
+                cfg.output.display()
+            );
+        }
+        std::fs::remove_dir_all(&ckpt_root).map_err(io(&ckpt_root))?;
+    }
+    Ok(fingerprint)
+}
+
+/// Loads the model (the base, or the checkpoint when `resumed`) on the autodiff device, with
+/// a fresh fusion head for a new metadata run, and checks it against the options.
+fn load(
+    cfg: &TrainConfig,
+    data: &PreparedData,
+    dir: PathBuf,
+    tokenizer: Tokenizer,
+    resumed: bool,
+    ad: &Device,
+) -> Result<(Model, Base)> {
+    let (model, config, report, saved_fusion) =
+        crate::folder::load_model(&dir, Some(data.labels.len()), ad)?;
+    let fusion = match (&data.features, cfg.fusion_method()) {
+        (Some(f), Some(method)) => Some(FusionConfig {
+            method,
+            text_size: model.text.pooled_size(),
+            numeric_width: f.numeric_width(),
+            categorical: f.categorical_dims(),
+            num_labels: data.labels.len(),
+            dropout: 0.1,
+            gating_beta: 0.2,
+        }),
+        _ => None,
+    };
+    let model = match (&fusion, resumed) {
+        // A resumed run's checkpoint holds the head.
+        (Some(fc), true) => {
+            if saved_fusion.as_ref().map(|f| &f.fusion) != Some(fc) {
+                return Err(TrainError::Resume(format!(
+                    "{}: the checkpoint's fusion head does not match the run's options",
+                    dir.display()
+                )));
+            }
+            model
+        }
+        (Some(fc), false) => Model {
+            text: model.text,
+            fusion: Some(fc.init(ad)),
+        },
+        (None, _) => Model {
+            text: model.text,
+            fusion: None,
+        },
+    };
+    if cfg.max_length > config.arch.max_length() {
+        return Err(TrainError::Config(format!(
+            "--max-length {} exceeds the {} positions the model's max_position_embeddings allows",
+            cfg.max_length,
+            config.arch.max_length()
+        )));
+    }
+    crate::check_vocab(&tokenizer, &config)?;
+    eprintln!("model {}: {report}", dir.display());
+    let base = Base {
+        dir,
+        config,
+        report,
+        tokenizer,
+        fusion,
+    };
+    Ok((model, base))
+}
+
+/// Prints the class weights of the loss, when there are any.
+fn report_class_weights(data: &PreparedData) {
+    let Some(w) = &data.class_weights else {
+        return;
+    };
+    eprintln!(
+        "class weights{}: {}",
+        if data.problem == ProblemType::MultiLabelClassification {
+            " (pos_weight)"
+        } else {
+            ""
+        },
+        data.labels
+            .names()
+            .iter()
+            .zip(w)
+            .map(|(n, w)| format!("{n} {w:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}
