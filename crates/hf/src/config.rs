@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use sequin_encoders::{BertConfig, DistilBertConfig, LongformerConfig, ModernBertConfig};
-use sequin_heads::ProblemType;
+use burn::tensor::Device;
+use sequin_encoders::EncoderError;
+use sequin_heads::{CheckpointKeys, Family, ProblemType, SequenceClassifier};
 use serde_json::{Map, Value};
 
 use crate::{HfError, Result, io_err};
@@ -12,55 +13,93 @@ use crate::{HfError, Result, io_err};
 /// Class names in id order (`id2label`).
 pub type LabelNames = Vec<String>;
 
-/// The architecture fields of a supported family.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ArchConfig {
-    /// `bert`
-    Bert(BertConfig),
-    /// `roberta`, `xlm-roberta` (BERT's fields; positions offset by `pad_token_id + 1`).
-    Roberta(BertConfig),
-    /// `distilbert`
-    DistilBert(DistilBertConfig),
-    /// `longformer` (RoBERTa's fields plus `attention_window`).
-    Longformer(LongformerConfig),
-    /// `modernbert`
-    ModernBert(ModernBertConfig),
+macro_rules! arch_config {
+    ($($v:ident => $t:ty),* $(,)?) => {
+        /// The architecture fields of a supported family (one variant per registered family,
+        /// holding its [`Family::Config`]).
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum ArchConfig {
+            $(
+                #[allow(missing_docs)]
+                $v(<$t as Family>::Config),
+            )*
+        }
+
+        impl ArchConfig {
+            /// The longest input, special tokens included, the position table allows.
+            pub fn max_length(&self) -> usize {
+                match self {
+                    $(Self::$v(c) => <$t as Family>::max_length(c),)*
+                }
+            }
+
+            /// Rows of the word-embedding table.
+            pub fn vocab_size(&self) -> usize {
+                match self {
+                    $(Self::$v(c) => <$t as Family>::vocab_size(c),)*
+                }
+            }
+
+            /// transformers' class name for the sequence classifier of this family.
+            pub fn classifier_architecture(&self, model_type: &str) -> &'static str {
+                let types = match self {
+                    $(Self::$v(_) => <$t as Family>::MODEL_TYPES,)*
+                };
+                types
+                    .iter()
+                    .find(|(t, _)| *t == model_type)
+                    .unwrap_or(&types[0])
+                    .1
+            }
+
+            /// How this family's checkpoints spell their keys.
+            pub fn keys(&self) -> &'static CheckpointKeys {
+                match self {
+                    $(Self::$v(_) => &<$t as Family>::KEYS,)*
+                }
+            }
+
+            /// A sequence classifier of this family with fresh weights.
+            pub fn init_classifier(
+                &self,
+                num_labels: usize,
+                device: &Device,
+            ) -> std::result::Result<SequenceClassifier, EncoderError> {
+                Ok(match self {
+                    $(Self::$v(c) => SequenceClassifier::$v(<$t as Family>::init(c, num_labels, device)?),)*
+                })
+            }
+
+            /// The family that reads `model_type`, with its config parsed from `value` and
+            /// checked; `None` for an unsupported type.
+            fn parse(model_type: &str, value: Value) -> Option<std::result::Result<Self, String>> {
+                $(
+                    if <$t as Family>::MODEL_TYPES.iter().any(|(t, _)| *t == model_type) {
+                        return Some(
+                            serde_json::from_value::<<$t as Family>::Config>(value)
+                                .map_err(|e| e.to_string())
+                                .and_then(|c| {
+                                    <$t as Family>::check(&c).map_err(|e| e.to_string())?;
+                                    Ok(Self::$v(c))
+                                }),
+                        );
+                    }
+                )*
+                None
+            }
+        }
+
+        /// The model types this version can load, sorted.
+        pub fn supported_model_types() -> Vec<&'static str> {
+            let mut all: Vec<&'static str> = Vec::new();
+            $(all.extend(<$t as Family>::MODEL_TYPES.iter().map(|(t, _)| *t));)*
+            all.sort_unstable();
+            all
+        }
+    };
 }
 
-impl ArchConfig {
-    /// The longest input, special tokens included, the position table allows.
-    pub fn max_length(&self) -> usize {
-        match self {
-            Self::Bert(c) => c.max_position_embeddings,
-            Self::Roberta(c) => c.roberta_max_length(),
-            Self::DistilBert(c) => c.max_position_embeddings,
-            Self::Longformer(c) => c.max_length(),
-            Self::ModernBert(c) => c.max_position_embeddings,
-        }
-    }
-
-    /// Rows of the word-embedding table.
-    pub fn vocab_size(&self) -> usize {
-        match self {
-            Self::Bert(c) | Self::Roberta(c) => c.vocab_size,
-            Self::DistilBert(c) => c.vocab_size,
-            Self::Longformer(c) => c.bert.vocab_size,
-            Self::ModernBert(c) => c.vocab_size,
-        }
-    }
-
-    /// transformers' class name for the sequence classifier of this family.
-    pub fn classifier_architecture(&self, model_type: &str) -> &'static str {
-        match (self, model_type) {
-            (Self::Bert(_), _) => "BertForSequenceClassification",
-            (Self::Roberta(_), "xlm-roberta") => "XLMRobertaForSequenceClassification",
-            (Self::Roberta(_), _) => "RobertaForSequenceClassification",
-            (Self::DistilBert(_), _) => "DistilBertForSequenceClassification",
-            (Self::Longformer(_), _) => "LongformerForSequenceClassification",
-            (Self::ModernBert(_), _) => "ModernBertForSequenceClassification",
-        }
-    }
-}
+sequin_heads::for_each_family!(arch_config);
 
 /// A model folder's `config.json`: the typed fields sequin uses, plus every other key kept
 /// as it was.
@@ -79,16 +118,6 @@ pub struct HfConfig {
     /// The whole JSON object as read.
     pub raw: Map<String, Value>,
 }
-
-/// The model types this version can load.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
-    "bert",
-    "distilbert",
-    "longformer",
-    "modernbert",
-    "roberta",
-    "xlm-roberta",
-];
 
 impl HfConfig {
     /// Reads `dir/config.json`.
@@ -111,42 +140,14 @@ impl HfConfig {
             .and_then(Value::as_str)
             .ok_or_else(|| cfg_err("no `model_type` key".into()))?
             .to_string();
-        if !SUPPORTED_MODEL_TYPES.contains(&model_type.as_str()) {
-            return Err(HfError::UnsupportedModel {
-                path: path.to_path_buf(),
-                model_type,
-                supported: SUPPORTED_MODEL_TYPES.join(", "),
-            });
-        }
-        let value = Value::Object(raw.clone());
-        let arch = match model_type.as_str() {
-            "distilbert" => {
-                let c: DistilBertConfig =
-                    serde_json::from_value(value).map_err(|e| cfg_err(e.to_string()))?;
-                c.validate().map_err(|e| cfg_err(e.to_string()))?;
-                ArchConfig::DistilBert(c)
-            }
-            "longformer" => {
-                let c: LongformerConfig =
-                    serde_json::from_value(value).map_err(|e| cfg_err(e.to_string()))?;
-                c.validate().map_err(|e| cfg_err(e.to_string()))?;
-                ArchConfig::Longformer(c)
-            }
-            "modernbert" => {
-                let c: ModernBertConfig =
-                    serde_json::from_value(value).map_err(|e| cfg_err(e.to_string()))?;
-                c.plan().map_err(|e| cfg_err(e.to_string()))?;
-                ArchConfig::ModernBert(c)
-            }
-            t => {
-                let c: BertConfig =
-                    serde_json::from_value(value).map_err(|e| cfg_err(e.to_string()))?;
-                c.validate().map_err(|e| cfg_err(e.to_string()))?;
-                if t == "bert" {
-                    ArchConfig::Bert(c)
-                } else {
-                    ArchConfig::Roberta(c)
-                }
+        let arch = match ArchConfig::parse(&model_type, Value::Object(raw.clone())) {
+            Some(arch) => arch.map_err(cfg_err)?,
+            None => {
+                return Err(HfError::UnsupportedModel {
+                    path: path.to_path_buf(),
+                    model_type,
+                    supported: supported_model_types().join(", "),
+                });
             }
         };
         let labels = match raw.get("id2label") {

@@ -15,7 +15,7 @@ mod load;
 mod resolve;
 mod save;
 
-pub use config::{ArchConfig, HfConfig, LabelNames, SUPPORTED_MODEL_TYPES};
+pub use config::{ArchConfig, HfConfig, LabelNames, supported_model_types};
 pub use load::{LoadReport, load_classifier, load_fusion_weights};
 pub use resolve::{ResolveOptions, resolve, resolve_with};
 pub use save::{save_classifier_folder, save_fusion_weights, write_atomic};

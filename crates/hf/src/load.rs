@@ -4,17 +4,14 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use burn_store::{
-    ApplyError, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
+    ApplyError, ApplyResult, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore,
+    SafetensorsStore,
 };
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
-use sequin_heads::{
-    BertForSequenceClassification, DistilBertForSequenceClassification,
-    LongformerForSequenceClassification, ModernBertForSequenceClassification,
-    RobertaForSequenceClassification, SequenceClassifier,
-};
+use sequin_heads::{CheckpointKeys, SequenceClassifier};
 
-use crate::{ArchConfig, HfConfig, HfError, Result, io_err};
+use crate::{HfConfig, HfError, Result, io_err};
 
 /// What a load did, beyond the tensors that were simply applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -175,69 +172,6 @@ fn open_weights(
     Ok((Weights::Safetensors(store), path, keys, head))
 }
 
-/// Per-family key conventions.
-struct Family {
-    /// The base model's prefix in classifier checkpoints (`bert`, `roberta`, `distilbert`).
-    prefix: &'static str,
-    /// Top-level module names of a bare base-model checkpoint (keys without the prefix).
-    base_roots: &'static str,
-    /// Key prefixes of the classification head.
-    head: &'static [&'static str],
-    /// The head tensor whose first dimension is the label count.
-    head_rows: &'static str,
-    /// Key prefixes that may be absent and are then initialised afresh (besides the head).
-    fresh_ok: &'static [&'static str],
-    /// Key prefixes that a classifier ignores (pretraining heads, poolers it does not use).
-    ignored: &'static [&'static str],
-}
-
-fn family(arch: &ArchConfig) -> Family {
-    match arch {
-        ArchConfig::Bert(_) => Family {
-            prefix: "bert",
-            base_roots: "embeddings|encoder|pooler",
-            head: &["classifier."],
-            head_rows: "classifier.weight",
-            fresh_ok: &["bert.pooler."],
-            ignored: &["cls."],
-        },
-        ArchConfig::Roberta(_) => Family {
-            prefix: "roberta",
-            base_roots: "embeddings|encoder|pooler",
-            head: &["classifier."],
-            head_rows: "classifier.out_proj.weight",
-            fresh_ok: &[],
-            ignored: &["lm_head.", "roberta.pooler."],
-        },
-        ArchConfig::DistilBert(_) => Family {
-            prefix: "distilbert",
-            base_roots: "embeddings|transformer",
-            head: &["pre_classifier.", "classifier."],
-            head_rows: "classifier.weight",
-            fresh_ok: &[],
-            ignored: &["vocab_transform.", "vocab_layer_norm.", "vocab_projector."],
-        },
-        ArchConfig::Longformer(_) => Family {
-            prefix: "longformer",
-            base_roots: "embeddings|encoder|pooler",
-            head: &["classifier."],
-            head_rows: "classifier.out_proj.weight",
-            fresh_ok: &[],
-            ignored: &["lm_head.", "longformer.pooler."],
-        },
-        // `head` (dense, act, norm) is shared with the masked-LM model and is loaded from it,
-        // as transformers does; only `classifier` is the task head.
-        ArchConfig::ModernBert(_) => Family {
-            prefix: "model",
-            base_roots: "embeddings|layers|final_norm",
-            head: &["classifier."],
-            head_rows: "classifier.weight",
-            fresh_ok: &["head."],
-            ignored: &["decoder."],
-        },
-    }
-}
-
 /// Loads a sequence classifier of any supported family from an HF folder
 /// (`model.safetensors`, else `pytorch_model.bin`).
 ///
@@ -253,185 +187,205 @@ pub fn load_classifier(
     device: &Device,
 ) -> Result<(SequenceClassifier, HfConfig, LoadReport)> {
     let config = HfConfig::from_dir(dir)?;
-    let fam = family(&config.arch);
-    let (weights, path, keys, ckpt_head) = open_weights(dir, fam.head_rows)?;
-    let prefix_dot = format!("{}.", fam.prefix);
-    let has_prefix = keys.iter().any(|k| k.starts_with(&prefix_dot));
+    let keys = config.arch.keys();
+    let (weights, path, names, ckpt_head) = open_weights(dir, keys.head_rows)?;
+    let n = label_count(dir, num_labels, ckpt_head, &config)?;
+    let remap = Remap {
+        keys,
+        has_prefix: names
+            .iter()
+            .any(|k| k.starts_with(&format!("{}.", keys.prefix))),
+        reinit_head: ckpt_head.is_some_and(|h| h != n),
+    };
+    let model = config
+        .arch
+        .init_classifier(n, device)
+        .map_err(|source| HfError::Encoder {
+            path: dir.join("config.json"),
+            source,
+        })?;
+    let (model, result) = apply_any(model, weights, &remap, &path)?;
+    let report = remap.report(&result, path)?;
+    Ok((model, config, report))
+}
 
+/// The label count of the classifier to build: as asked, else the checkpoint head's, else
+/// `id2label`'s.
+fn label_count(
+    dir: &Path,
+    num_labels: Option<usize>,
+    ckpt_head: Option<usize>,
+    config: &HfConfig,
+) -> Result<usize> {
+    let bad = |message: &str| HfError::Config {
+        path: dir.join("config.json"),
+        message: message.into(),
+    };
     let n = match (num_labels, ckpt_head, &config.labels) {
         (Some(n), _, _) => n,
         (None, Some(h), _) => h,
         (None, None, Some(l)) => l.len(),
         (None, None, None) => {
-            return Err(HfError::Config {
-                path: dir.join("config.json"),
-                message: "the folder holds no classification head and no id2label; \
-                          train a classifier from it first"
-                    .into(),
-            });
+            return Err(bad(
+                "the folder holds no classification head and no id2label; \
+                 train a classifier from it first",
+            ));
         }
     };
     if n == 0 {
-        return Err(HfError::Config {
-            path: dir.join("config.json"),
-            message: "a classifier needs at least one label".into(),
-        });
+        return Err(bad("a classifier needs at least one label"));
     }
-    let reinit_head = ckpt_head.is_some_and(|h| h != n);
-    let enc_err = |source| HfError::Encoder {
-        path: dir.join("config.json"),
-        source,
-    };
+    Ok(n)
+}
 
-    // The same key remapping, whichever file format and family.
-    macro_rules! configure {
-        ($store:expr) => {{
-            let mut s = $store.validate(false).allow_partial(true);
-            if !has_prefix {
-                s = s.with_key_remapping(
-                    format!(r"^({})\.", fam.base_roots),
-                    format!("{}.$1.", fam.prefix),
-                );
-            }
-            s = s.with_key_remapping(r"\.attention\.self\.", ".attention.self_attn.");
-            if reinit_head {
-                for h in fam.head {
-                    s = s.with_key_remapping(
-                        format!("^{}", regex_escape(h)),
-                        format!("{DISCARDED}{h}"),
-                    );
-                }
-            }
-            s
-        }};
-    }
-    macro_rules! apply {
-        ($model:expr) => {{
-            let mut m = $model;
-            let r = match weights {
-                Weights::Safetensors(st) => {
-                    m.load_from(&mut configure!(st)).map_err(|e| e.to_string())
-                }
-                Weights::Pytorch(pt) => m.load_from(&mut configure!(pt)).map_err(|e| e.to_string()),
-            }
-            .map_err(|message| HfError::Weights {
-                path: path.clone(),
-                message,
-            })?;
-            (m, r)
-        }};
-    }
-    let (model, result) = match &config.arch {
-        ArchConfig::Bert(c) => {
-            let (m, r) =
-                apply!(BertForSequenceClassification::init(c, n, device).map_err(enc_err)?);
-            (SequenceClassifier::Bert(m), r)
-        }
-        ArchConfig::Roberta(c) => {
-            let m = RobertaForSequenceClassification::new(
-                c.init_roberta(device).map_err(enc_err)?,
-                c,
-                n,
-                device,
-            );
-            let (m, r) = apply!(m);
-            (SequenceClassifier::Roberta(m), r)
-        }
-        ArchConfig::DistilBert(c) => {
-            let m = DistilBertForSequenceClassification::new(
-                c.init(device).map_err(enc_err)?,
-                c,
-                n,
-                device,
-            );
-            let (m, r) = apply!(m);
-            (SequenceClassifier::DistilBert(m), r)
-        }
-        ArchConfig::Longformer(c) => {
-            let m = LongformerForSequenceClassification::new(
-                c.init(device).map_err(enc_err)?,
-                c,
-                n,
-                device,
-            );
-            let (m, r) = apply!(m);
-            (SequenceClassifier::Longformer(m), r)
-        }
-        ArchConfig::ModernBert(c) => {
-            let m = ModernBertForSequenceClassification::new(
-                c.init(device).map_err(enc_err)?,
-                c,
-                n,
-                device,
-            )
-            .map_err(enc_err)?;
-            let (m, r) = apply!(m);
-            (SequenceClassifier::ModernBert(m), r)
-        }
-    };
+/// How checkpoint keys become module paths for one load.
+struct Remap {
+    keys: &'static CheckpointKeys,
+    /// Whether the checkpoint's keys carry the family prefix (a classifier checkpoint).
+    has_prefix: bool,
+    /// Whether the checkpoint's head is parked as unused (its label count differs).
+    reinit_head: bool,
+}
 
-    if let Some(e) = result.errors.first() {
-        return Err(apply_error(&path, e));
-    }
-    let mut report = LoadReport {
-        applied: result.applied.len(),
-        ..LoadReport::default()
-    };
-    let mut missing = Vec::new();
-    for (p, _) in &result.missing {
-        let key = to_hf_key(p);
-        let fresh_ok = fam
-            .head
-            .iter()
-            .chain(fam.fresh_ok)
-            .any(|h| key.starts_with(h));
-        if fresh_ok {
-            report.newly_initialized.push(key);
-        } else {
-            missing.push(key);
+/// The same key remapping, whichever file format and family.
+macro_rules! configure {
+    ($store:expr, $remap:expr) => {{
+        let r: &Remap = $remap;
+        let mut s = $store.validate(false).allow_partial(true);
+        if !r.has_prefix {
+            s = s.with_key_remapping(
+                format!(r"^({})\.", r.keys.base_roots),
+                format!("{}.$1.", r.keys.prefix),
+            );
         }
+        s = s.with_key_remapping(r"\.attention\.self\.", ".attention.self_attn.");
+        if r.reinit_head {
+            for h in r.keys.head {
+                s = s
+                    .with_key_remapping(format!("^{}", regex_escape(h)), format!("{DISCARDED}{h}"));
+            }
+        }
+        s
+    }};
+}
+
+/// Applies the weights to one family's classifier.
+fn apply_weights<M: ModuleSnapshot>(
+    mut model: M,
+    weights: Weights,
+    remap: &Remap,
+    path: &Path,
+) -> Result<(M, ApplyResult)> {
+    let result = match weights {
+        Weights::Safetensors(st) => model
+            .load_from(&mut configure!(st, remap))
+            .map_err(|e| e.to_string()),
+        Weights::Pytorch(pt) => model
+            .load_from(&mut configure!(pt, remap))
+            .map_err(|e| e.to_string()),
     }
-    if !missing.is_empty() {
-        return Err(HfError::Missing {
-            path,
-            tensors: missing,
-        });
+    .map_err(|message| HfError::Weights {
+        path: path.to_path_buf(),
+        message,
+    })?;
+    Ok((model, result))
+}
+
+macro_rules! apply_any {
+    ($($v:ident => $t:ty),* $(,)?) => {
+        /// [`apply_weights`] on whichever family `model` is.
+        fn apply_any(
+            model: SequenceClassifier,
+            weights: Weights,
+            remap: &Remap,
+            path: &Path,
+        ) -> Result<(SequenceClassifier, ApplyResult)> {
+            Ok(match model {
+                $(SequenceClassifier::$v(m) => {
+                    let (m, r) = apply_weights(m, weights, remap, path)?;
+                    (SequenceClassifier::$v(m), r)
+                })*
+            })
+        }
+    };
+}
+
+sequin_heads::for_each_family!(apply_any);
+
+impl Remap {
+    /// The load report, or the error naming the first bad, missing or unused tensor.
+    fn report(&self, result: &ApplyResult, path: PathBuf) -> Result<LoadReport> {
+        if let Some(e) = result.errors.first() {
+            return Err(apply_error(&path, e));
+        }
+        let keys = self.keys;
+        let mut report = LoadReport {
+            applied: result.applied.len(),
+            ..LoadReport::default()
+        };
+        let mut missing = Vec::new();
+        for (p, _) in &result.missing {
+            let key = to_hf_key(p);
+            if keys
+                .head
+                .iter()
+                .chain(keys.fresh_ok)
+                .any(|h| key.starts_with(h))
+            {
+                report.newly_initialized.push(key);
+            } else {
+                missing.push(key);
+            }
+        }
+        if !missing.is_empty() {
+            return Err(HfError::Missing {
+                path,
+                tensors: missing,
+            });
+        }
+        let mut unused = Vec::new();
+        for p in &result.unused {
+            let (key, expected) = self.unused_key(p);
+            if expected {
+                report.discarded.push(key);
+            } else {
+                unused.push(key);
+            }
+        }
+        if !unused.is_empty() {
+            return Err(HfError::Unused {
+                path,
+                tensors: unused,
+            });
+        }
+        report.newly_initialized.sort();
+        report.discarded.sort();
+        Ok(report)
     }
-    let mut unused = Vec::new();
-    for p in &result.unused {
-        // Report the name as the checkpoint spells it.
+
+    /// An unused tensor's name as the checkpoint spells it, and whether leaving it unused is
+    /// expected (a parked head, `position_ids`, a pretraining head, an unused pooler).
+    fn unused_key(&self, p: &str) -> (String, bool) {
+        let keys = self.keys;
         let mut key = to_hf_key(p);
         let discarded_head = key.starts_with(DISCARDED);
         if let Some(k) = key.strip_prefix(DISCARDED) {
             key = k.to_string();
         }
-        if !has_prefix && let Some(k) = key.strip_prefix(&prefix_dot) {
+        if !self.has_prefix
+            && let Some(k) = key.strip_prefix(&format!("{}.", keys.prefix))
+        {
             key = k.to_string();
         }
         let expected = discarded_head
             || key.ends_with("position_ids")
-            || fam
+            || keys
                 .ignored
                 .iter()
                 .any(|i| key.starts_with(i) || to_hf_key(p).starts_with(i))
-            || (!has_prefix
-                && matches!(fam.prefix, "roberta" | "longformer")
-                && key.starts_with("pooler."));
-        if expected {
-            report.discarded.push(key);
-        } else {
-            unused.push(key);
-        }
+            || (!self.has_prefix && keys.bare_pooler_unused && key.starts_with("pooler."));
+        (key, expected)
     }
-    if !unused.is_empty() {
-        return Err(HfError::Unused {
-            path,
-            tensors: unused,
-        });
-    }
-    report.newly_initialized.sort();
-    report.discarded.sort();
-    Ok((model, config, report))
 }
 
 fn regex_escape(s: &str) -> String {

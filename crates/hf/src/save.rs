@@ -30,6 +30,24 @@ fn save_store(
     file.commit().map_err(io_err(path))
 }
 
+macro_rules! save_any {
+    ($($v:ident => $t:ty),* $(,)?) => {
+        /// Saves whichever family `model` is (its own module paths, as HF keys after the
+        /// store's remapping).
+        fn save_any(
+            model: &SequenceClassifier,
+            store: &mut SafetensorsStore,
+        ) -> std::result::Result<(), String> {
+            match model {
+                $(SequenceClassifier::$v(m) => m.save_into(store),)*
+            }
+            .map_err(|e| e.to_string())
+        }
+    };
+}
+
+sequin_heads::for_each_family!(save_any);
+
 /// Saves a classifier as a Hugging Face folder: `config.json` (with `architectures`,
 /// `id2label`, `label2id`, `problem_type`), `model.safetensors` (HF key names, `format: pt`),
 /// `tokenizer.json` and `tokenizer_config.json`. Every file is written atomically.
@@ -52,16 +70,7 @@ pub fn save_classifier_folder(
                 .with_key_remapping(r"\.attention\.self_attn\.", ".attention.self.")
                 .metadata("format", "pt")
         },
-        |store| {
-            match model {
-                SequenceClassifier::Bert(m) => m.save_into(store),
-                SequenceClassifier::Roberta(m) => m.save_into(store),
-                SequenceClassifier::DistilBert(m) => m.save_into(store),
-                SequenceClassifier::Longformer(m) => m.save_into(store),
-                SequenceClassifier::ModernBert(m) => m.save_into(store),
-            }
-            .map_err(|e| e.to_string())
-        },
+        |store| save_any(model, store),
     )?;
 
     let config = base.for_classifier(labels, problem_type);

@@ -140,162 +140,188 @@ fn d_gamma() -> f64 {
 /// The metrics a run can select its best checkpoint and stop early on.
 pub const BEST_METRICS: &[&str] = &["accuracy", "macro_f1", "micro_f1", "loss", "r2"];
 
-/// Every option of a training run. The defaults are those of the reference
-/// transformers `Trainer` run (2 epochs, lr 5e-5, batch 32, max_length 128, warmup 0.1,
-/// weight decay 0.01, seed 42). Unknown keys in a config file are rejected.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainConfig {
+/// Defines [`TrainConfig`] and [`TrainOptions`] from one table of fields: `name: Type =>
+/// default`, where the default is `Ok(value)` or, for a required option, an error. The one
+/// place an option, its type and its default are written.
+macro_rules! train_options {
+    ($( $(#[$m:meta])* $f:ident : $t:ty => $d:expr, )*) => {
+        /// Every option of a training run. The defaults are those of the reference
+        /// transformers `Trainer` run (2 epochs, lr 5e-5, batch 32, max_length 128, warmup 0.1,
+        /// weight decay 0.01, seed 42). Read from JSON through [`TrainOptions`], so unknown
+        /// keys are rejected and absent ones take their defaults.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(try_from = "TrainOptions")]
+        pub struct TrainConfig {
+            $( $(#[$m])* pub $f: $t, )*
+        }
+
+        /// A partial [`TrainConfig`]: the options one source gives (flags, a config file, a
+        /// saved run), each `None` where that source is silent. Sources are merged with
+        /// [`TrainOptions::or`], and [`TrainOptions::resolve`] fills the defaults.
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct TrainOptions {
+            $(
+                $(#[$m])*
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $f: Option<$t>,
+            )*
+        }
+
+        impl TrainOptions {
+            /// These options, with `base`'s wherever these have none.
+            pub fn or(self, base: TrainOptions) -> TrainOptions {
+                TrainOptions { $( $f: self.$f.or(base.$f), )* }
+            }
+
+            /// The config: every option given, the defaults elsewhere; an error names a
+            /// required option that is missing.
+            pub fn resolve(self) -> Result<TrainConfig> {
+                Ok(TrainConfig {
+                    $(
+                        $f: match self.$f {
+                            Some(v) => v,
+                            None => {
+                                let default: Result<$t> = $d;
+                                default?
+                            }
+                        },
+                    )*
+                })
+            }
+        }
+
+        impl From<TrainConfig> for TrainOptions {
+            fn from(c: TrainConfig) -> Self {
+                TrainOptions { $( $f: Some(c.$f), )* }
+            }
+        }
+    };
+}
+
+impl TryFrom<TrainOptions> for TrainConfig {
+    type Error = TrainError;
+    fn try_from(o: TrainOptions) -> Result<Self> {
+        o.resolve()
+    }
+}
+
+fn required(name: &str) -> TrainError {
+    TrainError::Config(format!(
+        "--{} is required (as a flag or in --config)",
+        name.replace('_', "-")
+    ))
+}
+
+train_options! {
     /// Model folder or hub id.
-    pub model: String,
+    model: String => Err(required("model")),
     /// Training data file.
-    pub train: PathBuf,
+    train: PathBuf => Err(required("train")),
     /// Validation data file (evaluated after each epoch; the best epoch is kept).
-    #[serde(default)]
-    pub validation: Option<PathBuf>,
+    validation: Option<PathBuf> => Ok(Default::default()),
     /// Test data file (evaluated once at the end).
-    #[serde(default)]
-    pub test: Option<PathBuf>,
+    test: Option<PathBuf> => Ok(Default::default()),
     /// Output model folder.
-    pub output: PathBuf,
+    output: PathBuf => Err(required("output")),
     /// Text column.
-    #[serde(default = "d_text")]
-    pub text_column: String,
+    text_column: String => Ok(d_text()),
     /// Optional second-text column.
-    #[serde(default)]
-    pub text_pair_column: Option<String>,
+    text_pair_column: Option<String> => Ok(Default::default()),
     /// Label column.
-    #[serde(default = "d_label")]
-    pub label_column: String,
+    label_column: String => Ok(d_label()),
     /// Epochs.
-    #[serde(default = "d_epochs")]
-    pub epochs: usize,
+    epochs: usize => Ok(d_epochs()),
     /// Training batch size.
-    #[serde(default = "d_batch")]
-    pub batch_size: usize,
+    batch_size: usize => Ok(d_batch()),
     /// Evaluation batch size.
-    #[serde(default = "d_eval_batch")]
-    pub eval_batch_size: usize,
+    eval_batch_size: usize => Ok(d_eval_batch()),
     /// Peak learning rate.
-    #[serde(default = "d_lr")]
-    pub lr: f64,
+    lr: f64 => Ok(d_lr()),
     /// AdamW weight decay (not applied to biases and LayerNorm).
-    #[serde(default = "d_wd")]
-    pub weight_decay: f64,
+    weight_decay: f64 => Ok(d_wd()),
     /// Fraction of steps of linear warmup.
-    #[serde(default = "d_warmup")]
-    pub warmup_ratio: f64,
+    warmup_ratio: f64 => Ok(d_warmup()),
     /// Maximum tokens per example.
-    #[serde(default = "d_max_len")]
-    pub max_length: usize,
+    max_length: usize => Ok(d_max_len()),
     /// Pad batches to a multiple of this.
-    #[serde(default)]
-    pub pad_to_multiple_of: Option<usize>,
+    pad_to_multiple_of: Option<usize> => Ok(Default::default()),
     /// Seed for initialisation, dropout and shuffling.
-    #[serde(default = "d_seed")]
-    pub seed: u64,
+    seed: u64 => Ok(d_seed()),
     /// Global gradient-norm clipping.
-    #[serde(default = "d_clip")]
-    pub max_grad_norm: f64,
+    max_grad_norm: f64 => Ok(d_clip()),
     /// Stop after this many optimizer steps (for smoke tests); `None` = all epochs.
-    #[serde(default)]
-    pub max_steps: Option<usize>,
+    max_steps: Option<usize> => Ok(Default::default()),
     /// How texts longer than `max_length` are fitted (saved with the model, applied the same
     /// way by eval and predict).
-    #[serde(default)]
-    pub long_text: sequin_tokenize::LongText,
+    long_text: sequin_tokenize::LongText => Ok(Default::default()),
     /// How a chunked document's window logits are combined.
-    #[serde(default)]
-    pub aggregate: sequin_heads::Aggregate,
+    aggregate: sequin_heads::Aggregate => Ok(Default::default()),
     /// Form training batches of similar length (less padding, same examples per epoch).
     /// `None`: yes, except with offline augmentation, whose variants of one example have
     /// similar lengths and would share batches (measured: it hurt accuracy, README).
-    #[serde(default)]
-    pub group_by_length: Option<bool>,
+    group_by_length: Option<bool> => Ok(Default::default()),
     /// Row shards per batch whose forward and backward passes run in parallel (see
     /// `sequin_train::shard`): more CPU cores busy per step, the same gradient up to float
     /// rounding. `None`: 1. The CLI's default is 4 on the CPU backend and 1 on GPUs. Mixup
     /// always runs as one shard (it pairs rows across the batch).
-    #[serde(default)]
-    pub shards: Option<usize>,
+    shards: Option<usize> => Ok(Default::default()),
     /// Cap the number of training examples (first N after a seeded shuffle).
-    #[serde(default)]
-    pub max_train_samples: Option<usize>,
+    max_train_samples: Option<usize> => Ok(Default::default()),
     /// Batches whose gradients are summed (each loss divided by this) before one optimizer
     /// step.
-    #[serde(default = "d_one")]
-    pub gradient_accumulation_steps: usize,
+    gradient_accumulation_steps: usize => Ok(d_one()),
     /// Learning-rate schedule after warmup.
-    #[serde(default)]
-    pub lr_scheduler: LrSchedule,
+    lr_scheduler: LrSchedule => Ok(Default::default()),
     /// Layer-wise learning-rate decay: the top encoder layer trains at `lr`, each layer below
     /// at `decay` times the one above, the embeddings below the first layer. `None` = the same
     /// rate everywhere.
-    #[serde(default)]
-    pub layer_lr_decay: Option<f64>,
+    layer_lr_decay: Option<f64> => Ok(Default::default()),
     /// Learning rate of the classification head (and pooler); `None` = `lr`.
-    #[serde(default)]
-    pub head_lr: Option<f64>,
+    head_lr: Option<f64> => Ok(Default::default()),
     /// Evaluate (and checkpoint) every this many optimizer steps; `None` = after every epoch.
-    #[serde(default)]
-    pub eval_steps: Option<usize>,
+    eval_steps: Option<usize> => Ok(Default::default()),
     /// The validation metric that picks the best checkpoint and drives early stopping
     /// (`accuracy`, `macro_f1`: higher is better; `loss`: lower is better).
-    #[serde(default = "d_metric")]
-    pub metric_for_best_model: String,
+    metric_for_best_model: String => Ok(d_metric()),
     /// Stop after this many evaluations without an improvement of at least
     /// `early_stopping_min_delta`.
-    #[serde(default)]
-    pub early_stopping_patience: Option<usize>,
+    early_stopping_patience: Option<usize> => Ok(Default::default()),
     /// The least change of the metric that counts as an improvement.
-    #[serde(default)]
-    pub early_stopping_min_delta: f64,
+    early_stopping_min_delta: f64 => Ok(Default::default()),
     /// Checkpoints kept besides the last one: the best by `metric_for_best_model`.
-    #[serde(default = "d_one")]
-    pub save_total_limit: usize,
+    save_total_limit: usize => Ok(d_one()),
     /// HF `problem_type`; `None` = multi-label when the labels are lists (or
     /// `label_columns` are given), else single-label.
-    #[serde(default)]
-    pub problem_type: Option<sequin_heads::ProblemType>,
+    problem_type: Option<sequin_heads::ProblemType> => Ok(Default::default()),
     /// Multi-label data as one 0/1 column per label (instead of `label_column`).
-    #[serde(default)]
-    pub label_columns: Vec<String>,
+    label_columns: Vec<String> => Ok(Default::default()),
     /// Multi-label: choose each label's decision threshold on the validation data (for F1)
     /// instead of 0.5; the thresholds are saved with the model and used by eval and predict.
-    #[serde(default)]
-    pub tune_thresholds: bool,
+    tune_thresholds: bool => Ok(Default::default()),
     /// Class weights in the loss (`pos_weight` for multi-label).
-    #[serde(default)]
-    pub class_weights: Option<ClassWeights>,
+    class_weights: Option<ClassWeights> => Ok(Default::default()),
     /// The training loss.
-    #[serde(default)]
-    pub loss: LossKind,
+    loss: LossKind => Ok(Default::default()),
     /// Focal loss γ.
-    #[serde(default = "d_gamma")]
-    pub focal_gamma: f64,
+    focal_gamma: f64 => Ok(d_gamma()),
     /// How examples are drawn.
-    #[serde(default)]
-    pub sampler: Sampler,
+    sampler: Sampler => Ok(Default::default()),
     /// Without a validation file: hold out this fraction of the training data, stratified by
     /// label, as validation data.
-    #[serde(default)]
-    pub validation_split: Option<f64>,
+    validation_split: Option<f64> => Ok(Default::default()),
     /// Augmentation of the training data.
-    #[serde(default)]
-    pub augment: Option<AugmentConfig>,
+    augment: Option<AugmentConfig> => Ok(Default::default()),
     /// Mixup in embedding space (Zhang et al. 2018; for text, Sun et al. 2020): each batch's
     /// pooled text vectors and its targets (one-hot, multi-hot or values) are mixed with a
     /// shuffled copy of the batch, `λ ~ Beta(α, α)`, and the loss is the soft-label loss.
     /// Token ids are never mixed. `None` = off.
-    #[serde(default)]
-    pub mixup_alpha: Option<f64>,
+    mixup_alpha: Option<f64> => Ok(Default::default()),
     /// Metadata columns and their transforms (fitted on the training data only).
-    #[serde(default)]
-    pub features: sequin_data::FeatureSpec,
+    features: sequin_data::FeatureSpec => Ok(Default::default()),
     /// How metadata is fused with the text; `None`: `concat` when metadata columns are given,
     /// else text only.
-    #[serde(default)]
-    pub fusion: Option<sequin_heads::FusionMethod>,
+    fusion: Option<sequin_heads::FusionMethod> => Ok(Default::default()),
 }
 
 impl TrainConfig {
@@ -305,12 +331,14 @@ impl TrainConfig {
         train: impl Into<PathBuf>,
         output: impl Into<PathBuf>,
     ) -> Self {
-        serde_json::from_value(serde_json::json!({
-            "model": model.into(),
-            "train": train.into(),
-            "output": output.into(),
-        }))
-        .expect("defaults deserialize")
+        TrainOptions {
+            model: Some(model.into()),
+            train: Some(train.into()),
+            output: Some(output.into()),
+            ..TrainOptions::default()
+        }
+        .resolve()
+        .expect("only the paths are required")
     }
 
     /// Checks option values.

@@ -27,7 +27,9 @@ pub mod tune;
 pub use classifier::{
     Classifier, ClassifierParts, LabelScore, Model, Prediction, ScoreFunction, Targets,
 };
-pub use config::TrainConfig;
+pub use config::{
+    AugmentConfig, AugmentMode, ClassWeights, LossKind, Sampler, TrainConfig, TrainOptions,
+};
 pub use config::{BEST_METRICS, LrSchedule};
 pub use folder::{FUSION_FILE, FUSION_WEIGHTS, FusionFile, InputPolicy, POLICY_FILE, load_model};
 pub use inference::Inference;

@@ -101,15 +101,12 @@ pub fn lr_groups<M: Module>(
             .find(|w| w[0] == "layer" || w[0] == "layers")
             .and_then(|w| w[1].parse().ok())
     };
+    // The backbone's module name in every registered family (`bert`, `roberta`, ...).
+    let backbones = sequin_heads::backbone_prefixes();
     let is_head = |path: &str| {
         // Top-level fields other than the backbone, plus BERT's pooler. (The visitor may or
         // may not name the root module: look at the first two components.)
-        let in_backbone = path.split('.').take(4).any(|c| {
-            matches!(
-                c,
-                "bert" | "roberta" | "distilbert" | "longformer" | "model"
-            )
-        });
+        let in_backbone = path.split('.').take(4).any(|c| backbones.contains(&c));
         !in_backbone || path.contains("pooler")
     };
     let n_layers = paths
