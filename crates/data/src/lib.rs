@@ -9,6 +9,7 @@ mod features;
 mod labels;
 mod read;
 mod seeds;
+mod write;
 
 pub use batch::{EncodedBatch, length_grouped_batches, shuffled_indices, to_pad_mask};
 pub use features::{
@@ -18,6 +19,7 @@ pub use features::{
 pub use labels::LabelMap;
 pub use read::{Columns, Record, column_names, for_each_chunk, read_records};
 pub use seeds::Seeds;
+pub use write::{ProvenanceRow, write_records};
 
 use std::path::PathBuf;
 
@@ -91,6 +93,14 @@ pub enum DataError {
         column: String,
         /// What is wrong.
         problem: String,
+    },
+    /// A file could not be written as asked.
+    #[error("{path}: cannot write: {message}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
     },
     /// The file has no data rows.
     #[error("{path}: the file has no data rows")]

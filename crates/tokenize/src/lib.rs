@@ -126,6 +126,71 @@ pub enum ChunkSelect {
     Spread,
 }
 
+/// The long-text policies by name, as a user picks one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LongTextKind {
+    /// [`LongText::Truncate`].
+    Truncate,
+    /// [`LongText::HeadTail`].
+    HeadTail,
+    /// [`LongText::Chunk`].
+    Chunk,
+}
+
+/// A long-text policy as asked for: a kind and any of its sizes. [`LongTextRequest::resolve`]
+/// fills the rest with sequin's defaults for a `max_length`, so that every front end (the
+/// CLI, a config file, a server) gets the same policy from the same request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LongTextRequest {
+    /// The policy; `None` when none is named.
+    pub kind: Option<LongTextKind>,
+    /// head-tail: tokens kept from the start [default: a quarter of the content tokens].
+    pub head: Option<usize>,
+    /// head-tail: tokens kept from the end [default: the rest of the content tokens].
+    pub tail: Option<usize>,
+    /// chunk: tokens shared by consecutive windows [default: a quarter of `max_length`].
+    pub stride: Option<usize>,
+    /// chunk: the most windows per text [default: 8].
+    pub max_chunks: Option<usize>,
+    /// chunk: which windows a longer text keeps [default: the first].
+    pub select: Option<ChunkSelect>,
+}
+
+impl LongTextRequest {
+    /// The policy for texts of at most `max_length` tokens (special tokens included); `None`
+    /// when no policy is named, which is an error if sizes are given.
+    pub fn resolve(&self, max_length: usize) -> Result<Option<LongText>> {
+        let content = max_length.saturating_sub(2);
+        let Some(kind) = self.kind else {
+            if self.head.is_some()
+                || self.tail.is_some()
+                || self.stride.is_some()
+                || self.max_chunks.is_some()
+                || self.select.is_some()
+            {
+                return Err(TokenizeError::Options(
+                    "--head-tokens, --tail-tokens, --chunk-stride, --max-chunks and --chunk-select need --long-text head-tail or chunk".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        Ok(Some(match kind {
+            LongTextKind::Truncate => LongText::Truncate,
+            LongTextKind::HeadTail => {
+                let head = self.head.unwrap_or(content / 4);
+                let tail = self.tail.unwrap_or(content.saturating_sub(head));
+                LongText::HeadTail { head, tail }
+            }
+            LongTextKind::Chunk => LongText::Chunk {
+                stride: self.stride.unwrap_or(max_length / 4),
+                max_chunks: self.max_chunks.unwrap_or(8),
+                select: self.select.unwrap_or_default(),
+            },
+        }))
+    }
+}
+
 /// Indices of the windows kept out of `n`, at most `k` of them.
 pub fn select_windows(n: usize, k: usize, how: ChunkSelect) -> Vec<usize> {
     let k = k.max(1);
@@ -731,5 +796,31 @@ mod tests {
             vec![0, 25, 50, 74, 99]
         );
         assert_eq!(select_windows(7, 1, ChunkSelect::Spread), vec![0]);
+    }
+
+    #[test]
+    fn long_text_requests_get_the_documented_defaults() {
+        let ask = |kind| LongTextRequest {
+            kind: Some(kind),
+            ..Default::default()
+        };
+        assert_eq!(
+            ask(LongTextKind::HeadTail).resolve(130).unwrap(),
+            Some(LongText::HeadTail { head: 32, tail: 96 })
+        );
+        assert_eq!(
+            ask(LongTextKind::Chunk).resolve(128).unwrap(),
+            Some(LongText::Chunk {
+                stride: 32,
+                max_chunks: 8,
+                select: ChunkSelect::First
+            })
+        );
+        assert_eq!(LongTextRequest::default().resolve(128).unwrap(), None);
+        let sizes_alone = LongTextRequest {
+            stride: Some(8),
+            ..Default::default()
+        };
+        assert!(sizes_alone.resolve(128).is_err());
     }
 }

@@ -13,10 +13,10 @@ pub use sequin_heads::Model;
 use sequin_tokenize::{EncodeOptions, Tokenizer};
 use serde::{Deserialize, Serialize};
 
-use crate::Result;
 use crate::folder::{InputPolicy, load_model, read_policy};
 use crate::inference::Inference;
 use crate::metrics::Report;
+use crate::{Result, TrainError};
 
 /// One prediction, as `sequin predict` writes it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -196,12 +196,31 @@ impl Classifier {
         }
     }
 
-    /// Encoding options from the policy, with an optional `max_length` override.
+    /// Encoding options from the policy, with an optional `max_length` override (not
+    /// checked: see [`Self::checked_options`]; inference checks it when it runs).
     pub fn encode_options(&self, max_length: Option<usize>) -> EncodeOptions {
         EncodeOptions {
             max_length: max_length.unwrap_or(self.policy.max_length),
             pad_to_multiple_of: None,
         }
+    }
+
+    /// As [`Self::encode_options`], failing when `max_length` exceeds the model's position
+    /// table.
+    pub fn checked_options(&self, max_length: Option<usize>) -> Result<EncodeOptions> {
+        let opts = self.encode_options(max_length);
+        self.check_max_length(opts.max_length)?;
+        Ok(opts)
+    }
+
+    fn check_max_length(&self, max_length: usize) -> Result<()> {
+        let limit = self.config.arch.max_length();
+        if max_length > limit {
+            return Err(TrainError::Config(format!(
+                "--max-length {max_length} exceeds the {limit} positions the model's max_position_embeddings allows"
+            )));
+        }
+        Ok(())
     }
 
     /// Logits `[n, num_labels]` for records, in the order given; batches are formed by length.
@@ -211,17 +230,18 @@ impl Classifier {
         opts: EncodeOptions,
         batch_size: usize,
     ) -> Result<Vec<Vec<f32>>> {
-        let policy = self.policy_for(opts);
+        let policy = self.policy_for(opts)?;
         self.inference(&policy, batch_size)
             .logits(records, "predict")
     }
 
-    /// The saved policy with `opts`' `max_length`.
-    fn policy_for(&self, opts: EncodeOptions) -> InputPolicy {
-        InputPolicy {
+    /// The saved policy with `opts`' `max_length` (checked against the model).
+    fn policy_for(&self, opts: EncodeOptions) -> Result<InputPolicy> {
+        self.check_max_length(opts.max_length)?;
+        Ok(InputPolicy {
             max_length: opts.max_length,
             ..self.policy.clone()
-        }
+        })
     }
 
     /// This classifier's inference context under `policy`, `batch_size` rows at a time.
@@ -333,7 +353,7 @@ impl Classifier {
         batch_size: usize,
     ) -> Result<Report> {
         let targets = Targets::encode(self.problem_type(), &self.labels, records, path)?;
-        let policy = self.policy_for(opts);
+        let policy = self.policy_for(opts)?;
         self.inference(&policy, batch_size)
             .evaluate(records, &targets, self.labels.names())
     }

@@ -1,0 +1,57 @@
+//! `sequin eval` and what `eval` and `predict` share: a classifier loaded and set up from the
+//! inference flags.
+
+use std::path::Path;
+
+use anyhow::Result;
+use burn::tensor::Device;
+use sequin_data::Columns;
+use sequin_tokenize::EncodeOptions;
+use sequin_train::Classifier;
+
+use crate::args::{EvalArgs, InferenceArgs};
+use crate::backend::default_shards;
+
+/// Loads the classifier of `run.model` with the inference flags applied: the max length
+/// (checked against the model), the shards, and any long-text policy or aggregation
+/// overriding the saved ones.
+pub(crate) fn load(run: &InferenceArgs, device: &Device) -> Result<(Classifier, EncodeOptions)> {
+    let mut c = Classifier::load(&run.model, device)?;
+    let opts = c.checked_options(run.max_length)?;
+    c.shards = run.shards.map_or_else(default_shards, |n| n as usize);
+    if let Some(policy) = run.long.request().resolve(opts.max_length)? {
+        c.policy.long_text = policy;
+    }
+    if let Some(a) = run.long.aggregate() {
+        c.policy.aggregate = a;
+    }
+    Ok((c, opts))
+}
+
+/// `sequin eval`: prints every metric as one JSON object.
+pub(crate) fn eval(a: EvalArgs, device: &Device) -> Result<()> {
+    let (c, opts) = load(&a.run, device)?;
+    let cols = Columns {
+        text: a.columns.text_column,
+        text_pair: a.columns.text_pair_column,
+        label: Some(a.label_column),
+        label_columns: a.label_columns,
+        features: Vec::new(),
+    };
+    let recs = c.read(&a.data, &cols)?;
+    warn_unknown(&a.data, &c.check_features(&a.data, 1, &recs)?);
+    let m = c.evaluate(&recs, &a.data, opts, a.run.batch_size)?;
+    println!("{}", serde_json::to_string(&m)?);
+    Ok(())
+}
+
+/// Warns about metadata categories the model never saw in training (they were scored with the
+/// rare/unknown bucket).
+pub(crate) fn warn_unknown(path: &Path, unknown: &[(String, usize)]) {
+    for (col, n) in unknown.iter().filter(|(_, n)| *n > 0) {
+        eprintln!(
+            "warning: {}: {n} value(s) of `{col}` were not in the training vocabulary; they used the rare/unknown bucket",
+            path.display()
+        );
+    }
+}

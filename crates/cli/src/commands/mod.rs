@@ -1,0 +1,23 @@
+//! What each command does, one module per command (eval holds what eval and predict share).
+
+pub(crate) mod augment;
+pub(crate) mod eval;
+pub(crate) mod predict;
+pub(crate) mod train;
+
+use anyhow::Result;
+
+use crate::args::{Cli, Cmd};
+use crate::backend::device;
+
+/// Runs a parsed command line.
+pub(crate) fn run(cli: Cli) -> Result<()> {
+    let device = device();
+    match cli.cmd {
+        Cmd::Train(a) => train::train(a, &device),
+        Cmd::Tune(a) => train::tune(a, &device),
+        Cmd::Augment(a) => augment::augment(a),
+        Cmd::Eval(a) => eval::eval(a, &device),
+        Cmd::Predict(a) => predict::predict(a, &device),
+    }
+}
