@@ -182,6 +182,54 @@ fn training_is_reproducible_on_cpu() {
     );
 }
 
+/// Two runs in one process at the same time: each draws its dropout masks from its own
+/// stream (no process-wide generator), so each gives the weights it gives alone.
+#[test]
+fn concurrent_runs_in_one_process_match_runs_alone() {
+    let cfg = |tag: &str, seed: u64| {
+        let out = std::env::temp_dir().join(format!("sequin-conc-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let mut cfg = TrainConfig::new(
+            fixture("bert-tiny-cls").to_string_lossy(),
+            dataset("amazon-food", "train"),
+            &out,
+        );
+        cfg.max_train_samples = Some(48);
+        cfg.epochs = 1;
+        cfg.batch_size = 16;
+        cfg.max_length = 32;
+        cfg.seed = seed;
+        cfg.shards = Some(2);
+        cfg
+    };
+    let weights = |cfg: &TrainConfig| {
+        let bytes = std::fs::read(cfg.output.join("model.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut names = st.names();
+        names.sort();
+        let all: Vec<Vec<u8>> = names
+            .into_iter()
+            .map(|n| st.tensor(n).unwrap().data().to_vec())
+            .collect();
+        let _ = std::fs::remove_dir_all(&cfg.output);
+        all
+    };
+    let (a, b) = (cfg("a", 1), cfg("b", 2));
+    train_model(&a, &Device::flex()).unwrap();
+    let alone = weights(&a);
+    std::thread::scope(|s| {
+        let ta = s.spawn(|| train_model(&a, &Device::flex()).map(|_| ()));
+        let tb = s.spawn(|| train_model(&b, &Device::flex()).map(|_| ()));
+        ta.join().unwrap().unwrap();
+        tb.join().unwrap().unwrap();
+    });
+    assert!(
+        weights(&a) == alone,
+        "a run beside another gave other weights than alone"
+    );
+    let _ = weights(&b);
+}
+
 /// Chunked long documents: the policy is saved with the model, and predict's logits are the
 /// mean of the windows' own logits.
 #[test]

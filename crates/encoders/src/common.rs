@@ -4,8 +4,6 @@
 //! conversion from Hugging Face's `attention_mask` (1 = real token) happens once, in
 //! `sequin-data`.
 
-use std::sync::Mutex;
-
 use burn::nn::Dropout;
 use burn::tensor::activation;
 use burn::tensor::{Bool, Tensor, TensorData};
@@ -77,26 +75,46 @@ impl Activation {
     }
 }
 
-static DROPOUT_RNG: Mutex<Option<ChaCha8Rng>> = Mutex::new(None);
-
-/// Seeds the generator of dropout masks (sequin's, not the backend's: one ChaCha8 stream,
-/// drawn 32 bits per element, much faster than a per-element distribution sampler).
-pub fn seed_dropout(seed: u64) {
-    *DROPOUT_RNG.lock().unwrap_or_else(|p| p.into_inner()) = Some(ChaCha8Rng::seed_from_u64(seed));
+/// A run's stream of dropout masks: one ChaCha8 stream, drawn 32 bits per element (sequin's,
+/// not the backend's: much faster than a per-element distribution sampler), and the next
+/// unused word. A run owns its stream and saves it in checkpoints; no process-wide generator
+/// exists, so runs in different threads never share draws.
+///
+/// Model code draws from the stream in force on its thread: [`with_dropout_stream`] puts a
+/// stream in force for a training step, and [`with_dropout_region`] a region of it for one
+/// shard of the step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DropoutStream {
+    seed: [u8; 32],
+    next: u128,
 }
 
-/// Where the dropout generator stands: `(seed, word position)`, enough to restore it exactly
-/// with [`restore_dropout`] (a resumed run draws the same masks as an uninterrupted one).
-pub fn dropout_position() -> Option<([u8; 32], u128)> {
-    let guard = DROPOUT_RNG.lock().unwrap_or_else(|p| p.into_inner());
-    guard.as_ref().map(|r| (r.get_seed(), r.get_word_pos()))
-}
+impl DropoutStream {
+    /// The stream of a run seeded by `seed`, at its start.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed: ChaCha8Rng::seed_from_u64(seed).get_seed(),
+            next: 0,
+        }
+    }
 
-/// Puts the dropout generator back where [`dropout_position`] said it was.
-pub fn restore_dropout(seed: [u8; 32], word_pos: u128) {
-    let mut rng = ChaCha8Rng::from_seed(seed);
-    rng.set_word_pos(word_pos);
-    *DROPOUT_RNG.lock().unwrap_or_else(|p| p.into_inner()) = Some(rng);
+    /// A stream at a saved position (see [`Self::position`]).
+    pub fn at(seed: [u8; 32], next: u128) -> Self {
+        Self { seed, next }
+    }
+
+    /// `(seed, next word)`: enough to restore the stream exactly with [`Self::at`], so that a
+    /// resumed run draws the same masks as an uninterrupted one.
+    pub fn position(&self) -> ([u8; 32], u128) {
+        (self.seed, self.next)
+    }
+
+    /// Takes `words` words starting at `align(next)`; returns `(seed, start)`.
+    fn reserve(&mut self, align: impl FnOnce(u128) -> u128, words: u128) -> ([u8; 32], u128) {
+        let start = align(self.next);
+        self.next = start + words;
+        (self.seed, start)
+    }
 }
 
 /// Words of the dropout stream reserved for one region (one shard of one training step): far
@@ -104,27 +122,53 @@ pub fn restore_dropout(seed: [u8; 32], word_pos: u128) {
 pub const REGION_WORDS: u128 = 1 << 40;
 
 thread_local! {
+    /// The stream in force on this thread (see [`with_dropout_stream`]).
+    static STREAM: std::cell::Cell<Option<DropoutStream>> = const { std::cell::Cell::new(None) };
     /// The dropout region in force on this thread, as `(seed, next word)`.
     static REGION: std::cell::Cell<Option<([u8; 32], u128)>> = const { std::cell::Cell::new(None) };
 }
 
-/// Reserves `n` consecutive regions of [`REGION_WORDS`] words of the dropout stream and returns
-/// where the first starts, for [`with_dropout_region`].
+/// Puts a value back into a thread-local cell when dropped (also on unwinding).
+struct Restore<T: Copy + 'static>(&'static std::thread::LocalKey<std::cell::Cell<T>>, T);
+
+impl<T: Copy + 'static> Drop for Restore<T> {
+    fn drop(&mut self) {
+        self.0.with(|c| c.set(self.1));
+    }
+}
+
+/// Runs `f` with `stream` in force on this thread: every dropout mask `f` draws here (outside
+/// a region) comes from it, in order, and regions are reserved from it. `stream` is advanced
+/// past everything `f` took. Nests.
+pub fn with_dropout_stream<T>(stream: &mut DropoutStream, f: impl FnOnce() -> T) -> T {
+    let previous = STREAM.with(|c| c.replace(Some(*stream)));
+    let restore = Restore(&STREAM, previous);
+    let out = f();
+    if let Some(s) = STREAM.with(|c| c.get()) {
+        *stream = s;
+    }
+    drop(restore);
+    out
+}
+
+/// Takes words of the stream in force on this thread (a stream seeded by 0 when none is:
+/// dropout outside a trainer, as in a library user's own loop).
+fn reserve_words(align: impl FnOnce(u128) -> u128, words: u128) -> ([u8; 32], u128) {
+    STREAM.with(|c| {
+        let mut s = c.get().unwrap_or_else(|| DropoutStream::new(0));
+        let taken = s.reserve(align, words);
+        c.set(Some(s));
+        taken
+    })
+}
+
+/// Reserves `n` consecutive regions of [`REGION_WORDS`] words of the stream in force on this
+/// thread and returns where the first starts, for [`with_dropout_region`].
 pub fn dropout_take_regions(n: usize) -> ([u8; 32], u128) {
     reserve_words(
         |pos| pos.div_ceil(REGION_WORDS) * REGION_WORDS,
         n as u128 * REGION_WORDS,
     )
-}
-
-/// Takes `words` words of the process-wide dropout stream, starting at `align(position)`, and
-/// returns `(seed, start)`.
-fn reserve_words(align: impl FnOnce(u128) -> u128, words: u128) -> ([u8; 32], u128) {
-    let mut guard = DROPOUT_RNG.lock().unwrap_or_else(|p| p.into_inner());
-    let rng = guard.get_or_insert_with(|| ChaCha8Rng::seed_from_u64(0));
-    let start = align(rng.get_word_pos());
-    rng.set_word_pos(start + words);
-    (rng.get_seed(), start)
 }
 
 /// Runs `f` with region `index` of those [`dropout_take_regions`] reserved at `base`: every
@@ -135,13 +179,7 @@ pub fn with_dropout_region<T>(base: ([u8; 32], u128), index: usize, f: impl FnOn
     let (seed, start) = base;
     let region = Some((seed, start + index as u128 * REGION_WORDS));
     let previous = REGION.with(|r| r.replace(region));
-    struct Restore(Option<([u8; 32], u128)>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            REGION.with(|r| r.set(self.0));
-        }
-    }
-    let _restore = Restore(previous);
+    let _restore = Restore(&REGION, previous);
     f()
 }
 

@@ -96,7 +96,6 @@ fn main() -> Result<()> {
         infer_device.clone()
     };
     dev.seed(0);
-    sequin_encoders::common::seed_dropout(0);
     let t_load = Instant::now();
     let model = BertForSequenceClassification::init(&cfg, 2, &dev)?;
     let n_total = model.num_params();

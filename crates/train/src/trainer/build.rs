@@ -9,7 +9,7 @@ use burn::module::Module;
 use burn::optim::GradientsAccumulator;
 use burn::tensor::Device;
 use sequin_data::Seeds;
-use sequin_encoders::common::seed_dropout;
+use sequin_encoders::common::DropoutStream;
 use sequin_heads::{FusionConfig, ProblemType};
 use sequin_hf::resolve;
 use sequin_tokenize::Tokenizer;
@@ -23,6 +23,9 @@ use crate::classifier::Model;
 use crate::folder::InputPolicy;
 use crate::optim::{adamw, lr_groups, module_scheduler, stable_param_ids};
 use crate::{Result, TrainConfig, TrainError};
+
+/// Taken while a model is initialised (see [`build`]).
+static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Builds a run: a [`Trainer`] and the model to train.
 pub(crate) fn build<'a>(
@@ -41,14 +44,20 @@ pub(crate) fn build<'a>(
     let tokenizer = Tokenizer::from_dir(&model_dir)?;
     let data = prepare(cfg, seeds)?;
     let ad = device.clone().autodiff();
-    ad.seed(seeds.run());
-    let (model, base) = load(cfg, &data, model_dir, tokenizer, resume.is_some(), &ad)?;
+    let (model, base) = {
+        // burn's backends draw parameter initialisation from one process-wide generator:
+        // runs in one process take turns here, and only here.
+        let _init = INIT.lock().unwrap_or_else(|p| p.into_inner());
+        ad.seed(seeds.run());
+        load(cfg, &data, model_dir, tokenizer, resume.is_some(), &ad)?
+    };
     // Ids by position: the optimizer state of a checkpoint applies to the reloaded model.
     let model = stable_param_ids(model.train());
     let mut optim = adamw(&model, cfg.weight_decay);
-    let state = match resume {
+    let (state, dropout) = match resume {
         Some((dir, state)) => {
-            optim = checkpoint::restore(&dir, &state, optim)?;
+            let dropout;
+            (optim, dropout) = checkpoint::restore(&dir, &state, optim)?;
             eprintln!(
                 "resuming {} at step {} (epoch {}, batch {})",
                 cfg.output.display(),
@@ -56,12 +65,12 @@ pub(crate) fn build<'a>(
                 state.epoch,
                 state.batch
             );
-            state
+            (state, dropout)
         }
-        None => {
-            seed_dropout(seeds.run());
-            TrainerState::start(cfg, fingerprint, data.labels.names().to_vec(), data.problem)
-        }
+        None => (
+            TrainerState::start(cfg, fingerprint, data.labels.names().to_vec(), data.problem),
+            DropoutStream::new(seeds.run()),
+        ),
     };
     let plan = Plan::new(cfg, data.train.len());
     report_class_weights(&data);
@@ -97,6 +106,7 @@ pub(crate) fn build<'a>(
         accumulator: GradientsAccumulator::new(),
         objective,
         state,
+        dropout,
         plan,
         policy,
         clock,

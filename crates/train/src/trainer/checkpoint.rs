@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use burn::optim::ModuleOptimizer;
 use burn::tensor::Bytes;
-use sequin_encoders::common::{dropout_position, restore_dropout};
+use sequin_encoders::common::DropoutStream;
 use sequin_fs::AtomicDir;
 use sequin_hf::write_atomic;
 
@@ -125,7 +125,7 @@ pub(crate) fn restore(
     dir: &Path,
     state: &TrainerState,
     optim: ModuleOptimizer,
-) -> Result<ModuleOptimizer> {
+) -> Result<(ModuleOptimizer, DropoutStream)> {
     let path = dir.join(OPTIMIZER_FILE);
     let bytes = std::fs::read(&path).map_err(io(&path))?;
     let optim = optim
@@ -138,8 +138,7 @@ pub(crate) fn restore(
         .dropout_word_pos
         .parse()
         .map_err(|_| bad("dropout_word_pos"))?;
-    restore_dropout(seed, pos);
-    Ok(optim)
+    Ok((optim, DropoutStream::at(seed, pos)))
 }
 
 /// Removes what a killed run may have left half-written: temp files of atomic writes in the
@@ -149,11 +148,11 @@ pub(crate) fn remove_leftovers(run_dir: &Path) {
     sequin_fs::remove_leftovers(&run_dir.join(CHECKPOINTS));
 }
 
-pub(crate) fn capture_dropout(state: &mut TrainerState) {
-    if let Some((seed, pos)) = dropout_position() {
-        state.dropout_seed = seed.iter().map(|b| format!("{b:02x}")).collect();
-        state.dropout_word_pos = pos.to_string();
-    }
+/// Records the dropout stream's position in the state (before a checkpoint).
+pub(crate) fn capture_dropout(state: &mut TrainerState, dropout: &DropoutStream) {
+    let (seed, pos) = dropout.position();
+    state.dropout_seed = seed.iter().map(|b| format!("{b:02x}")).collect();
+    state.dropout_word_pos = pos.to_string();
 }
 
 fn hex_to_seed(s: &str) -> Option<[u8; 32]> {

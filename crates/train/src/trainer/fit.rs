@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use burn::optim::GradientsParams;
 use indicatif::ProgressBar;
+use sequin_encoders::common::with_dropout_stream;
 
 use super::Trainer;
 use super::checkpoint::{capture_dropout, write_metrics};
@@ -92,7 +93,11 @@ impl Trainer<'_> {
                 index,
                 group_len: accum.min(batches.len() - group_start),
             };
-            let (loss, grads) = self.batch_grads(&model, &batch)?;
+            // The step draws its dropout masks from the run's stream.
+            let mut dropout = self.dropout;
+            let step = with_dropout_stream(&mut dropout, || self.batch_grads(&model, &batch));
+            self.dropout = dropout;
+            let (loss, grads) = step?;
             if !loss.is_finite() {
                 return Err(TrainError::Diverged {
                     step: self.state.step,
@@ -172,7 +177,7 @@ impl Trainer<'_> {
             None => epoch_end || finished,
         };
         if eval_now {
-            capture_dropout(&mut self.state);
+            capture_dropout(&mut self.state, &self.dropout);
             let stop = self.evaluate_and_checkpoint(model, running_loss)?;
             if epoch_end && let Some(last) = self.state.epochs.last_mut() {
                 last.validation = self

@@ -38,6 +38,7 @@ use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 use burn::optim::{GradientsAccumulator, ModuleOptimizer};
 use burn::tensor::Device;
 use sequin_data::Seeds;
+use sequin_encoders::common::DropoutStream;
 use sequin_heads::FusionConfig;
 use sequin_hf::{HfConfig, LoadReport};
 use sequin_tokenize::Tokenizer;
@@ -57,11 +58,6 @@ use crate::{Result, TrainConfig};
 pub fn train(cfg: &TrainConfig, device: &Device) -> Result<TrainSummary> {
     train_model(cfg, device).map(|(s, _)| s)
 }
-
-/// Serialises training runs within a process: burn's CPU backend draws every random number
-/// (head initialisation) from one process-wide seeded generator, as does sequin's dropout, so
-/// two runs at once would interleave their draws and neither would be reproducible.
-static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// As [`train`], and also returns the kept model, in memory, ready for inference.
 pub fn train_model(cfg: &TrainConfig, device: &Device) -> Result<(TrainSummary, Classifier)> {
@@ -88,7 +84,6 @@ fn run(
     device: &Device,
     resume: Option<(PathBuf, TrainerState)>,
 ) -> Result<(TrainSummary, Classifier)> {
-    let _one_at_a_time = TRAINING.lock().unwrap_or_else(|p| p.into_inner());
     let created = !cfg.output.exists();
     let result = run_phases(&cfg, device, resume);
     // A run that failed before writing anything leaves no empty output folder behind.
@@ -196,6 +191,8 @@ pub(crate) struct Trainer<'a> {
     accumulator: GradientsAccumulator<Model>,
     objective: step::Objective,
     state: TrainerState,
+    /// The run's dropout stream (saved in every checkpoint).
+    dropout: DropoutStream,
     plan: Plan,
     policy: InputPolicy,
     clock: Clock,
