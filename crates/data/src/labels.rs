@@ -12,7 +12,28 @@ pub struct LabelMap {
     ids: HashMap<String, usize>,
 }
 
+/// The error for a list label (record `i`) in single-label data.
+fn list_label(path: &Path, i: usize) -> DataError {
+    DataError::BadRow {
+        path: path.to_path_buf(),
+        row: i + 1,
+        problem: "the label is a list; train with --problem-type multi_label_classification".into(),
+    }
+}
+
 impl LabelMap {
+    /// Fails naming the labels of `path` that training never saw.
+    fn known(&self, path: &Path, unknown: std::collections::BTreeSet<String>) -> Result<()> {
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        Err(DataError::UnknownLabels {
+            path: path.to_path_buf(),
+            labels: unknown.into_iter().collect(),
+            known: self.names.clone(),
+        })
+    }
+
     /// From class names in id order.
     pub fn new(names: Vec<String>) -> Self {
         let ids = names
@@ -27,13 +48,7 @@ impl LabelMap {
     /// an integer), as transformers' examples do.
     pub fn from_train(records: &[Record], path: &Path) -> Result<Self> {
         if let Some(i) = records.iter().position(|r| r.labels.is_some()) {
-            return Err(DataError::BadRow {
-                path: path.to_path_buf(),
-                row: i + 1,
-                problem:
-                    "the label is a list; train with --problem-type multi_label_classification"
-                        .into(),
-            });
+            return Err(list_label(path, i));
         }
         let set: BTreeSet<&str> = records.iter().filter_map(|r| r.label.as_deref()).collect();
         let mut names: Vec<String> = set.into_iter().map(String::from).collect();
@@ -110,13 +125,7 @@ impl LabelMap {
             }
             out.push(row);
         }
-        if !unknown.is_empty() {
-            return Err(DataError::UnknownLabels {
-                path: path.to_path_buf(),
-                labels: unknown.into_iter().collect(),
-                known: self.names.clone(),
-            });
-        }
+        self.known(path, unknown)?;
         Ok(out)
     }
 
@@ -174,13 +183,7 @@ impl LabelMap {
         let mut out = Vec::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
             if r.labels.is_some() {
-                return Err(DataError::BadRow {
-                    path: path.to_path_buf(),
-                    row: i + 1,
-                    problem:
-                        "the label is a list; train with --problem-type multi_label_classification"
-                            .into(),
-                });
+                return Err(list_label(path, i));
             }
             let Some(l) = r.label.as_deref() else {
                 return Err(DataError::BadRow {
@@ -196,13 +199,7 @@ impl LabelMap {
                 }
             }
         }
-        if !unknown.is_empty() {
-            return Err(DataError::UnknownLabels {
-                path: path.to_path_buf(),
-                labels: unknown.into_iter().collect(),
-                known: self.names.clone(),
-            });
-        }
+        self.known(path, unknown)?;
         Ok(out)
     }
 }

@@ -557,13 +557,7 @@ fn read_csv(path: &Path, cols: &Columns, delim: u8, emit: &mut Emit<'_>) -> Resu
             .position(|h| h == name)
             .ok_or_else(|| missing(path, name, role, headers.clone()))
     };
-    let ColumnIndices {
-        text: text_i,
-        pair: pair_i,
-        label: label_i,
-        flags: flag_is,
-        features: feat_is,
-    } = ColumnIndices::resolve(cols, idx)?;
+    let at = ColumnIndices::resolve(cols, idx)?;
     for (row, rec) in rdr.records().enumerate() {
         let rec = rec.map_err(|e| DataError::BadRow {
             path: path.to_path_buf(),
@@ -571,11 +565,11 @@ fn read_csv(path: &Path, cols: &Columns, delim: u8, emit: &mut Emit<'_>) -> Resu
             problem: format!("cannot parse CSV: {e}"),
         })?;
         let get = |i: usize| rec.get(i).filter(|s| !s.is_empty()).map(String::from);
-        let labels = if flag_is.is_empty() {
+        let labels = if at.flags.is_empty() {
             None
         } else {
             let mut set = Vec::new();
-            for (name, &i) in cols.label_columns.iter().zip(&flag_is) {
+            for (name, &i) in cols.label_columns.iter().zip(&at.flags) {
                 if flag(path, row + 1, name, rec.get(i).map(str::trim))? {
                     set.push(name.clone());
                 }
@@ -583,11 +577,11 @@ fn read_csv(path: &Path, cols: &Columns, delim: u8, emit: &mut Emit<'_>) -> Resu
             Some(set)
         };
         emit(Record {
-            text: rec.get(text_i).unwrap_or_default().to_string(),
-            text_pair: pair_i.and_then(get),
-            label: label_i.and_then(get),
+            text: rec.get(at.text).unwrap_or_default().to_string(),
+            text_pair: at.pair.and_then(get),
+            label: at.label.and_then(get),
             labels,
-            features: feat_is.iter().map(|&i| get(i)).collect(),
+            features: at.features.iter().map(|&i| get(i)).collect(),
         })?;
     }
     Ok(())

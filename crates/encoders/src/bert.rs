@@ -129,6 +129,12 @@ impl BertConfig {
         }
     }
 
+    /// The dropout of a classification head: `classifier_dropout`, else
+    /// `hidden_dropout_prob` (as transformers' heads).
+    pub fn head_dropout(&self) -> f64 {
+        self.classifier_dropout.unwrap_or(self.hidden_dropout_prob)
+    }
+
     /// A linear layer initialised as HF does (normal with `initializer_range`).
     pub fn linear(&self, d_in: usize, d_out: usize, device: &Device) -> Linear {
         LinearConfig::new(d_in, d_out)
@@ -418,6 +424,18 @@ pub struct BertModel {
     pub pooler: BertPooler,
 }
 
+/// Embeddings, then the layer stack: the body BERT and RoBERTa share.
+pub(crate) fn encode(
+    embeddings: &BertEmbeddings,
+    encoder: &BertEncoder,
+    input_ids: Tensor<2, Int>,
+    token_type_ids: Option<Tensor<2, Int>>,
+    pad_mask: Option<Tensor<2, Bool>>,
+) -> Tensor<3> {
+    let x = embeddings.forward(input_ids, token_type_ids);
+    encoder.forward(x, pad_mask)
+}
+
 impl BertModel {
     /// Runs the encoder and returns the last hidden state.
     ///
@@ -431,8 +449,13 @@ impl BertModel {
         token_type_ids: Option<Tensor<2, Int>>,
         pad_mask: Option<Tensor<2, Bool>>,
     ) -> Tensor<3> {
-        let x = self.embeddings.forward(input_ids, token_type_ids);
-        self.encoder.forward(x, pad_mask)
+        encode(
+            &self.embeddings,
+            &self.encoder,
+            input_ids,
+            token_type_ids,
+            pad_mask,
+        )
     }
 
     /// Runs the encoder and the pooler: `(last_hidden_state, pooler_output)`.

@@ -312,17 +312,17 @@ pub fn attention(
         let mask = pad_mask.map(|m| expand_pad_mask(m, heads, seq_q));
         return burn::tensor::module::attention(q, k, v, mask, None, Default::default());
     }
-    explicit_attention(q, k, v, pad_mask, dropout)
+    explicit_attention([q, k, v], pad_mask, dropout)
 }
 
-/// [`attention`] as two matmuls and a softmax, whatever the length.
+/// [`attention`] as two matmuls and a softmax, whatever the length (`qkv`: queries, keys,
+/// values).
 fn explicit_attention(
-    q: Tensor<4>,
-    k: Tensor<4>,
-    v: Tensor<4>,
+    qkv: [Tensor<4>; 3],
     pad_mask: Option<Tensor<2, Bool>>,
     dropout: &Dropout,
 ) -> Tensor<4> {
+    let [q, k, v] = qkv;
     let [_, heads, seq_q, head_dim] = q.dims();
     let scores = q
         .matmul(k.swap_dims(2, 3))
@@ -550,7 +550,7 @@ mod tests {
         let pad = Tensor::<2, Bool>::from_data(TensorData::new(pad, [2, n]), &device);
         let off = DropoutConfig::new(0.1).init();
         let fused = attention(q.clone(), k.clone(), v.clone(), Some(pad.clone()), &off);
-        let explicit = explicit_attention(q, k, v, Some(pad), &off);
+        let explicit = explicit_attention([q, k, v], Some(pad), &off);
         fused
             .into_data()
             .assert_approx_eq::<f32>(&explicit.into_data(), Tolerance::absolute(1e-5));

@@ -46,17 +46,20 @@ pub struct RobertaModel {
 }
 
 impl RobertaModel {
-    /// # Shapes
-    /// - input_ids, token_type_ids: `[batch, seq]`
-    /// - pad_mask: `[batch, seq]`, `true` = padding
-    /// - output: `[batch, seq, hidden]`
+    /// The last hidden state, `[batch, seq, hidden]`, as [`crate::BertModel::forward`] (with
+    /// RoBERTa's positions).
     pub fn forward(
         &self,
         input_ids: Tensor<2, Int>,
         token_type_ids: Option<Tensor<2, Int>>,
         pad_mask: Option<Tensor<2, Bool>>,
     ) -> Tensor<3> {
-        let x = self.embeddings.forward(input_ids, token_type_ids);
-        self.encoder.forward(x, pad_mask)
+        crate::bert::encode(
+            &self.embeddings,
+            &self.encoder,
+            input_ids,
+            token_type_ids,
+            pad_mask,
+        )
     }
 }

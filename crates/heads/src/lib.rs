@@ -11,7 +11,7 @@ pub mod loss;
 
 pub use family::{
     BertForSequenceClassification, CheckpointKeys, DistilBertForSequenceClassification, Family,
-    LongformerForSequenceClassification, ModernBertForSequenceClassification,
+    Inputs, LongformerForSequenceClassification, ModernBertForSequenceClassification,
     ModernBertPredictionHead, RobertaClassificationHead, RobertaForSequenceClassification,
     SequenceClassifier, backbone_prefixes,
 };

@@ -251,6 +251,7 @@ mod tests {
     #[test]
     fn layer_wise_decay_and_head_rate() {
         use burn::tensor::Device;
+        use sequin_heads::Family;
         let config: sequin_encoders::BertConfig = serde_json::from_str(
             r#"{"vocab_size": 30, "hidden_size": 8, "num_hidden_layers": 3,
                 "num_attention_heads": 2, "intermediate_size": 16}"#,

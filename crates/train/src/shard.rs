@@ -147,6 +147,7 @@ mod tests {
         )
         .unwrap();
         device.seed(3);
+        use sequin_heads::Family;
         let model = BertForSequenceClassification::init(&config, 3, &device)
             .unwrap()
             .train();

@@ -27,7 +27,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use clap::Parser;
 use rand::{Rng, SeedableRng};
 use sequin_encoders::BertConfig;
-use sequin_heads::{BertForSequenceClassification, loss};
+use sequin_heads::{BertForSequenceClassification, Family, loss};
 
 #[derive(Parser)]
 #[command(about = "Throughput of a BERT-shaped classifier (one JSON line)")]

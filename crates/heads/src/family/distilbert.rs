@@ -1,13 +1,13 @@
 //! DistilBERT: `transformers.DistilBertForSequenceClassification`.
 
+use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
 use sequin_encoders::common::{dropout, first_token};
 use sequin_encoders::{DistilBertConfig, DistilBertModel, EncoderError};
 
-use super::{CheckpointKeys, Family, zero_bias};
-use burn::module::Module;
-use burn::tensor::{Bool, Device, Int, Tensor};
+use super::{CheckpointKeys, Family, Inputs, zero_bias};
 
 /// `transformers.DistilBertForSequenceClassification`: on `[CLS]`, `pre_classifier` → ReLU →
 /// dropout (`seq_classif_dropout`) → `classifier`.
@@ -21,57 +21,6 @@ pub struct DistilBertForSequenceClassification {
     pub dropout: Dropout,
     /// `classifier`
     pub classifier: Linear,
-}
-
-impl DistilBertForSequenceClassification {
-    /// A fresh head on top of `distilbert`.
-    pub fn new(
-        distilbert: DistilBertModel,
-        config: &DistilBertConfig,
-        num_labels: usize,
-        device: &Device,
-    ) -> Self {
-        let d = config.dim;
-        Self {
-            distilbert,
-            pre_classifier: zero_bias(config.linear(d, d, device), d, device),
-            dropout: DropoutConfig::new(config.seq_classif_dropout).init(),
-            classifier: zero_bias(config.linear(d, num_labels, device), num_labels, device),
-        }
-    }
-
-    /// Number of output logits.
-    pub fn num_labels(&self) -> usize {
-        self.classifier.weight.dims()[1]
-    }
-
-    /// Token types are ignored: DistilBERT has none.
-    ///
-    /// # Shapes
-    /// - input_ids, pad_mask (true = pad): `[batch, seq]`
-    /// - output: logits `[batch, num_labels]`
-    pub fn forward(
-        &self,
-        input_ids: Tensor<2, Int>,
-        pad_mask: Option<Tensor<2, Bool>>,
-    ) -> Tensor<2> {
-        self.classify(self.pooled(input_ids, pad_mask))
-    }
-
-    /// `relu(pre_classifier([CLS]))`: `[batch, seq]` → `[batch, dim]`.
-    pub fn pooled(
-        &self,
-        input_ids: Tensor<2, Int>,
-        pad_mask: Option<Tensor<2, Bool>>,
-    ) -> Tensor<2> {
-        let x = first_token(self.distilbert.forward(input_ids, pad_mask));
-        relu(self.pre_classifier.forward(x))
-    }
-
-    /// Dropout → `classifier`: `[batch, dim]` → `[batch, num_labels]`.
-    pub fn classify(&self, pooled: Tensor<2>) -> Tensor<2> {
-        self.classifier.forward(dropout(&self.dropout, pooled))
-    }
 }
 
 impl Family for DistilBertForSequenceClassification {
@@ -102,24 +51,27 @@ impl Family for DistilBertForSequenceClassification {
         num_labels: usize,
         device: &Device,
     ) -> Result<Self, EncoderError> {
-        Ok(Self::new(config.init(device)?, config, num_labels, device))
+        let d = config.dim;
+        Ok(Self {
+            distilbert: config.init(device)?,
+            pre_classifier: zero_bias(config.linear(d, d, device), d, device),
+            dropout: DropoutConfig::new(config.seq_classif_dropout).init(),
+            classifier: zero_bias(config.linear(d, num_labels, device), num_labels, device),
+        })
     }
     fn num_labels(&self) -> usize {
-        self.num_labels()
+        self.classifier.weight.dims()[1]
     }
     fn pooled_size(&self) -> usize {
         self.classifier.weight.dims()[0]
     }
-    /// Token types are ignored: DistilBERT has none.
-    fn pooled(
-        &self,
-        input_ids: Tensor<2, Int>,
-        _token_type_ids: Option<Tensor<2, Int>>,
-        pad_mask: Option<Tensor<2, Bool>>,
-    ) -> Tensor<2> {
-        self.pooled(input_ids, pad_mask)
+    /// `relu(pre_classifier([CLS]))`. Token types are ignored: DistilBERT has none.
+    fn pooled(&self, x: Inputs) -> Tensor<2> {
+        let hidden = self.distilbert.forward(x.ids, x.pad);
+        relu(self.pre_classifier.forward(first_token(hidden)))
     }
+    /// Dropout → `classifier`.
     fn classify(&self, pooled: Tensor<2>) -> Tensor<2> {
-        self.classify(pooled)
+        self.classifier.forward(dropout(&self.dropout, pooled))
     }
 }

@@ -1,11 +1,11 @@
 //! Longformer: `transformers.LongformerForSequenceClassification`.
 
+use burn::module::Module;
+use burn::tensor::{Bool, Device, Int, Tensor};
 use sequin_encoders::{EncoderError, LongformerConfig, LongformerModel};
 
 use super::roberta::RobertaClassificationHead;
-use super::{CheckpointKeys, Family};
-use burn::module::Module;
-use burn::tensor::{Bool, Device, Int, Tensor};
+use super::{CheckpointKeys, Family, Inputs};
 
 /// `transformers.LongformerForSequenceClassification`: RoBERTa's head on `<s>`, with global
 /// attention on `<s>` unless the caller gives a global-attention mask.
@@ -18,24 +18,6 @@ pub struct LongformerForSequenceClassification {
 }
 
 impl LongformerForSequenceClassification {
-    /// A fresh head on top of `longformer`.
-    pub fn new(
-        longformer: LongformerModel,
-        config: &LongformerConfig,
-        num_labels: usize,
-        device: &Device,
-    ) -> Self {
-        Self {
-            longformer,
-            classifier: RobertaClassificationHead::new(&config.bert, num_labels, device),
-        }
-    }
-
-    /// Number of output logits.
-    pub fn num_labels(&self) -> usize {
-        self.classifier.out_proj.weight.dims()[1]
-    }
-
     /// Logits with a caller-given global-attention mask (`None`: the first token).
     ///
     /// # Shapes
@@ -84,25 +66,21 @@ impl Family for LongformerForSequenceClassification {
         num_labels: usize,
         device: &Device,
     ) -> Result<Self, EncoderError> {
-        Ok(Self::new(config.init(device)?, config, num_labels, device))
+        Ok(Self {
+            longformer: config.init(device)?,
+            classifier: RobertaClassificationHead::new(&config.bert, num_labels, device),
+        })
     }
     fn num_labels(&self) -> usize {
-        self.num_labels()
+        self.classifier.out_proj.weight.dims()[1]
     }
     fn pooled_size(&self) -> usize {
         self.classifier.out_proj.weight.dims()[0]
     }
     /// With global attention on the first token.
-    fn pooled(
-        &self,
-        input_ids: Tensor<2, Int>,
-        token_type_ids: Option<Tensor<2, Int>>,
-        pad_mask: Option<Tensor<2, Bool>>,
-    ) -> Tensor<2> {
-        self.classifier.pool(
-            self.longformer
-                .forward(input_ids, token_type_ids, pad_mask, None),
-        )
+    fn pooled(&self, x: Inputs) -> Tensor<2> {
+        let hidden = self.longformer.forward(x.ids, x.token_types, x.pad, None);
+        self.classifier.pool(hidden)
     }
     fn classify(&self, pooled: Tensor<2>) -> Tensor<2> {
         self.classifier.classify(pooled)

@@ -47,6 +47,34 @@ pub struct CheckpointKeys {
     pub bare_pooler_unused: bool,
 }
 
+/// A batch of token rows, as every family's classifier reads it.
+///
+/// # Shapes
+/// - ids, token_types, pad (true = padding): `[batch, seq]`
+pub struct Inputs {
+    /// Token ids.
+    pub ids: Tensor<2, Int>,
+    /// Token type ids (ignored by families without them).
+    pub token_types: Option<Tensor<2, Int>>,
+    /// The pad mask, `true` = padding (burn's convention).
+    pub pad: Option<Tensor<2, Bool>>,
+}
+
+impl Inputs {
+    /// The inputs of a batch.
+    pub fn new(
+        ids: Tensor<2, Int>,
+        token_types: Option<Tensor<2, Int>>,
+        pad: Option<Tensor<2, Bool>>,
+    ) -> Self {
+        Self {
+            ids,
+            token_types,
+            pad,
+        }
+    }
+}
+
 /// An encoder family's sequence classifier, exactly as transformers builds it.
 ///
 /// `forward` = `classify(pooled(..))`; mixup and metadata fusion work between the two.
@@ -76,19 +104,24 @@ pub trait Family: Module + Sized {
     fn num_labels(&self) -> usize;
     /// Width of [`Family::pooled`].
     fn pooled_size(&self) -> usize;
-    /// The vector the final layer reads.
+    /// The vector the final layer reads: `[batch, seq]` inputs → `[batch, pooled_size]`.
+    fn pooled(&self, x: Inputs) -> Tensor<2>;
+    /// The final dropout and linear layer: `[batch, pooled_size]` → `[batch, num_labels]`.
+    fn classify(&self, pooled: Tensor<2>) -> Tensor<2>;
+
+    /// Logits: `classify(pooled(..))`.
     ///
     /// # Shapes
     /// - input_ids, token_type_ids, pad_mask (true = pad): `[batch, seq]`
-    /// - output: `[batch, pooled_size]`
-    fn pooled(
+    /// - output: `[batch, num_labels]`
+    fn forward(
         &self,
         input_ids: Tensor<2, Int>,
         token_type_ids: Option<Tensor<2, Int>>,
         pad_mask: Option<Tensor<2, Bool>>,
-    ) -> Tensor<2>;
-    /// The final dropout and linear layer: `[batch, pooled_size]` → `[batch, num_labels]`.
-    fn classify(&self, pooled: Tensor<2>) -> Tensor<2>;
+    ) -> Tensor<2> {
+        self.classify(self.pooled(Inputs::new(input_ids, token_type_ids, pad_mask)))
+    }
 }
 
 /// A linear layer's bias set to zero, as transformers initialises a head.
@@ -154,8 +187,9 @@ macro_rules! sequence_classifier {
                 token_type_ids: Option<Tensor<2, Int>>,
                 pad_mask: Option<Tensor<2, Bool>>,
             ) -> Tensor<2> {
+                let x = Inputs::new(input_ids, token_type_ids, pad_mask);
                 match self {
-                    $(Self::$v(m) => Family::pooled(m, input_ids, token_type_ids, pad_mask),)*
+                    $(Self::$v(m) => Family::pooled(m, x),)*
                 }
             }
 

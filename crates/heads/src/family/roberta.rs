@@ -1,14 +1,14 @@
 //! RoBERTa and XLM-RoBERTa: `transformers.RobertaForSequenceClassification`; also the
 //! classification head Longformer shares.
 
+use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::activation::tanh;
+use burn::tensor::{Device, Tensor};
 use sequin_encoders::common::{dropout, first_token};
 use sequin_encoders::{BertConfig, EncoderError, RobertaModel};
 
-use super::{CheckpointKeys, Family, zero_bias};
-use burn::module::Module;
-use burn::tensor::{Bool, Device, Int, Tensor};
+use super::{CheckpointKeys, Family, Inputs, zero_bias};
 
 /// `RobertaClassificationHead`: on `<s>`, dropout → `dense` → tanh → dropout → `out_proj`.
 #[derive(Module, Debug)]
@@ -21,83 +21,21 @@ pub struct RobertaClassificationHead {
     pub out_proj: Linear,
 }
 
-/// `transformers.RobertaForSequenceClassification` (also XLM-RoBERTa's).
-#[derive(Module, Debug)]
-pub struct RobertaForSequenceClassification {
-    /// `roberta`: the encoder, without pooler.
-    pub roberta: RobertaModel,
-    /// `classifier`
-    pub classifier: RobertaClassificationHead,
-}
-
-impl RobertaForSequenceClassification {
-    /// A fresh head on top of `roberta`.
-    pub fn new(
-        roberta: RobertaModel,
-        config: &BertConfig,
-        num_labels: usize,
-        device: &Device,
-    ) -> Self {
-        Self {
-            roberta,
-            classifier: RobertaClassificationHead::new(config, num_labels, device),
-        }
-    }
-
-    /// Number of output logits.
-    pub fn num_labels(&self) -> usize {
-        self.classifier.out_proj.weight.dims()[1]
-    }
-
-    /// # Shapes
-    /// - input_ids, token_type_ids, pad_mask (true = pad): `[batch, seq]`
-    /// - output: logits `[batch, num_labels]`
-    pub fn forward(
-        &self,
-        input_ids: Tensor<2, Int>,
-        token_type_ids: Option<Tensor<2, Int>>,
-        pad_mask: Option<Tensor<2, Bool>>,
-    ) -> Tensor<2> {
-        self.classifier
-            .forward(self.roberta.forward(input_ids, token_type_ids, pad_mask))
-    }
-
-    /// `tanh(dense(<s>))`: the vector `out_proj` reads, `[batch, hidden]`.
-    pub fn pooled(
-        &self,
-        input_ids: Tensor<2, Int>,
-        token_type_ids: Option<Tensor<2, Int>>,
-        pad_mask: Option<Tensor<2, Bool>>,
-    ) -> Tensor<2> {
-        self.classifier
-            .pool(self.roberta.forward(input_ids, token_type_ids, pad_mask))
-    }
-}
-
 impl RobertaClassificationHead {
-    pub(crate) fn new(config: &BertConfig, num_labels: usize, device: &Device) -> Self {
+    /// A fresh head (as transformers initialises it).
+    pub fn new(config: &BertConfig, num_labels: usize, device: &Device) -> Self {
         let h = config.hidden_size;
         Self {
             dense: zero_bias(config.linear(h, h, device), h, device),
-            dropout: DropoutConfig::new(
-                config
-                    .classifier_dropout
-                    .unwrap_or(config.hidden_dropout_prob),
-            )
-            .init(),
+            dropout: DropoutConfig::new(config.head_dropout()).init(),
             out_proj: zero_bias(config.linear(h, num_labels, device), num_labels, device),
         }
     }
 
-    /// On the first token: dropout → `dense` → tanh → dropout → `out_proj`.
+    /// On the first token: dropout → `dense` → tanh.
     ///
     /// # Shapes
-    /// - hidden: `[batch, seq, hidden]` → logits `[batch, num_labels]`
-    pub fn forward(&self, hidden: Tensor<3>) -> Tensor<2> {
-        self.classify(self.pool(hidden))
-    }
-
-    /// On the first token: dropout → `dense` → tanh. `[batch, seq, hidden]` → `[batch, hidden]`.
+    /// - hidden: `[batch, seq, hidden]` → `[batch, hidden]`
     pub fn pool(&self, hidden: Tensor<3>) -> Tensor<2> {
         let x = first_token(hidden);
         tanh(self.dense.forward(dropout(&self.dropout, x)))
@@ -107,6 +45,20 @@ impl RobertaClassificationHead {
     pub fn classify(&self, pooled: Tensor<2>) -> Tensor<2> {
         self.out_proj.forward(dropout(&self.dropout, pooled))
     }
+
+    /// `classify(pool(hidden))`: `[batch, seq, hidden]` → logits `[batch, num_labels]`.
+    pub fn forward(&self, hidden: Tensor<3>) -> Tensor<2> {
+        self.classify(self.pool(hidden))
+    }
+}
+
+/// `transformers.RobertaForSequenceClassification` (also XLM-RoBERTa's).
+#[derive(Module, Debug)]
+pub struct RobertaForSequenceClassification {
+    /// `roberta`: the encoder, without pooler.
+    pub roberta: RobertaModel,
+    /// `classifier`
+    pub classifier: RobertaClassificationHead,
 }
 
 impl Family for RobertaForSequenceClassification {
@@ -135,26 +87,21 @@ impl Family for RobertaForSequenceClassification {
         config.vocab_size
     }
     fn init(config: &BertConfig, num_labels: usize, device: &Device) -> Result<Self, EncoderError> {
-        Ok(Self::new(
-            config.init_roberta(device)?,
-            config,
-            num_labels,
-            device,
-        ))
+        Ok(Self {
+            roberta: config.init_roberta(device)?,
+            classifier: RobertaClassificationHead::new(config, num_labels, device),
+        })
     }
     fn num_labels(&self) -> usize {
-        self.num_labels()
+        self.classifier.out_proj.weight.dims()[1]
     }
     fn pooled_size(&self) -> usize {
         self.classifier.out_proj.weight.dims()[0]
     }
-    fn pooled(
-        &self,
-        input_ids: Tensor<2, Int>,
-        token_type_ids: Option<Tensor<2, Int>>,
-        pad_mask: Option<Tensor<2, Bool>>,
-    ) -> Tensor<2> {
-        self.pooled(input_ids, token_type_ids, pad_mask)
+    /// `tanh(dense(<s>))`.
+    fn pooled(&self, x: Inputs) -> Tensor<2> {
+        let hidden = self.roberta.forward(x.ids, x.token_types, x.pad);
+        self.classifier.pool(hidden)
     }
     fn classify(&self, pooled: Tensor<2>) -> Tensor<2> {
         self.classifier.classify(pooled)
