@@ -1,32 +1,12 @@
 //! Bad input: every case fails with a message that names the file, the row, column or tensor,
 //! and the problem, and nothing panics (the command runs in-process: a panic fails the test).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::common::*;
 
-struct Tmp(PathBuf);
-impl Tmp {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("sequin-bad-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Tmp(p)
-    }
-    fn file(&self, name: &str, content: &[u8]) -> String {
-        let p = self.0.join(name);
-        std::fs::write(&p, content).unwrap();
-        p.to_string_lossy().into_owned()
-    }
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).to_string_lossy().into_owned()
-    }
-}
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+/// The temp folder of a test (removed at its end).
+type Tmp = TestDir;
 
 fn tiny() -> String {
     fixture("bert-tiny-cls").to_string_lossy().into_owned()
@@ -57,7 +37,7 @@ fn assert_has(msg: &str, parts: &[&str]) {
 
 #[test]
 fn missing_text_column_names_it_and_lists_columns() {
-    let t = Tmp::new("col");
+    let t = Tmp::new("bad-col");
     let train = dataset("amazon-food", "train");
     let msg = train_err(&t, train.to_str().unwrap(), &["--text-column", "review"]);
     assert_has(
@@ -72,7 +52,7 @@ fn missing_text_column_names_it_and_lists_columns() {
 
 #[test]
 fn unknown_validation_label_is_named() {
-    let t = Tmp::new("label");
+    let t = Tmp::new("bad-label");
     let train = t.file(
         "train.jsonl",
         b"{\"text\": \"good\", \"label\": \"pos\"}\n{\"text\": \"bad\", \"label\": \"neg\"}\n",
@@ -94,7 +74,7 @@ fn unknown_validation_label_is_named() {
 
 #[test]
 fn empty_files_are_reported() {
-    let t = Tmp::new("empty");
+    let t = Tmp::new("bad-empty");
     for (name, content) in [("e.jsonl", &b""[..]), ("e.csv", b"text,label\n")] {
         let f = t.file(name, content);
         let msg = train_err(&t, &f, &[]);
@@ -107,7 +87,7 @@ fn empty_files_are_reported() {
 
 #[test]
 fn corrupt_parquet_is_reported() {
-    let t = Tmp::new("corrupt");
+    let t = Tmp::new("bad-corrupt");
     let bytes = std::fs::read(dataset("amazon-food", "train")).unwrap();
     let f = t.file("cut.parquet", &bytes[..bytes.len() / 2]);
     let msg = train_err(&t, &f, &[]);
@@ -123,7 +103,7 @@ fn corrupt_parquet_is_reported() {
 
 #[test]
 fn empty_text_and_bad_json_name_the_row() {
-    let t = Tmp::new("rows");
+    let t = Tmp::new("bad-rows");
     let f = t.file(
         "t.jsonl",
         b"{\"text\": \"fine\", \"label\": \"a\"}\n{\"text\": \"  \", \"label\": \"b\"}\n",
@@ -182,7 +162,7 @@ fn rewrite_tensors(
 
 #[test]
 fn checkpoint_problems_name_the_tensor() {
-    let t = Tmp::new("ckpt");
+    let t = Tmp::new("bad-ckpt");
     let input = t.file("in.jsonl", b"{\"text\": \"hello\"}\n");
     let out = t.path("pred.jsonl");
     let predict = |dir: &Path| {
@@ -198,7 +178,7 @@ fn checkpoint_problems_name_the_tensor() {
     };
 
     // Wrong shapes: config.json says another intermediate size than the weights have.
-    let d = t.0.join("shape");
+    let d = t.join("shape");
     copy_dir(&fixture("bert-tiny-cls"), &d);
     let cfg = std::fs::read_to_string(d.join("config.json")).unwrap();
     std::fs::write(
@@ -217,7 +197,7 @@ fn checkpoint_problems_name_the_tensor() {
     );
 
     // A missing tensor.
-    let d = t.0.join("missing");
+    let d = t.join("missing");
     copy_dir(&fixture("bert-tiny-cls"), &d);
     rewrite_tensors(&d, |ts| {
         ts.retain(|t| t.0 != "bert.encoder.layer.1.output.dense.bias")
@@ -228,7 +208,7 @@ fn checkpoint_problems_name_the_tensor() {
     );
 
     // An unexpected tensor.
-    let d = t.0.join("unused");
+    let d = t.join("unused");
     copy_dir(&fixture("bert-tiny-cls"), &d);
     rewrite_tensors(&d, |ts| {
         ts.push((
@@ -241,7 +221,7 @@ fn checkpoint_problems_name_the_tensor() {
     assert_has(&predict(&d), &["unexpected tensors", "bert.mystery.weight"]);
 
     // A corrupt file.
-    let d = t.0.join("corrupt");
+    let d = t.join("corrupt");
     copy_dir(&fixture("bert-tiny-cls"), &d);
     std::fs::write(
         d.join("model.safetensors"),
@@ -251,7 +231,7 @@ fn checkpoint_problems_name_the_tensor() {
     assert_has(&predict(&d), &["model.safetensors", "cannot read weights"]);
 
     // An unsupported architecture.
-    let d = t.0.join("arch");
+    let d = t.join("arch");
     copy_dir(&fixture("bert-tiny-cls"), &d);
     let cfg = std::fs::read_to_string(d.join("config.json")).unwrap();
     std::fs::write(
@@ -270,7 +250,7 @@ fn checkpoint_problems_name_the_tensor() {
 
     // A tokenizer from another model: RoBERTa's BPE has fewer tokens, BERT's more than the
     // RoBERTa fixture's 1200-row embedding table.
-    let d = t.0.join("vocab");
+    let d = t.join("vocab");
     copy_dir(&fixture("roberta-tiny-cls"), &d);
     std::fs::copy(
         fixture("bert-tiny-cls").join("tokenizer.json"),
@@ -284,12 +264,12 @@ fn checkpoint_problems_name_the_tensor() {
     );
 
     // No model folder at all.
-    assert_has(&predict(&t.0.join("nope")), &["nope"]);
+    assert_has(&predict(&t.join("nope")), &["nope"]);
 }
 
 #[test]
 fn config_file_with_unknown_key_is_rejected() {
-    let t = Tmp::new("cfg");
+    let t = Tmp::new("bad-cfg");
     let cfg = t.file("run.json", b"{\"epochs\": 1, \"learning_rate\": 0.1}");
     let msg = sequin_err(&[
         "train",
@@ -307,7 +287,7 @@ fn config_file_with_unknown_key_is_rejected() {
 
 #[test]
 fn bad_option_values_are_rejected() {
-    let t = Tmp::new("opts");
+    let t = Tmp::new("bad-opts");
     let train = dataset("amazon-food", "train");
     let msg = train_err(&t, train.to_str().unwrap(), &["--max-length", "1000"]);
     assert_has(&msg, &["--max-length 1000", "exceeds the 64 positions"]);
@@ -611,9 +591,9 @@ fn fill(arg: &str, dir: &Path) -> String {
 /// leaves no output behind.
 #[test]
 fn bad_input_corpus() {
-    let t = Tmp::new("corpus");
+    let t = Tmp::new("bad-corpus");
     for (i, case) in CASES.iter().enumerate() {
-        let dir = t.0.join(format!("case{i}"));
+        let dir = t.join(format!("case{i}"));
         std::fs::create_dir_all(&dir).unwrap();
         for (name, content) in case.files {
             let p = dir.join(name);

@@ -85,3 +85,83 @@ pub fn spawn_self(test: &str, var: &str, args: &[String]) -> std::process::Child
         .spawn()
         .unwrap()
 }
+
+/// A temp folder for one test (`$TMP/sequin-{tag}-{pid}`), created empty and removed when the
+/// test ends, also when it panics.
+pub struct TestDir(PathBuf);
+
+impl TestDir {
+    pub fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("sequin-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TestDir(p)
+    }
+
+    /// The folder itself.
+    pub fn root(&self) -> PathBuf {
+        self.0.clone()
+    }
+
+    /// A path inside the folder.
+    pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// A path inside the folder, as a string argument.
+    pub fn path(&self, name: &str) -> String {
+        self.join(name).to_string_lossy().into_owned()
+    }
+
+    /// Writes a file inside the folder; returns its path as a string argument.
+    pub fn file(&self, name: &str, content: &[u8]) -> String {
+        std::fs::write(self.join(name), content).unwrap();
+        self.path(name)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The tiny random BERT classifier most end-to-end tests train.
+pub fn tiny_bert() -> PathBuf {
+    fixture("bert-tiny-cls")
+}
+
+/// A `sequin` command line, built flag by flag: `sequin("train").arg("--model", tiny_bert())`.
+#[derive(Clone, Debug)]
+pub struct Sequin(Vec<String>);
+
+pub fn sequin(command: &str) -> Sequin {
+    Sequin(vec![command.to_string()])
+}
+
+impl Sequin {
+    /// A flag with its value (a path, a string or a number as text).
+    pub fn arg(mut self, flag: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.0.push(flag.to_string());
+        self.0.push(value.as_ref().to_string_lossy().into_owned());
+        self
+    }
+
+    /// A flag without a value, or raw arguments.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.0.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// Runs it in-process; it must succeed.
+    pub fn ok(&self) {
+        let args: Vec<&str> = self.0.iter().map(String::as_str).collect();
+        sequin_ok(&args);
+    }
+
+    /// Runs it in-process; it must fail. Returns the error message.
+    pub fn err(&self) -> String {
+        let args: Vec<&str> = self.0.iter().map(String::as_str).collect();
+        sequin_err(&args)
+    }
+}

@@ -1,0 +1,11 @@
+//! End to end: the `sequin` command and the library on real data slices, one module per
+//! capability. Each test makes its own temp folder (`TestDir`, removed when it ends).
+
+mod augment;
+mod long_text;
+mod predict;
+mod problem_types;
+mod resume;
+mod shards;
+mod train;
+mod tune;

@@ -1,0 +1,109 @@
+//! `sequin predict`: score functions, top-k, JSONL and Parquet output.
+
+use crate::common::*;
+
+/// `predict --top-k all --function none|sigmoid`, as transformers' text-classification pipeline.
+#[test]
+fn predict_top_k_and_score_functions() {
+    let guard = TestDir::new("topk");
+    let dir = guard.root();
+    let input = dir.join("in.jsonl");
+    std::fs::write(&input, "{\"text\": \"great tea\"}\n{\"text\": \"awful\"}\n").unwrap();
+    let model = tiny_bert();
+    let run = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let out = dir.join("out.jsonl");
+        let mut args = vec![
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        sequin_ok(&args);
+        std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let plain = run(&[]);
+    assert!(plain[0].get("top_k").is_none());
+    let raw = run(&["--top-k", "all", "--function", "none"]);
+    for (r, p) in raw.iter().zip(&plain) {
+        let logits = flat_f32(&r["logits"]);
+        let top = r["top_k"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        let scores: Vec<f32> = top
+            .iter()
+            .map(|t| t["score"].as_f64().unwrap() as f32)
+            .collect();
+        assert!(
+            scores.windows(2).all(|w| w[0] >= w[1]),
+            "not sorted: {scores:?}"
+        );
+        assert_eq!(scores[0], logits.iter().copied().fold(f32::MIN, f32::max));
+        assert_eq!(r["label"], p["label"]);
+    }
+    let sig = run(&["--top-k", "2", "--function", "sigmoid"]);
+    let l = flat_f32(&sig[0]["logits"]);
+    let best = l.iter().copied().fold(f32::MIN, f32::max);
+    assert!((sig[0]["score"].as_f64().unwrap() as f32 - 1.0 / (1.0 + (-best).exp())).abs() < 1e-6);
+    assert_eq!(sig[0]["top_k"].as_array().unwrap().len(), 2);
+    assert!(
+        sequin("predict")
+            .arg("--model", &model)
+            .arg("--input", "x")
+            .arg("--output", "y")
+            .arg("--top-k", "0")
+            .err()
+            .contains("positive number")
+    );
+}
+
+/// `predict` streams its input a chunk at a time and writes JSONL or Parquet; both carry the
+/// same predictions in input order.
+#[test]
+fn predict_writes_jsonl_and_parquet() {
+    let guard = TestDir::new("predict-out");
+    let tmp = guard.root();
+    let input = dataset("movie-genres", "validation"); // 4418 rows: more than one chunk
+    let model = tiny_bert();
+    let mut lines = Vec::new();
+    for out in ["p.jsonl", "p.parquet"] {
+        let out = tmp.join(out);
+        sequin("predict")
+            .arg("--model", &model)
+            .arg("--input", &input)
+            .arg("--output", &out)
+            .arg("--max-length", "32")
+            .arg("--top-k", "2")
+            .ok();
+        lines.push(out);
+    }
+    let jsonl: Vec<serde_json::Value> = std::fs::read_to_string(&lines[0])
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(jsonl.len(), 4418);
+    // Read the Parquet file back through sequin's own reader, its `label` column as the text.
+    let cols = sequin_data::Columns {
+        text: "label".into(),
+        label: None,
+        ..Default::default()
+    };
+    let parquet = sequin_data::read_records(&lines[1], &cols).unwrap();
+    assert_eq!(parquet.len(), 4418);
+    for (j, p) in jsonl.iter().zip(&parquet) {
+        assert_eq!(j["label"].as_str().unwrap(), p.text);
+    }
+    // No temp files are left beside the outputs.
+    let names: Vec<String> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}

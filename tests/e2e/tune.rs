@@ -1,0 +1,42 @@
+//! `sequin tune`: grid search.
+
+use crate::common::*;
+
+/// `sequin tune --grid`: one normal run folder per point, and a results table (Markdown and
+/// JSON) sorted by the validation metric with the best marked.
+#[test]
+fn tune_grid_writes_sorted_results() {
+    let guard = TestDir::new("tune");
+    let tmp = guard.root();
+    sequin("tune")
+        .args(&["--grid"])
+        .arg("--model", tiny_bert())
+        .arg("--train", dataset("amazon-food", "train"))
+        .arg("--validation-split", "0.2")
+        .arg("--output", &tmp)
+        .arg("--max-train-samples", "200")
+        .arg("--max-length", "32")
+        .arg("--lr-values", "1e-4,3e-3")
+        .arg("--batch-size-values", "16,32")
+        .arg("--metric", "macro_f1")
+        .ok();
+    let results = read_json(&tmp.join("tune_results.json"));
+    let trials = results["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 4);
+    let scores: Vec<f64> = trials
+        .iter()
+        .map(|t| t["score"].as_f64().unwrap())
+        .collect();
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]),
+        "not sorted: {scores:?}"
+    );
+    assert_eq!(results["best"], trials[0]["output"]);
+    for t in trials {
+        let dir = std::path::PathBuf::from(t["output"].as_str().unwrap());
+        assert!(dir.join("model.safetensors").is_file() && dir.join("run.json").is_file());
+    }
+    let md = std::fs::read_to_string(tmp.join("tune_results.md")).unwrap();
+    assert_eq!(md.matches("| ★ |").count(), 1);
+    assert_eq!(md.lines().filter(|l| l.contains("trial-0")).count(), 4);
+}

@@ -1,0 +1,390 @@
+//! `cargo xtask bench`: sequin beside transformers + PyTorch, measured in one run on one
+//! machine; the CPU model is recorded with every figure.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, ensure};
+use serde_json::{Value, json};
+
+use crate::setup::{fetch_model, peer};
+use crate::{Backend, run};
+
+/// What every measurement of one bench run shares.
+struct Bench<'a> {
+    root: &'a Path,
+    model: PathBuf,
+    /// The peer's Python, when the peer is set up.
+    peer: Option<PathBuf>,
+    quick: bool,
+    repeats: usize,
+    threads: String,
+    cpu: String,
+}
+
+/// The CPU model, as /proc/cpuinfo names it (every figure is recorded with it).
+pub(crate) fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// Runs a command that prints one JSON line last; returns it.
+fn json_line(cmd: &mut Command) -> Result<serde_json::Value> {
+    eprintln!("$ {cmd:?}");
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    ensure!(out.status.success(), "{cmd:?} failed with {}", out.status);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .context("no JSON line in the output")?;
+    Ok(serde_json::from_str(line)?)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+/// Runs the benchmark and writes target/bench/results.json and results.md.
+pub(crate) fn bench(
+    root: &Path,
+    quick: bool,
+    backends: &[Backend],
+    setup_peer: bool,
+) -> Result<()> {
+    let py = root.join(".peer/venv/bin/python");
+    let peer_ok = if setup_peer {
+        peer().is_ok()
+    } else {
+        py.is_file()
+    };
+    if !peer_ok {
+        eprintln!(
+            "warning: no .peer/ (transformers + PyTorch): peer columns stay empty; pass --setup-peer"
+        );
+    }
+    let b = Bench {
+        root,
+        model: fetch_model()?,
+        peer: peer_ok.then_some(py),
+        quick,
+        repeats: if quick { 2 } else { 3 },
+        threads: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .to_string(),
+        cpu: cpu_model(),
+    };
+    let mut rows = Vec::new();
+    for &backend in backends {
+        rows.extend(b.backend_rows(backend)?);
+    }
+    // End to end on real data (full bench, CPU): one training epoch on amazon-food with dynamic
+    // padding, and prediction over its test split, beside transformers' Trainer.
+    let epoch = if quick || !backends.contains(&Backend::Cpu) {
+        None
+    } else {
+        Some(real_data_epoch(root, &b.model, b.peer.as_deref())?)
+    };
+    if let Some(e) = &epoch {
+        rows.push(e.clone());
+    }
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(&rows)?,
+    )?;
+    let md = markdown(&rows, epoch.as_ref(), &b.cpu);
+    std::fs::write(dir.join("results.md"), &md)?;
+    println!("{md}");
+    println!(
+        "medians of {} runs; seq 128, batch 32, fp32; peer = transformers + PyTorch (shared/bench/hf_bench.py), same threads; CPU: {}",
+        b.repeats, b.cpu
+    );
+    println!("written: target/bench/results.json, target/bench/results.md");
+    Ok(())
+}
+
+impl Bench<'_> {
+    /// Median of `repeats` runs of a command's JSON `field`.
+    fn median_of(&self, field: &str, mut cmd: impl FnMut() -> Command) -> Result<f64> {
+        let mut v = Vec::new();
+        for _ in 0..self.repeats {
+            v.push(json_line(&mut cmd())?[field].as_f64().unwrap_or(f64::NAN));
+        }
+        Ok(median(v))
+    }
+
+    /// Every row of one backend: its data pipeline and matmul peak, then each shape.
+    fn backend_rows(&self, backend: Backend) -> Result<Vec<Value>> {
+        let exe = build_release(self.root, "sequin-bench", Some(backend.feature()))?;
+        // The data pipeline alone (tokenize + batch amazon-food's training split), which must
+        // feed at least 10x what training consumes.
+        let data_sps = self.median_of("samples_per_s", || {
+            let mut c = Command::new(&exe);
+            c.args([
+                "--mode",
+                "data",
+                "--seq-len",
+                "128",
+                "--batch",
+                "32",
+                "--steps",
+                "2",
+            ])
+            .arg("--data")
+            .arg(self.root.join("datasets/amazon-food/train.parquet"))
+            .arg("--tokenizer")
+            .arg(&self.model);
+            c
+        })?;
+        // The backend's matmul peak (2048³ f32), the yardstick of FLOP utilisation.
+        let matmul_peak = self.median_of("gflops_per_s", || {
+            let mut c = Command::new(&exe);
+            c.args(["--mode", "matmul", "--steps", "5", "--warmup", "2"]);
+            c
+        })?;
+        let shapes: &[&str] = if self.quick {
+            &["minilm-l6"]
+        } else {
+            &["minilm-l6", "bert-base"]
+        };
+        let mut rows = Vec::new();
+        for &shape in shapes {
+            let mut row = self.shape_row(&exe, backend, shape)?;
+            let (gflops, train) = (
+                row["gflops_train"].as_f64(),
+                row["train_samples_per_s"].as_f64(),
+            );
+            row["data_samples_per_s"] = json!(data_sps);
+            row["matmul_peak_gflops"] = json!(matmul_peak);
+            row["flop_utilisation_train"] =
+                json!(gflops.map(|x| (x / matmul_peak * 1000.0).round() / 1000.0));
+            row["data_over_train"] = json!(ratio(Some(data_sps), train));
+            rows.push(row);
+        }
+        Ok(rows)
+    }
+
+    /// Training and inference of one shape, sequin and (on the CPU) the peer, `repeats` times.
+    fn shape_row(&self, exe: &Path, backend: Backend, shape: &str) -> Result<Value> {
+        let (train_steps, infer_steps) = match (self.quick, shape) {
+            (true, _) => (4, 8),
+            (false, "bert-base") => (6, 10),
+            _ => (10, 20),
+        };
+        let mut m: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        let mut extra = Value::Null;
+        for _ in 0..self.repeats {
+            for (mode, steps) in [("train", train_steps), ("infer", infer_steps)] {
+                // The same work and allocator settings on both sides.
+                let shared = |mut c: Command| {
+                    c.args([
+                        "--model",
+                        shape,
+                        "--mode",
+                        mode,
+                        "--seq-len",
+                        "128",
+                        "--batch",
+                        "32",
+                    ])
+                    .args(["--steps", &steps.to_string(), "--warmup", "2"])
+                    .env("MALLOC_MMAP_THRESHOLD_", "1073741824")
+                    .env("MALLOC_TRIM_THRESHOLD_", "1073741824")
+                    .env("MALLOC_ARENA_MAX", "1");
+                    c
+                };
+                let mut runs = vec![("", json_line(&mut shared(Command::new(exe)))?)];
+                if let (Some(py), Backend::Cpu) = (&self.peer, backend) {
+                    let mut c = Command::new(py);
+                    c.arg(self.root.join("../shared/bench/hf_bench.py"));
+                    let mut c = shared(c);
+                    c.args(["--threads", &self.threads])
+                        .env("MINILM_PATH", &self.model);
+                    runs.push(("peer_", json_line(&mut c)?));
+                }
+                for (side, r) in runs {
+                    let mut push = |k: &str, field: &str| {
+                        m.entry(format!("{side}{k}"))
+                            .or_default()
+                            .push(r[field].as_f64().unwrap_or(f64::NAN));
+                    };
+                    push(mode, "samples_per_s");
+                    if mode == "train" {
+                        push("rss", "rss_peak_mib");
+                        push("gflops", "gflops_per_s");
+                        if side.is_empty() {
+                            extra = r.clone();
+                        }
+                    }
+                }
+            }
+        }
+        let g = |k: &str| m.get(k).cloned().map(median);
+        Ok(json!({
+            "shape": shape, "backend": backend.feature(), "cpu": self.cpu,
+            "seq_len": 128, "batch": 32, "dtype": "fp32",
+            "repeats": self.repeats, "train_steps": train_steps, "infer_steps": infer_steps,
+            "train_samples_per_s": g("train"), "infer_samples_per_s": g("infer"),
+            "peak_rss_mb": g("rss"), "gflops_train": g("gflops"),
+            "peer_train_samples_per_s": g("peer_train"), "peer_infer_samples_per_s": g("peer_infer"),
+            "peer_peak_rss_mb": g("peer_rss"), "peer_gflops_train": g("peer_gflops"),
+            "train_ratio": ratio(g("train"), g("peer_train")),
+            "infer_ratio": ratio(g("infer"), g("peer_infer")),
+            "rss_ratio": ratio(g("rss"), g("peer_rss")),
+            "flops_formula": extra["flops_formula"],
+            "threads": self.threads,
+            "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        }))
+    }
+}
+
+/// `a / b`, to two decimals.
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    a.zip(b).map(|(a, b)| (a / b * 100.0).round() / 100.0)
+}
+
+/// The results as Markdown: the table, the real-data epoch, the data pipeline.
+fn markdown(rows: &[Value], epoch: Option<&Value>, cpu: &str) -> String {
+    let f = |v: &Value| v.as_f64().map_or("—".to_string(), |x| format!("{x:.2}"));
+    let mut md = format!(
+        "CPU: {cpu}\n\n| shape | backend | train samples/s | peer | ratio | infer samples/s | peer | ratio | peak RSS train (MiB) | peer | GFLOP/s train | of matmul peak |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows
+        .iter()
+        .filter(|r| r.get("train_samples_per_s").is_some())
+    {
+        md += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r["shape"].as_str().unwrap_or(""),
+            r["backend"].as_str().unwrap_or(""),
+            f(&r["train_samples_per_s"]),
+            f(&r["peer_train_samples_per_s"]),
+            f(&r["train_ratio"]),
+            f(&r["infer_samples_per_s"]),
+            f(&r["peer_infer_samples_per_s"]),
+            f(&r["infer_ratio"]),
+            f(&r["peak_rss_mb"]),
+            f(&r["peer_peak_rss_mb"]),
+            f(&r["gflops_train"]),
+            r["flop_utilisation_train"]
+                .as_f64()
+                .map_or("—".to_string(), |u| format!(
+                    "{:.0}% of {:.0}",
+                    u * 100.0,
+                    r["matmul_peak_gflops"].as_f64().unwrap_or(f64::NAN)
+                )),
+        );
+    }
+    if let Some(e) = epoch {
+        md += &format!(
+            "\namazon-food, 1 epoch (3,575 reviews, batch 32, max_length 128, dynamic padding): sequin {} s, Trainer {} s (ratio {}); test accuracy {} vs {}; sequin predict over the 1,000 test reviews {} s\n",
+            f(&e["epoch_train_s"]),
+            f(&e["peer_epoch_train_s"]),
+            f(&e["epoch_speed_ratio"]),
+            f(&e["test_accuracy"]),
+            f(&e["peer_test_accuracy"]),
+            f(&e["predict_test_s"]),
+        );
+    }
+    for r in rows
+        .iter()
+        .filter(|r| r.get("data_samples_per_s").is_some())
+    {
+        md += &format!(
+            "\n{} / {}: data pipeline (tokenize + batch amazon-food, seq 128, batch 32) {} samples/s = {}x training",
+            r["shape"].as_str().unwrap_or(""),
+            r["backend"].as_str().unwrap_or(""),
+            f(&r["data_samples_per_s"]),
+            f(&r["data_over_train"]),
+        );
+    }
+    md.push('\n');
+    md
+}
+
+/// Builds a `sequin-cli` binary in release mode (with one backend feature instead of the
+/// default, when given) and returns its path.
+pub(crate) fn build_release(root: &Path, bin: &str, feature: Option<&str>) -> Result<PathBuf> {
+    let mut c = Command::new(env!("CARGO"));
+    c.current_dir(root)
+        .args(["build", "--release", "-p", "sequin-cli", "--bin", bin]);
+    if let Some(f) = feature {
+        c.args(["--no-default-features", "--features", f]);
+    }
+    run(&mut c)?;
+    Ok(root.join("target/release").join(bin))
+}
+
+/// One epoch of the main job's training (release, CPU) and a prediction pass over the test
+/// split, timed, beside `hf_finetune.py --epochs 1` when the peer is available.
+fn real_data_epoch(root: &Path, model: &Path, py: Option<&Path>) -> Result<serde_json::Value> {
+    let exe = build_release(root, "sequin", None)?;
+    let data = root.join("datasets/amazon-food");
+    let out = root.join("target/bench/epoch-run");
+    let _ = std::fs::remove_dir_all(&out);
+    run(Command::new(&exe)
+        .arg("train")
+        .arg("--model")
+        .arg(model)
+        .arg("--train")
+        .arg(data.join("train.parquet"))
+        .arg("--test")
+        .arg(data.join("test.parquet"))
+        .arg("--output")
+        .arg(&out)
+        .args(["--epochs", "1"]))?;
+    let run_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json"))?)?;
+    let t0 = std::time::Instant::now();
+    run(Command::new(&exe)
+        .arg("predict")
+        .arg("--model")
+        .arg(&out)
+        .arg("--input")
+        .arg(data.join("test.parquet"))
+        .arg("--output")
+        .arg(out.join("predictions.jsonl")))?;
+    let predict_s = t0.elapsed().as_secs_f64();
+    let peer = match py {
+        Some(py) => Some(json_line(
+            Command::new(py)
+                .arg(root.join("../shared/bench/hf_finetune.py"))
+                .arg("--model")
+                .arg(root.join(".peer/minilm-l6"))
+                .arg("--data")
+                .arg(&data)
+                .args(["--epochs", "1"]),
+        )?),
+        None => None,
+    };
+    let ours = run_json["summary"]["train_seconds"].as_f64();
+    let theirs = peer.as_ref().and_then(|p| p["train_wall_s"].as_f64());
+    Ok(json!({
+        "shape": "minilm-l6 amazon-food epoch", "backend": "cpu",
+        "epoch_train_s": ours, "peer_epoch_train_s": theirs,
+        "epoch_speed_ratio": ours.zip(theirs).map(|(o, t)| (t / o * 100.0).round() / 100.0),
+        "test_accuracy": run_json["summary"]["test"]["accuracy"],
+        "peer_test_accuracy": peer.as_ref().map(|p| p["test_accuracy"].clone()),
+        "predict_test_s": predict_s,
+    }))
+}
