@@ -36,9 +36,9 @@ fn augment_every_dataset() {
             sequin("augment")
                 .arg("--input", &input)
                 .arg("--output", &out)
-                .arg("--label-column", &label)
+                .arg("--label-column", label)
                 .arg("--num-aug", "2")
-                .arg("--seed", &seed)
+                .arg("--seed", seed)
                 .ok();
             let rows = sequin_data::read_records(&out, &cols).unwrap();
             assert_eq!(rows.len(), 3 * n, "{name} {ext}");

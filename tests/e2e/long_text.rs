@@ -239,7 +239,7 @@ fn predict_chunks_a_30000_word_document() {
             .arg("--batch-size", "32")
             .arg("--long-text", "chunk")
             .arg("--chunk-stride", "16")
-            .arg("--max-chunks", &cap)
+            .arg("--max-chunks", cap)
             .arg("--chunk-select", "spread")
             .ok();
         let text = std::fs::read_to_string(&out).unwrap();

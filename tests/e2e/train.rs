@@ -157,8 +157,8 @@ fn training_is_reproducible_on_cpu() {
         cfg.batch_size = 16;
         cfg.max_length = 32;
         train_model(&cfg, &Device::flex()).unwrap();
-        let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
-        bytes
+
+        std::fs::read(out.join("model.safetensors")).unwrap()
     };
     let (a, b) = (run("a"), run("b"));
     let sa = safetensors::SafeTensors::deserialize(&a).unwrap();

@@ -736,18 +736,15 @@ mod tests {
             .unwrap();
         assert_eq!(h[0].input_ids, [2, 8, 9, 5, 6, 3]);
         // windows of 4 content tokens overlapping by 1
-        let c = tok
-            .encode_long(
-                text,
-                None,
-                opts,
-                LongText::Chunk {
-                    stride: 1,
-                    max_chunks: 10,
-                    select: ChunkSelect::First,
-                },
-            )
-            .unwrap();
+        let windows = |max_chunks| {
+            let policy = LongText::Chunk {
+                stride: 1,
+                max_chunks,
+                select: ChunkSelect::First,
+            };
+            tok.encode_long(text, None, opts, policy).unwrap()
+        };
+        let c = windows(10);
         let ids: Vec<Vec<u32>> = c.iter().map(|e| e.input_ids.clone()).collect();
         assert_eq!(
             ids,
@@ -757,18 +754,7 @@ mod tests {
                 vec![2, 5, 6, 3]
             ]
         );
-        let capped = tok
-            .encode_long(
-                text,
-                None,
-                opts,
-                LongText::Chunk {
-                    stride: 1,
-                    max_chunks: 2,
-                    select: ChunkSelect::First,
-                },
-            )
-            .unwrap();
+        let capped = windows(2);
         assert_eq!(capped.len(), 2);
         let refs: Vec<&Encoded> = c.iter().collect();
         let b = tok.pad(&refs, Some(4));
