@@ -40,6 +40,47 @@ fn int_tensor(v: &[u32], rows: usize, seq_len: usize, device: &Device) -> Tensor
     Tensor::from_data(TensorData::new(data, [rows, seq_len]), device)
 }
 
+/// Documents as the rows a model reads: one row per document, or its windows under a
+/// long-text policy. Training batches ([`EncodedBatch::new_long`]) and inference (which runs
+/// the rows in bounded batches) tokenise documents through this one function.
+#[derive(Debug, Clone, Default)]
+pub struct DocumentRows {
+    /// Every document's rows, in document order.
+    pub rows: Vec<Encoded>,
+    /// Rows per document.
+    pub counts: Vec<usize>,
+}
+
+impl DocumentRows {
+    /// Tokenises `records` under `policy`.
+    pub fn encode(
+        tokenizer: &Tokenizer,
+        records: &[&Record],
+        opts: EncodeOptions,
+        policy: LongText,
+    ) -> Result<Self> {
+        let mut docs = Self {
+            rows: Vec::with_capacity(records.len()),
+            counts: Vec::with_capacity(records.len()),
+        };
+        for r in records {
+            let e = tokenizer.encode_long(&r.text, r.text_pair.as_deref(), opts, policy)?;
+            docs.counts.push(e.len());
+            docs.rows.extend(e);
+        }
+        Ok(docs)
+    }
+
+    /// The document of every row.
+    pub fn row_documents(&self) -> Vec<usize> {
+        self.counts
+            .iter()
+            .enumerate()
+            .flat_map(|(d, &n)| std::iter::repeat_n(d, n))
+            .collect()
+    }
+}
+
 impl EncodedBatch {
     /// Tokenizes `records` (padded to the longest row) and moves them to `device`.
     pub fn new(
@@ -70,20 +111,14 @@ impl EncodedBatch {
         if policy == LongText::Truncate {
             return Self::new(tokenizer, records, labels, opts, device);
         }
-        let mut rows: Vec<Encoded> = Vec::with_capacity(records.len());
-        let mut chunks = Vec::with_capacity(records.len());
-        for r in records {
-            let e = tokenizer.encode_long(&r.text, r.text_pair.as_deref(), opts, policy)?;
-            chunks.push(e.len());
-            rows.extend(e);
-        }
-        let refs: Vec<&Encoded> = rows.iter().collect();
+        let docs = DocumentRows::encode(tokenizer, records, opts, policy)?;
+        let refs: Vec<&Encoded> = docs.rows.iter().collect();
         let b = tokenizer.pad(&refs, opts.pad_to_multiple_of);
         let split = matches!(policy, LongText::Chunk { .. });
         Ok(Self::from_padded(
             &b,
             labels,
-            split.then_some(chunks),
+            split.then_some(docs.counts),
             device,
         ))
     }

@@ -11,7 +11,9 @@ mod read;
 mod seeds;
 mod write;
 
-pub use batch::{EncodedBatch, length_grouped_batches, shuffled_indices, to_pad_mask};
+pub use batch::{
+    DocumentRows, EncodedBatch, length_grouped_batches, shuffled_indices, to_pad_mask,
+};
 pub use features::{
     CategoricalColumn, DateColumn, EncodedFeatures, FeatureBatch, FeatureSpec, FittedFeatures,
     NumericColumn, NumericFit, NumericTransform,

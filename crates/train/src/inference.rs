@@ -1,15 +1,16 @@
 //! One path from records to logits: [`Inference`], used by `eval`, `predict`, the trainer's
 //! evaluations and threshold tuning.
 //!
-//! Records are tokenised through `sequin-data` (every document becomes one row, or its windows
-//! under the long-text policy), rows go through the model at most `batch_size` at a time in
-//! `shards` parallel row shards, and each document's window logits are aggregated by
-//! [`Aggregate::rows`], the host twin of the training path's `aggregate_chunks`.
+//! Records are tokenised through `sequin-data`'s [`DocumentRows`], as training batches are
+//! (every document becomes one row, or its windows under the long-text policy); rows go
+//! through the model at most `batch_size` at a time in `shards` parallel row shards, and each
+//! document's window logits are aggregated by [`Aggregate::rows`], the host twin of the
+//! training path's `aggregate_chunks`.
 
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor};
-use sequin_data::{EncodedBatch, FeatureBatch, FittedFeatures, Record};
+use sequin_data::{DocumentRows, EncodedBatch, FeatureBatch, FittedFeatures, Record};
 use sequin_heads::{Aggregate, aggregate_chunks};
 use sequin_tokenize::{EncodeOptions, Tokenizer};
 
@@ -87,19 +88,10 @@ impl Inference<'_> {
     /// aggregated.
     pub fn doc_logits(&self, records: &[&Record]) -> Result<Vec<Vec<f32>>> {
         let opts = self.opts();
-        let mut rows = Vec::with_capacity(records.len());
-        let mut counts = Vec::with_capacity(records.len());
+        let docs = DocumentRows::encode(self.tokenizer, records, opts, self.policy.long_text)?;
+        let (rows, counts) = (&docs.rows, &docs.counts);
         // The document of every row (its windows share its metadata).
-        let mut row_doc = Vec::with_capacity(records.len());
-        for (d, r) in records.iter().enumerate() {
-            let e = self
-                .tokenizer
-                .encode_long(&r.text, r.text_pair.as_deref(), opts, self.policy.long_text)
-                .map_err(sequin_data::DataError::from)?;
-            counts.push(e.len());
-            row_doc.extend(std::iter::repeat_n(d, e.len()));
-            rows.extend(e);
-        }
+        let row_doc = docs.row_documents();
         let meta = match (self.features, &self.model.fusion) {
             (Some(f), Some(_)) => Some((f, f.encode(Path::new("input"), 1, records)?)),
             _ => None,
@@ -129,7 +121,7 @@ impl Inference<'_> {
         }
         let mut out = Vec::with_capacity(records.len());
         let mut start = 0;
-        for n in counts {
+        for &n in counts {
             out.push(self.policy.aggregate.rows(&row_logits[start..start + n]));
             start += n;
         }
