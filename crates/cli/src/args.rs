@@ -208,8 +208,9 @@ pub(crate) struct TrainArgs {
     #[arg(long)]
     pub(crate) eval_steps: Option<usize>,
     /// Validation metric that picks the kept model and drives early stopping: accuracy,
-    /// macro_f1 (higher is better) or loss (lower is better) [default: accuracy].
-    #[arg(long, value_parser = ["accuracy", "macro_f1", "loss"])]
+    /// macro_f1, micro_f1, r2 (higher is better) or loss (lower is better) [default: accuracy;
+    /// loss for regression].
+    #[arg(long, value_parser = ["accuracy", "macro_f1", "micro_f1", "loss", "r2"])]
     pub(crate) metric_for_best_model: Option<String>,
     /// Stop after N evaluations without improvement [default: never].
     #[arg(long)]

@@ -17,7 +17,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 pub use backend::{backend_name, default_shards, device, tune_allocator};
 
@@ -29,7 +29,11 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
+    let parsed = Cli::command()
+        .version(version())
+        .try_get_matches_from(args)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(c) => c,
         Err(e)
             if matches!(
@@ -40,17 +44,27 @@ where
             print!("{e}");
             return Ok(());
         }
-        Err(e) => bail!("{}", e.to_string().trim_end()),
+        // (clap's message starts with its own `error: `; ours adds one.)
+        Err(e) => bail!("{}", e.to_string().trim_end().trim_start_matches("error: ")),
     };
     commands::run(cli)
 }
 
+/// `sequin --version`: the version and the backend of this build.
+fn version() -> &'static str {
+    let v = format!(
+        "{} (backend: {})",
+        env!("CARGO_PKG_VERSION"),
+        backend_name()
+    );
+    Box::leak(v.into_boxed_str())
+}
+
 /// The binary's entry point: runs the process arguments, prints any error with its causes,
-/// and returns a non-zero exit code on failure.
+/// and exits with 1 on any failure (bad usage included), as the README documents.
 pub fn main() -> ExitCode {
     tune_allocator();
-    let cli = Cli::parse();
-    match commands::run(cli) {
+    match run_args(std::env::args_os()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let _ = std::io::stdout().flush();
