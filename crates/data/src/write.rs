@@ -46,9 +46,6 @@ pub fn write_records(path: &Path, cols: &Columns, rows: &[ProvenanceRow]) -> Res
 }
 
 fn encode_records(path: &Path, cols: &Columns, rows: &[ProvenanceRow]) -> Result<Vec<u8>> {
-    use std::sync::Arc;
-
-    use arrow::array::{ArrayRef, ListBuilder, RecordBatch, StringBuilder, UInt64Builder};
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -125,63 +122,7 @@ fn encode_records(path: &Path, cols: &Columns, rows: &[ProvenanceRow]) -> Result
             w.into_inner()
                 .map_err(|e| unwritable(path, &e.to_string()))?
         }
-        "parquet" => {
-            let mut text = StringBuilder::new();
-            let mut pairs = StringBuilder::new();
-            let mut labels = StringBuilder::new();
-            let mut label_lists = ListBuilder::new(StringBuilder::new());
-            let mut src_col = UInt64Builder::new();
-            let mut ops_col = StringBuilder::new();
-            let mut extra: Vec<StringBuilder> =
-                cols.features.iter().map(|_| StringBuilder::new()).collect();
-            for ProvenanceRow {
-                source_row: src,
-                augmentation: ops,
-                record: r,
-            } in rows
-            {
-                for (b, v) in extra.iter_mut().zip(&r.features) {
-                    b.append_option(v.as_deref());
-                }
-                text.append_value(&r.text);
-                pairs.append_option(r.text_pair.as_deref());
-                labels.append_option(r.label.as_deref());
-                match &r.labels {
-                    Some(ls) => {
-                        for l in ls {
-                            label_lists.values().append_value(l);
-                        }
-                        label_lists.append(true);
-                    }
-                    None => label_lists.append(false),
-                }
-                src_col.append_value(*src as u64);
-                ops_col.append_value(ops);
-            }
-            let mut columns: Vec<(&str, ArrayRef)> =
-                vec![(cols.text.as_str(), Arc::new(text.finish()))];
-            if let Some(p) = pair {
-                columns.push((p, Arc::new(pairs.finish())));
-            }
-            if let Some(l) = label {
-                if lists {
-                    columns.push((l, Arc::new(label_lists.finish())));
-                } else {
-                    columns.push((l, Arc::new(labels.finish())));
-                }
-            }
-            for (c, mut b) in cols.features.iter().zip(extra) {
-                columns.push((c.as_str(), Arc::new(b.finish())));
-            }
-            columns.push(("source_row", Arc::new(src_col.finish())));
-            columns.push(("augmentation", Arc::new(ops_col.finish())));
-            let fail = |e: &dyn std::fmt::Display| unwritable(path, &e.to_string());
-            let batch = RecordBatch::try_from_iter(columns).map_err(|e| fail(&e))?;
-            let mut w = parquet::arrow::ArrowWriter::try_new(Vec::new(), batch.schema(), None)
-                .map_err(|e| fail(&e))?;
-            w.write(&batch).map_err(|e| fail(&e))?;
-            w.into_inner().map_err(|e| fail(&e))?
-        }
+        "parquet" => encode_parquet(path, cols, rows)?,
         _ => {
             return Err(unwritable(
                 path,
@@ -190,4 +131,68 @@ fn encode_records(path: &Path, cols: &Columns, rows: &[ProvenanceRow]) -> Result
         }
     };
     Ok(bytes)
+}
+
+/// Parquet bytes of the rows.
+fn encode_parquet(path: &Path, cols: &Columns, rows: &[ProvenanceRow]) -> Result<Vec<u8>> {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, ListBuilder, RecordBatch, StringBuilder, UInt64Builder};
+    let label = cols.label.as_deref();
+    let pair = cols.text_pair.as_deref();
+    let lists = rows.iter().any(|r| r.record.labels.is_some());
+    let mut text = StringBuilder::new();
+    let mut pairs = StringBuilder::new();
+    let mut labels = StringBuilder::new();
+    let mut label_lists = ListBuilder::new(StringBuilder::new());
+    let mut src_col = UInt64Builder::new();
+    let mut ops_col = StringBuilder::new();
+    let mut extra: Vec<StringBuilder> =
+        cols.features.iter().map(|_| StringBuilder::new()).collect();
+    for ProvenanceRow {
+        source_row: src,
+        augmentation: ops,
+        record: r,
+    } in rows
+    {
+        for (b, v) in extra.iter_mut().zip(&r.features) {
+            b.append_option(v.as_deref());
+        }
+        text.append_value(&r.text);
+        pairs.append_option(r.text_pair.as_deref());
+        labels.append_option(r.label.as_deref());
+        match &r.labels {
+            Some(ls) => {
+                for l in ls {
+                    label_lists.values().append_value(l);
+                }
+                label_lists.append(true);
+            }
+            None => label_lists.append(false),
+        }
+        src_col.append_value(*src as u64);
+        ops_col.append_value(ops);
+    }
+    let mut columns: Vec<(&str, ArrayRef)> = vec![(cols.text.as_str(), Arc::new(text.finish()))];
+    if let Some(p) = pair {
+        columns.push((p, Arc::new(pairs.finish())));
+    }
+    if let Some(l) = label {
+        if lists {
+            columns.push((l, Arc::new(label_lists.finish())));
+        } else {
+            columns.push((l, Arc::new(labels.finish())));
+        }
+    }
+    for (c, mut b) in cols.features.iter().zip(extra) {
+        columns.push((c.as_str(), Arc::new(b.finish())));
+    }
+    columns.push(("source_row", Arc::new(src_col.finish())));
+    columns.push(("augmentation", Arc::new(ops_col.finish())));
+    let fail = |e: &dyn std::fmt::Display| unwritable(path, &e.to_string());
+    let batch = RecordBatch::try_from_iter(columns).map_err(|e| fail(&e))?;
+    let mut w = parquet::arrow::ArrowWriter::try_new(Vec::new(), batch.schema(), None)
+        .map_err(|e| fail(&e))?;
+    w.write(&batch).map_err(|e| fail(&e))?;
+    w.into_inner().map_err(|e| fail(&e))
 }
