@@ -97,29 +97,16 @@ fn train_with_augmentation() {
     let tmp = guard.root();
     let run = |name: &str, extra: &[&str]| -> (serde_json::Value, Vec<u8>) {
         let out = tmp.join(name);
-        let mut args = vec![
-            "train",
-            "--model",
-            tiny_bert().to_str().unwrap().to_string().leak() as &str,
-            "--train",
-            dataset("amazon-food", "train")
-                .to_str()
-                .unwrap()
-                .to_string()
-                .leak(),
-            "--validation-split",
-            "0.2",
-            "--output",
-            out.to_str().unwrap().to_string().leak(),
-            "--max-train-samples",
-            "100",
-            "--epochs",
-            "2",
-            "--max-length",
-            "32",
-        ];
-        args.extend(extra);
-        sequin_ok(&args);
+        sequin("train")
+            .arg("--model", tiny_bert())
+            .arg("--train", dataset("amazon-food", "train"))
+            .arg("--validation-split", "0.2")
+            .arg("--output", &out)
+            .arg("--max-train-samples", "100")
+            .arg("--epochs", "2")
+            .arg("--max-length", "32")
+            .args(extra)
+            .ok();
         (
             read_json(&out.join("run.json")),
             std::fs::read(out.join("model.safetensors")).unwrap(),

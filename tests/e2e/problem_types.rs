@@ -37,38 +37,21 @@ fn multi_label_and_regression_train_and_predict() {
         })
         .collect();
     std::fs::write(&val_file, lines.join("\n")).unwrap();
-    let base = [
-        "--model",
-        tiny_bert().to_str().unwrap().to_string().leak() as &str,
-        "--train",
-        dataset("movie-genres", "train")
-            .to_str()
-            .unwrap()
-            .to_string()
-            .leak(),
-        "--validation",
-        val_file.to_str().unwrap().to_string().leak(),
-        "--max-train-samples",
-        "1500",
-        "--max-length",
-        "24",
-        "--epochs",
-        "2",
-        "--lr",
-        "3e-3",
-    ];
+    let base = sequin("train")
+        .arg("--model", tiny_bert())
+        .arg("--train", dataset("movie-genres", "train"))
+        .arg("--validation", &val_file)
+        .arg("--max-train-samples", "1500")
+        .arg("--max-length", "24")
+        .arg("--epochs", "2")
+        .arg("--lr", "3e-3");
     // Multi-label: `labels` is a list<string> column.
     let out = tmp.join("genres");
-    let mut args = vec![
-        "train",
-        "--output",
-        out.to_str().unwrap(),
-        "--label-column",
-        "labels",
-        "--tune-thresholds",
-    ];
-    args.extend(base);
-    sequin_ok(&args);
+    base.clone()
+        .arg("--output", &out)
+        .arg("--label-column", "labels")
+        .args(&["--tune-thresholds"])
+        .ok();
     let config = read_json(&out.join("config.json"));
     assert_eq!(config["problem_type"], "multi_label_classification");
     assert_eq!(config["id2label"].as_object().unwrap().len(), 7);
@@ -112,17 +95,11 @@ fn multi_label_and_regression_train_and_predict() {
 
     // Regression: the rating (a float column).
     let out = tmp.join("rating");
-    let mut args = vec![
-        "train",
-        "--output",
-        out.to_str().unwrap(),
-        "--label-column",
-        "rating",
-        "--problem-type",
-        "regression",
-    ];
-    args.extend(base);
-    sequin_ok(&args);
+    base.clone()
+        .arg("--output", &out)
+        .arg("--label-column", "rating")
+        .arg("--problem-type", "regression")
+        .ok();
     let config = read_json(&out.join("config.json"));
     assert_eq!(config["problem_type"], "regression");
     assert_eq!(config["id2label"].as_object().unwrap().len(), 1);
@@ -150,31 +127,17 @@ fn imbalance_options_train_and_hold_out_stratified() {
         .unwrap();
     let run = |name: &str, extra: &[&str]| -> (serde_json::Value, usize) {
         let out = tmp.join(name);
-        let mut args = vec![
-            "train",
-            "--model",
-            tiny_bert().to_str().unwrap().to_string().leak() as &str,
-            "--train",
-            dataset("amazon-food", "train")
-                .to_str()
-                .unwrap()
-                .to_string()
-                .leak(),
-            "--output",
-            out.to_str().unwrap().to_string().leak(),
-            "--max-train-samples",
-            "600",
-            "--validation-split",
-            "0.2",
-            "--epochs",
-            "3",
-            "--lr",
-            "3e-3",
-            "--max-length",
-            "48",
-        ];
-        args.extend(extra);
-        sequin_ok(&args);
+        sequin("train")
+            .arg("--model", tiny_bert())
+            .arg("--train", dataset("amazon-food", "train"))
+            .arg("--output", &out)
+            .arg("--max-train-samples", "600")
+            .arg("--validation-split", "0.2")
+            .arg("--epochs", "3")
+            .arg("--lr", "3e-3")
+            .arg("--max-length", "48")
+            .args(extra)
+            .ok();
         let c = Classifier::load(&out, &Device::flex()).unwrap();
         let preds = c.predict(&val, c.encode_options(None), 64).unwrap();
         let minority = preds.iter().filter(|p| p.label == "other").count();
