@@ -151,6 +151,28 @@ pub fn with_dropout_stream<T>(stream: &mut DropoutStream, f: impl FnOnce() -> T)
     out
 }
 
+static PARAM_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+thread_local! {
+    /// Whether this thread holds [`PARAM_INIT`].
+    static HOLDS_PARAM_INIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` holding the process's turn at parameter initialisation. burn's backends draw
+/// initial weights from one process-wide generator, so a seeded initialisation (a training
+/// run's fresh head) must not interleave with another thread's draws. Every initialisation in
+/// sequin (loading a classifier, a fusion head, building a run) runs inside this. Reentrant on
+/// one thread.
+pub fn with_param_init<T>(f: impl FnOnce() -> T) -> T {
+    if HOLDS_PARAM_INIT.with(|h| h.get()) {
+        return f();
+    }
+    let _turn = PARAM_INIT.lock().unwrap_or_else(|p| p.into_inner());
+    HOLDS_PARAM_INIT.with(|h| h.set(true));
+    let _release = Restore(&HOLDS_PARAM_INIT, false);
+    f()
+}
+
 /// Takes words of the stream in force on this thread (a stream seeded by 0 when none is:
 /// dropout outside a trainer, as in a library user's own loop).
 fn reserve_words(align: impl FnOnce(u128) -> u128, words: u128) -> ([u8; 32], u128) {

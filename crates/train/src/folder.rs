@@ -16,6 +16,7 @@ use std::path::Path;
 use burn::tensor::Device;
 
 use sequin_data::FittedFeatures;
+use sequin_encoders::common::with_param_init;
 use sequin_heads::{Aggregate, FusionConfig, ProblemType};
 use sequin_hf::{
     HfConfig, LoadReport, load_classifier, load_fusion_weights, save_classifier_folder,
@@ -98,7 +99,7 @@ pub fn load_model(
                     "the fusion head's input widths do not match its fitted features".into(),
                 ));
             }
-            let head = f.fusion.init(device);
+            let head = with_param_init(|| f.fusion.init(device));
             Some(load_fusion_weights(&dir.join(FUSION_WEIGHTS), head)?)
         }
         None => None,

@@ -9,7 +9,7 @@ use burn::module::Module;
 use burn::optim::GradientsAccumulator;
 use burn::tensor::Device;
 use sequin_data::Seeds;
-use sequin_encoders::common::DropoutStream;
+use sequin_encoders::common::{DropoutStream, with_param_init};
 use sequin_heads::{FusionConfig, ProblemType};
 use sequin_hf::resolve;
 use sequin_tokenize::Tokenizer;
@@ -23,9 +23,6 @@ use crate::classifier::Model;
 use crate::folder::InputPolicy;
 use crate::optim::{adamw, lr_groups, module_scheduler, stable_param_ids};
 use crate::{Result, TrainConfig, TrainError};
-
-/// Taken while a model is initialised (see [`build`]).
-static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Builds a run: a [`Trainer`] and the model to train.
 pub(crate) fn build<'a>(
@@ -44,13 +41,12 @@ pub(crate) fn build<'a>(
     let tokenizer = Tokenizer::from_dir(&model_dir)?;
     let data = prepare(cfg, seeds)?;
     let ad = device.clone().autodiff();
-    let (model, base) = {
-        // burn's backends draw parameter initialisation from one process-wide generator:
-        // runs in one process take turns here, and only here.
-        let _init = INIT.lock().unwrap_or_else(|p| p.into_inner());
+    // burn's backends draw parameter initialisation from one process-wide generator: the
+    // seeded initialisation takes the process's turn (and nothing else does).
+    let (model, base) = with_param_init(|| {
         ad.seed(seeds.run());
-        load(cfg, &data, model_dir, tokenizer, resume.is_some(), &ad)?
-    };
+        load(cfg, &data, model_dir, tokenizer, resume.is_some(), &ad)
+    })?;
     // Ids by position: the optimizer state of a checkpoint applies to the reloaded model.
     let model = stable_param_ids(model.train());
     let mut optim = adamw(&model, cfg.weight_decay);
