@@ -172,11 +172,10 @@ pub(crate) fn write_metrics(dir: &Path, log: &[serde_json::Value]) -> Result<()>
     Ok(())
 }
 
-/// Writes `checkpoints/checkpoint-N` (HF folder + optimizer + state) through a temp folder
-/// and one rename, then removes checkpoints beyond the last and the best
-/// `save_total_limit`.
 impl Trainer<'_> {
-    /// Writes `checkpoints/checkpoint-N` for the current step (`score`: its validation score).
+    /// Writes `checkpoints/checkpoint-N` for the current step (`score`: its validation score):
+    /// an HF folder, the optimizer and the state, through a temp folder and one rename; then
+    /// removes checkpoints beyond the last and the best `save_total_limit`.
     pub(super) fn write_checkpoint(&mut self, score: Option<f64>, model: &Model) -> Result<()> {
         let root = self.cfg.output.join(CHECKPOINTS);
         let fin = root.join(format!("checkpoint-{}", self.state.step));

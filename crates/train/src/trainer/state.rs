@@ -125,9 +125,7 @@ impl TrainerState {
     pub fn problem_type(&self) -> ProblemType {
         self.problem_type.unwrap_or_default()
     }
-}
 
-impl TrainerState {
     /// The state of a new run: at the first batch of the first epoch.
     pub(crate) fn start(
         config: &TrainConfig,
