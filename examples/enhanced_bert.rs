@@ -22,7 +22,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::activation::relu;
 use burn::tensor::{Bool, Device, Int, Tensor};
 use sequin::data::{Columns, EncodedBatch, FeatureSpec, LabelMap, NumericTransform, read_records};
-use sequin::encoders::BertModel;
+use sequin::encoders::{BertModel, Inputs};
 use sequin::heads::{SequenceClassifier, loss};
 use sequin::tokenize::{EncodeOptions, Tokenizer};
 
@@ -36,7 +36,7 @@ struct EnhancedBertClassifier {
 
 impl EnhancedBertClassifier {
     fn forward(&self, ids: Tensor<2, Int>, pad: Tensor<2, Bool>, meta: Tensor<2>) -> Tensor<2> {
-        let (_, pooled) = self.bert.forward_pooled(ids, None, Some(pad));
+        let (_, pooled) = self.bert.forward_pooled(Inputs::new(ids, None, Some(pad)));
         let x = Tensor::cat(vec![pooled, relu(self.meta_proj.forward(meta))], 1);
         self.classifier.forward(self.dropout.forward(x))
     }

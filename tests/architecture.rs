@@ -238,3 +238,70 @@ fn the_function_scanner_measures_bodies() {
     let f = functions(text);
     assert_eq!(f, vec![(1, "a".to_string(), 5), (8, "c".to_string(), 1)]);
 }
+
+/// The families registered in `for_each_family!`, as `(module, type)`.
+fn registered_families() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(root().join("crates/encoders/src/family.rs")).unwrap();
+    let list = &text[text.find("macro_rules! for_each_family").unwrap()..];
+    list.lines()
+        .filter_map(|l| l.trim().split_once("=> $crate::"))
+        .map(|(_, path)| {
+            let (module, ty) = path.trim_end_matches(',').split_once("::").unwrap();
+            (module.to_string(), ty.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn a_family_is_one_file_and_one_registration() {
+    let families = registered_families();
+    assert_eq!(families.len(), 5, "{families:?}");
+    let encoders = root().join("crates/encoders/src");
+    for (module, ty) in &families {
+        let file = encoders.join(format!("{module}.rs"));
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            text.contains(&format!("impl Family for {ty} ")),
+            "{}",
+            file.display()
+        );
+        assert!(text.contains("impl Backbone for "), "{}", file.display());
+        let lib = std::fs::read_to_string(encoders.join("lib.rs")).unwrap();
+        assert!(
+            lib.contains(&format!("pub mod {module};")),
+            "{module} not declared"
+        );
+    }
+    // Every family file in encoders is registered: nothing half-added.
+    for file in rust_files(&encoders) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        if text.contains("impl Family for ") {
+            let stem = file.file_stem().unwrap().to_str().unwrap();
+            assert!(
+                families.iter().any(|(m, _)| m == stem),
+                "{stem} is not registered"
+            );
+        }
+    }
+    // No hand-written dispatch on the family anywhere else: matches are generated.
+    for krate in LIBRARIES.iter().chain(&["cli"]) {
+        for file in rust_files(&root().join("crates").join(krate).join("src")) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (variant, _) in families
+                .iter()
+                .map(|(m, t)| (t.replace("ForSequenceClassification", ""), m))
+            {
+                for pat in [
+                    format!("SequenceClassifier::{variant}("),
+                    format!("ArchConfig::{variant}("),
+                ] {
+                    assert!(
+                        !text.contains(&pat),
+                        "{}: hand-written `{pat}`",
+                        file.display()
+                    );
+                }
+            }
+        }
+    }
+}

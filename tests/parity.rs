@@ -2,7 +2,7 @@
 
 use burn::tensor::{Device, Tensor};
 use sequin_data::{EncodedBatch, Record};
-use sequin_heads::SequenceClassifier;
+use sequin_heads::{Inputs, SequenceClassifier};
 use sequin_hf::{ArchConfig, load_classifier};
 use sequin_tokenize::{EncodeOptions, Tokenizer};
 use sequin_train::Classifier;
@@ -207,11 +207,11 @@ fn bert_model_without_prefix_matches_hidden_states() {
         &device,
     )
     .unwrap();
-    let (hidden, pooled) = model.bert.forward_pooled(
+    let (hidden, pooled) = model.bert.forward_pooled(Inputs::new(
         b.input_ids,
         Some(b.token_type_ids),
         Some(b.pad_mask.clone()),
-    );
+    ));
     // Compare only real tokens: HF's values at padded positions are not meaningful.
     let mask: Vec<bool> = b.pad_mask.into_data().try_into_vec_as().unwrap();
     let got: Vec<f32> = hidden.into_data().try_into_vec_as().unwrap();
@@ -268,9 +268,10 @@ fn minilm_real_weights_match_hidden_states() {
         )
     };
     let pad = sequin_data::to_pad_mask(&mask, rows, seq, &device);
-    let (hidden, pooled) = model
-        .bert
-        .forward_pooled(t(&ids), Some(t(&types)), Some(pad));
+    let (hidden, pooled) =
+        model
+            .bert
+            .forward_pooled(Inputs::new(t(&ids), Some(t(&types)), Some(pad)));
     let got: Vec<f32> = hidden.into_data().try_into_vec_as().unwrap();
     let want = flat_f32(&fx["last_hidden_state"]);
     let h = 384;

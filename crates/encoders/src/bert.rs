@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::EncoderError;
 use crate::common::{self, Activation};
+use crate::family::{Backbone, CheckpointKeys, Family, Inputs, zero_bias};
 
 fn default_act() -> String {
     "gelu".into()
@@ -425,49 +426,102 @@ pub struct BertModel {
 }
 
 /// Embeddings, then the layer stack: the body BERT and RoBERTa share.
-pub(crate) fn encode(
-    embeddings: &BertEmbeddings,
-    encoder: &BertEncoder,
-    input_ids: Tensor<2, Int>,
-    token_type_ids: Option<Tensor<2, Int>>,
-    pad_mask: Option<Tensor<2, Bool>>,
-) -> Tensor<3> {
-    let x = embeddings.forward(input_ids, token_type_ids);
-    encoder.forward(x, pad_mask)
+pub(crate) fn encode(embeddings: &BertEmbeddings, encoder: &BertEncoder, x: Inputs) -> Tensor<3> {
+    encoder.forward(embeddings.forward(x.ids, x.token_types), x.pad)
+}
+
+impl Backbone for BertModel {
+    type Config = BertConfig;
+
+    fn check(config: &BertConfig) -> Result<(), EncoderError> {
+        config.validate().map(|_| ())
+    }
+    fn max_length(config: &BertConfig) -> usize {
+        config.max_position_embeddings
+    }
+    fn vocab_size(config: &BertConfig) -> usize {
+        config.vocab_size
+    }
+    fn init(config: &BertConfig, device: &Device) -> Result<Self, EncoderError> {
+        config.init(device)
+    }
+    /// Embeddings, then the layer stack (the pooler is [`BertModel::forward_pooled`]'s).
+    fn forward(&self, x: Inputs) -> Tensor<3> {
+        encode(&self.embeddings, &self.encoder, x)
+    }
 }
 
 impl BertModel {
-    /// Runs the encoder and returns the last hidden state.
+    /// Runs the encoder and the pooler: `(last_hidden_state, pooler_output)`.
     ///
     /// # Shapes
-    /// - input_ids, token_type_ids: `[batch, seq]`
-    /// - pad_mask: `[batch, seq]`, `true` = padding (burn convention)
-    /// - output: `[batch, seq, hidden]`
-    pub fn forward(
-        &self,
-        input_ids: Tensor<2, Int>,
-        token_type_ids: Option<Tensor<2, Int>>,
-        pad_mask: Option<Tensor<2, Bool>>,
-    ) -> Tensor<3> {
-        encode(
-            &self.embeddings,
-            &self.encoder,
-            input_ids,
-            token_type_ids,
-            pad_mask,
-        )
-    }
-
-    /// Runs the encoder and the pooler: `(last_hidden_state, pooler_output)`.
-    pub fn forward_pooled(
-        &self,
-        input_ids: Tensor<2, Int>,
-        token_type_ids: Option<Tensor<2, Int>>,
-        pad_mask: Option<Tensor<2, Bool>>,
-    ) -> (Tensor<3>, Tensor<2>) {
-        let hidden = self.forward(input_ids, token_type_ids, pad_mask);
+    /// - inputs: `[batch, seq]`
+    /// - output: `[batch, seq, hidden]` and `[batch, hidden]`
+    pub fn forward_pooled(&self, x: Inputs) -> (Tensor<3>, Tensor<2>) {
+        let hidden = Backbone::forward(self, x);
         let pooled = self.pooler.forward(hidden.clone());
         (hidden, pooled)
+    }
+}
+
+/// `transformers.BertForSequenceClassification`: pooler (dense + tanh on `[CLS]`), dropout
+/// (`classifier_dropout`, else `hidden_dropout_prob`), linear → logits.
+///
+/// Field names give the HF checkpoint keys: `bert.*`, `classifier.*`.
+#[derive(Module, Debug)]
+pub struct BertForSequenceClassification {
+    /// `bert`: the encoder with its pooler.
+    pub bert: BertModel,
+    /// Dropout before the classifier.
+    pub dropout: Dropout,
+    /// `classifier`
+    pub classifier: Linear,
+}
+
+impl BertForSequenceClassification {
+    /// A new classifier on top of `bert`, with a freshly initialised head (normal weights with
+    /// `initializer_range`, zero bias, as transformers initialises it).
+    pub fn new(bert: BertModel, config: &BertConfig, num_labels: usize, device: &Device) -> Self {
+        let h = config.hidden_size;
+        Self {
+            bert,
+            dropout: DropoutConfig::new(config.head_dropout()).init(),
+            classifier: zero_bias(config.linear(h, num_labels, device), num_labels, device),
+        }
+    }
+}
+
+impl Family for BertForSequenceClassification {
+    type Backbone = BertModel;
+    const MODEL_TYPES: &'static [(&'static str, &'static str)] =
+        &[("bert", "BertForSequenceClassification")];
+    const KEYS: CheckpointKeys = CheckpointKeys {
+        prefix: "bert",
+        base_roots: "embeddings|encoder|pooler",
+        head: &["classifier."],
+        head_rows: "classifier.weight",
+        fresh_ok: &["bert.pooler."],
+        ignored: &["cls."],
+        bare_pooler_unused: false,
+    };
+
+    fn init(config: &BertConfig, num_labels: usize, device: &Device) -> Result<Self, EncoderError> {
+        Ok(Self::new(config.init(device)?, config, num_labels, device))
+    }
+    fn num_labels(&self) -> usize {
+        self.classifier.weight.dims()[1]
+    }
+    fn pooled_size(&self) -> usize {
+        self.classifier.weight.dims()[0]
+    }
+    /// The pooler output (dense + tanh on `[CLS]`).
+    fn pooled(&self, x: Inputs) -> Tensor<2> {
+        self.bert.forward_pooled(x).1
+    }
+    /// Dropout → `classifier`.
+    fn classify(&self, pooled: Tensor<2>) -> Tensor<2> {
+        self.classifier
+            .forward(common::dropout(&self.dropout, pooled))
     }
 }
 
@@ -498,14 +552,14 @@ mod tests {
         let device = Device::flex();
         let model = tiny().init(&device).unwrap();
         let ids = Tensor::<2, Int>::from_data(TensorData::from([[2i64, 5, 6, 3]]), &device);
-        let short = model.forward(ids, None, None);
+        let short = model.forward(Inputs::new(ids, None, None));
         let ids = Tensor::<2, Int>::from_data(TensorData::from([[2i64, 5, 6, 3, 0, 0]]), &device);
         let mask = Tensor::<2, Bool>::from_data(
             TensorData::from([[false, false, false, false, true, true]]),
             &device,
         );
         let padded = model
-            .forward(ids, None, Some(mask))
+            .forward(Inputs::new(ids, None, Some(mask)))
             .slice([0..1, 0..4, 0..8]);
         short
             .into_data()

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::EncoderError;
 use crate::common::{self, Activation};
+use crate::family::{Backbone, CheckpointKeys, Family, Inputs, zero_bias};
 
 fn d_act() -> String {
     "gelu".into()
@@ -247,27 +248,92 @@ impl TransformerBlock {
     }
 }
 
-impl DistilBertModel {
-    /// Runs the encoder and returns the last hidden state. DistilBERT has no token types.
-    ///
-    /// # Shapes
-    /// - input_ids: `[batch, seq]`, pad_mask: `[batch, seq]` (true = pad)
-    /// - output: `[batch, seq, dim]`
-    pub fn forward(
-        &self,
-        input_ids: Tensor<2, Int>,
-        pad_mask: Option<Tensor<2, Bool>>,
-    ) -> Tensor<3> {
-        let [b, s] = input_ids.dims();
-        let positions = Tensor::<1, Int>::arange(0..s as i64, &input_ids.device())
+impl Backbone for DistilBertModel {
+    type Config = DistilBertConfig;
+
+    fn check(config: &DistilBertConfig) -> Result<(), EncoderError> {
+        config.validate().map(|_| ())
+    }
+    fn max_length(config: &DistilBertConfig) -> usize {
+        config.max_position_embeddings
+    }
+    fn vocab_size(config: &DistilBertConfig) -> usize {
+        config.vocab_size
+    }
+    fn init(config: &DistilBertConfig, device: &Device) -> Result<Self, EncoderError> {
+        config.init(device)
+    }
+    /// DistilBERT has no token types; they are ignored.
+    fn forward(&self, x: Inputs) -> Tensor<3> {
+        let [b, s] = x.ids.dims();
+        let positions = Tensor::<1, Int>::arange(0..s as i64, &x.ids.device())
             .reshape([1, s])
             .expand([b, s]);
         let e = &self.embeddings;
-        let x = e.word_embeddings.forward(input_ids) + e.position_embeddings.forward(positions);
-        let mut x = common::dropout(&e.dropout, e.LayerNorm.forward(x));
+        let h = e.word_embeddings.forward(x.ids) + e.position_embeddings.forward(positions);
+        let mut h = common::dropout(&e.dropout, e.LayerNorm.forward(h));
         for layer in &self.transformer.layer {
-            x = layer.forward(x, pad_mask.clone());
+            h = layer.forward(h, x.pad.clone());
         }
-        x
+        h
+    }
+}
+
+/// `transformers.DistilBertForSequenceClassification`: on `[CLS]`, `pre_classifier` → ReLU →
+/// dropout (`seq_classif_dropout`) → `classifier`.
+#[derive(Module, Debug)]
+pub struct DistilBertForSequenceClassification {
+    /// `distilbert`
+    pub distilbert: DistilBertModel,
+    /// `pre_classifier`
+    pub pre_classifier: Linear,
+    /// Dropout (`seq_classif_dropout`).
+    pub dropout: Dropout,
+    /// `classifier`
+    pub classifier: Linear,
+}
+
+impl Family for DistilBertForSequenceClassification {
+    type Backbone = DistilBertModel;
+    const MODEL_TYPES: &'static [(&'static str, &'static str)] =
+        &[("distilbert", "DistilBertForSequenceClassification")];
+    const KEYS: CheckpointKeys = CheckpointKeys {
+        prefix: "distilbert",
+        base_roots: "embeddings|transformer",
+        head: &["pre_classifier.", "classifier."],
+        head_rows: "classifier.weight",
+        fresh_ok: &[],
+        ignored: &["vocab_transform.", "vocab_layer_norm.", "vocab_projector."],
+        bare_pooler_unused: false,
+    };
+
+    fn init(
+        config: &DistilBertConfig,
+        num_labels: usize,
+        device: &Device,
+    ) -> Result<Self, EncoderError> {
+        let d = config.dim;
+        Ok(Self {
+            distilbert: config.init(device)?,
+            pre_classifier: zero_bias(config.linear(d, d, device), d, device),
+            dropout: DropoutConfig::new(config.seq_classif_dropout).init(),
+            classifier: zero_bias(config.linear(d, num_labels, device), num_labels, device),
+        })
+    }
+    fn num_labels(&self) -> usize {
+        self.classifier.weight.dims()[1]
+    }
+    fn pooled_size(&self) -> usize {
+        self.classifier.weight.dims()[0]
+    }
+    /// `relu(pre_classifier([CLS]))`. Token types are ignored: DistilBERT has none.
+    fn pooled(&self, x: Inputs) -> Tensor<2> {
+        let hidden = self.distilbert.forward(x);
+        burn::tensor::activation::relu(self.pre_classifier.forward(common::first_token(hidden)))
+    }
+    /// Dropout → `classifier`.
+    fn classify(&self, pooled: Tensor<2>) -> Tensor<2> {
+        self.classifier
+            .forward(common::dropout(&self.dropout, pooled))
     }
 }

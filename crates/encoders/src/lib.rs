@@ -1,7 +1,9 @@
-//! Encoder backbones for sequin, built on burn's backend-generic tensors.
+//! Encoder families for sequin, built on burn's backend-generic tensors.
 //!
-//! One file per encoder family; module fields are named after the Hugging Face checkpoint
-//! keys so that loading needs almost no remapping. Shared math lives in [`common`].
+//! One file per encoder family, as transformers keeps `modeling_<family>.py`: its config, its
+//! backbone ([`Backbone`]) and its sequence classifier ([`Family`]). Module fields are named
+//! after the Hugging Face checkpoint keys so that loading needs almost no remapping. The
+//! families are listed once, in [`for_each_family!`]. Shared math lives in [`common`].
 //!
 //! This crate knows nothing of strings or files: configs are plain serde structs that the
 //! caller fills (usually `sequin-hf` from `config.json`), inputs are tensors.
@@ -9,6 +11,7 @@
 pub mod bert;
 pub mod common;
 pub mod distilbert;
+pub mod family;
 pub mod longformer;
 pub mod modernbert;
 pub mod roberta;
@@ -17,6 +20,7 @@ pub use EncoderError as Error;
 pub use bert::{BertConfig, BertModel};
 pub use common::Activation;
 pub use distilbert::{DistilBertConfig, DistilBertModel};
+pub use family::{Backbone, CheckpointKeys, Family, Inputs};
 pub use longformer::{LongformerConfig, LongformerModel};
 pub use modernbert::{ModernBertConfig, ModernBertModel};
 pub use roberta::{RobertaConfig, RobertaModel};

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::EncoderError;
 use crate::bert::{BertConfig, BertEmbeddings, BertIntermediate, BertOutput, BertSelfOutput};
 use crate::common::{self, ExtraKeys};
+use crate::family::{Backbone, CheckpointKeys, Family, Inputs};
+use crate::roberta::RobertaClassificationHead;
 
 /// `attention_window`: one even size for all layers, or one per layer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -308,20 +310,30 @@ pub struct LongformerModel {
     pub window: usize,
 }
 
-impl LongformerModel {
-    /// Runs the encoder. `global_mask` marks the tokens with global attention (`true`);
-    /// `None` gives it to the first token only, as `LongformerForSequenceClassification` does.
-    ///
-    /// # Shapes
-    /// - input_ids, token_type_ids, pad_mask (true = pad), global_mask: `[batch, seq]`
-    /// - output: `[batch, seq, hidden]`
-    pub fn forward(
-        &self,
-        input_ids: Tensor<2, Int>,
-        token_type_ids: Option<Tensor<2, Int>>,
-        pad_mask: Option<Tensor<2, Bool>>,
-        global_mask: Option<Tensor<2, Bool>>,
-    ) -> Tensor<3> {
+impl Backbone for LongformerModel {
+    type Config = LongformerConfig;
+
+    fn check(config: &LongformerConfig) -> Result<(), EncoderError> {
+        config.validate()
+    }
+    fn max_length(config: &LongformerConfig) -> usize {
+        config.max_length()
+    }
+    fn vocab_size(config: &LongformerConfig) -> usize {
+        config.bert.vocab_size
+    }
+    fn init(config: &LongformerConfig, device: &Device) -> Result<Self, EncoderError> {
+        config.init(device)
+    }
+    /// Runs the encoder. `x.global` marks the tokens with global attention (`true`); `None`
+    /// gives it to the first token only, as `LongformerForSequenceClassification` does.
+    fn forward(&self, x: Inputs) -> Tensor<3> {
+        let Inputs {
+            ids: input_ids,
+            token_types: token_type_ids,
+            pad: pad_mask,
+            global: global_mask,
+        } = x;
         let [b, n] = input_ids.dims();
         let device = input_ids.device();
         let pad_mask = pad_mask.unwrap_or_else(|| Tensor::full([b, n], false, &device));
@@ -363,6 +375,74 @@ impl LongformerModel {
     }
 }
 
+/// `transformers.LongformerForSequenceClassification`: RoBERTa's head on `<s>`, with global
+/// attention on `<s>` unless the caller gives a global-attention mask.
+#[derive(Module, Debug)]
+pub struct LongformerForSequenceClassification {
+    /// `longformer`: the encoder, without pooler.
+    pub longformer: LongformerModel,
+    /// `classifier`
+    pub classifier: RobertaClassificationHead,
+}
+
+impl LongformerForSequenceClassification {
+    /// Logits with a caller-given global-attention mask (`None`: the first token).
+    ///
+    /// # Shapes
+    /// - input_ids, token_type_ids, pad_mask (true = pad), global_mask (true = global):
+    ///   `[batch, seq]`
+    /// - output: logits `[batch, num_labels]`
+    pub fn forward_with_global(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Option<Tensor<2, Int>>,
+        pad_mask: Option<Tensor<2, Bool>>,
+        global_mask: Option<Tensor<2, Bool>>,
+    ) -> Tensor<2> {
+        let x = Inputs::new(input_ids, token_type_ids, pad_mask).with_global(global_mask);
+        self.classifier.forward(self.longformer.forward(x))
+    }
+}
+
+impl Family for LongformerForSequenceClassification {
+    type Backbone = LongformerModel;
+    const MODEL_TYPES: &'static [(&'static str, &'static str)] =
+        &[("longformer", "LongformerForSequenceClassification")];
+    const KEYS: CheckpointKeys = CheckpointKeys {
+        prefix: "longformer",
+        base_roots: "embeddings|encoder|pooler",
+        head: &["classifier."],
+        head_rows: "classifier.out_proj.weight",
+        fresh_ok: &[],
+        ignored: &["lm_head.", "longformer.pooler."],
+        bare_pooler_unused: true,
+    };
+
+    fn init(
+        config: &LongformerConfig,
+        num_labels: usize,
+        device: &Device,
+    ) -> Result<Self, EncoderError> {
+        Ok(Self {
+            longformer: config.init(device)?,
+            classifier: RobertaClassificationHead::new(&config.bert, num_labels, device),
+        })
+    }
+    fn num_labels(&self) -> usize {
+        self.classifier.out_proj.weight.dims()[1]
+    }
+    fn pooled_size(&self) -> usize {
+        self.classifier.out_proj.weight.dims()[0]
+    }
+    /// With global attention on the first token, unless `x.global` says otherwise.
+    fn pooled(&self, x: Inputs) -> Tensor<2> {
+        self.classifier.pool(self.longformer.forward(x))
+    }
+    fn classify(&self, pooled: Tensor<2>) -> Tensor<2> {
+        self.classifier.classify(pooled)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,7 +476,7 @@ mod tests {
         let model = tiny("[2, 4]").init(&device).unwrap();
         let ids =
             Tensor::<2, Int>::from_data(TensorData::from([[0i64, 5, 6, 7, 8, 9, 2]]), &device);
-        let short = model.forward(ids, None, None, None);
+        let short = model.forward(Inputs::new(ids, None, None));
         let ids = Tensor::<2, Int>::from_data(
             TensorData::from([[0i64, 5, 6, 7, 8, 9, 2, 1, 1]]),
             &device,
@@ -405,7 +485,9 @@ mod tests {
             TensorData::from([[false, false, false, false, false, false, false, true, true]]),
             &device,
         );
-        let padded = model.forward(ids, None, Some(mask), None).narrow(1, 0, 7);
+        let padded = model
+            .forward(Inputs::new(ids, None, Some(mask)))
+            .narrow(1, 0, 7);
         short
             .into_data()
             .assert_approx_eq::<f32>(&padded.into_data(), burn::tensor::Tolerance::absolute(1e-5));

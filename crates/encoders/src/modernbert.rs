@@ -16,11 +16,12 @@ use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
     Linear, LinearConfig,
 };
-use burn::tensor::{Bool, Device, Int, Tensor};
+use burn::tensor::{Bool, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::EncoderError;
 use crate::common::{self, Activation};
+use crate::family::{Backbone, CheckpointKeys, Family, Inputs, zero_bias};
 
 fn d_vocab() -> usize {
     50368
@@ -481,17 +482,24 @@ pub struct ModernBertModel {
     pub final_norm: LayerNorm,
 }
 
-impl ModernBertModel {
-    /// Runs the encoder (token types do not exist in ModernBERT).
-    ///
-    /// # Shapes
-    /// - input_ids, pad_mask (true = pad): `[batch, seq]`
-    /// - output: `[batch, seq, hidden]`
-    pub fn forward(
-        &self,
-        input_ids: Tensor<2, Int>,
-        pad_mask: Option<Tensor<2, Bool>>,
-    ) -> Tensor<3> {
+impl Backbone for ModernBertModel {
+    type Config = ModernBertConfig;
+
+    fn check(config: &ModernBertConfig) -> Result<(), EncoderError> {
+        config.plan().map(|_| ())
+    }
+    fn max_length(config: &ModernBertConfig) -> usize {
+        config.max_position_embeddings
+    }
+    fn vocab_size(config: &ModernBertConfig) -> usize {
+        config.vocab_size
+    }
+    fn init(config: &ModernBertConfig, device: &Device) -> Result<Self, EncoderError> {
+        config.init(device)
+    }
+    /// Token types do not exist in ModernBERT; they are ignored.
+    fn forward(&self, x: Inputs) -> Tensor<3> {
+        let (input_ids, pad_mask) = (x.ids, x.pad);
         let [b, n] = input_ids.dims();
         let pad = pad_mask.unwrap_or_else(|| Tensor::full([b, n], false, &input_ids.device()));
         let e = &self.embeddings;
@@ -500,6 +508,108 @@ impl ModernBertModel {
             x = layer.forward(x, pad.clone());
         }
         self.final_norm.forward(x)
+    }
+}
+
+/// `ModernBertPredictionHead`: `dense` → activation → `norm`.
+#[derive(Module, Debug)]
+pub struct ModernBertPredictionHead {
+    /// `head.dense` (bias per `classifier_bias`)
+    pub dense: Linear,
+    /// `head.norm`
+    pub norm: LayerNorm,
+    /// `classifier_activation`
+    #[module(skip)]
+    pub act: Activation,
+}
+
+/// `transformers.ModernBertForSequenceClassification`: pooling (`classifier_pooling`: the
+/// first token or the masked mean), `head`, dropout (`classifier_dropout`), `classifier`.
+#[derive(Module, Debug)]
+pub struct ModernBertForSequenceClassification {
+    /// `model`
+    pub model: ModernBertModel,
+    /// `head`
+    pub head: ModernBertPredictionHead,
+    /// Dropout before the classifier.
+    pub drop: Dropout,
+    /// `classifier`
+    pub classifier: Linear,
+    /// `classifier_pooling`
+    #[module(skip)]
+    pub pooling: Pooling,
+}
+
+/// The masked mean over real tokens: `[batch, seq, hidden]` → `[batch, hidden]`.
+fn masked_mean(hidden: Tensor<3>, pad: Tensor<2, Bool>) -> Tensor<2> {
+    let [b, n, h] = hidden.dims();
+    let real = pad.bool_not().float().reshape([b, n, 1]);
+    let sum = (hidden * real.clone().expand([b, n, h]))
+        .sum_dim(1)
+        .reshape([b, h]);
+    sum / real.sum_dim(1).reshape([b, 1]).expand([b, h])
+}
+
+impl Family for ModernBertForSequenceClassification {
+    type Backbone = ModernBertModel;
+    const MODEL_TYPES: &'static [(&'static str, &'static str)] =
+        &[("modernbert", "ModernBertForSequenceClassification")];
+    // `head` (dense, act, norm) is shared with the masked-LM model and is loaded from it, as
+    // transformers does; only `classifier` is the task head.
+    const KEYS: CheckpointKeys = CheckpointKeys {
+        prefix: "model",
+        base_roots: "embeddings|layers|final_norm",
+        head: &["classifier."],
+        head_rows: "classifier.weight",
+        fresh_ok: &["head."],
+        ignored: &["decoder."],
+        bare_pooler_unused: false,
+    };
+
+    fn init(
+        config: &ModernBertConfig,
+        num_labels: usize,
+        device: &Device,
+    ) -> Result<Self, EncoderError> {
+        let h = config.hidden_size;
+        Ok(Self {
+            model: config.init(device)?,
+            head: ModernBertPredictionHead {
+                dense: config.linear(h, h, config.classifier_bias, device),
+                norm: config.norm(device),
+                act: Activation::from_hf(&config.classifier_activation)?,
+            },
+            drop: DropoutConfig::new(config.classifier_dropout).init(),
+            classifier: zero_bias(
+                config.linear(h, num_labels, true, device),
+                num_labels,
+                device,
+            ),
+            pooling: config.classifier_pooling,
+        })
+    }
+    fn num_labels(&self) -> usize {
+        self.classifier.weight.dims()[1]
+    }
+    fn pooled_size(&self) -> usize {
+        self.classifier.weight.dims()[0]
+    }
+    /// Pooling → `head` (dense → activation → norm). Token types are ignored: ModernBERT has
+    /// none.
+    fn pooled(&self, x: Inputs) -> Tensor<2> {
+        let pad = x.pad.clone();
+        let hidden = self.model.forward(x);
+        let pooled = match (self.pooling, pad) {
+            (Pooling::Cls, _) => common::first_token(hidden),
+            (Pooling::Mean, None) => hidden.mean_dim(1).squeeze_dim(1),
+            (Pooling::Mean, Some(pad)) => masked_mean(hidden, pad),
+        };
+        let x = self.head.dense.forward(pooled);
+        self.head.norm.forward(self.head.act.forward(x))
+    }
+    /// Dropout → `classifier`.
+    fn classify(&self, pooled: Tensor<2>) -> Tensor<2> {
+        self.classifier.forward(common::dropout(&self.drop, pooled))
     }
 }
 
@@ -552,15 +662,22 @@ mod tests {
         let m = c.init(&device).unwrap();
         let ids = |v: Vec<i64>| {
             let n = v.len();
-            Tensor::<2, Int>::from_data(burn::tensor::TensorData::new(v, [1, n]), &device)
+            Tensor::<2, burn::tensor::Int>::from_data(
+                burn::tensor::TensorData::new(v, [1, n]),
+                &device,
+            )
         };
-        let short = m.forward(ids(vec![1, 5, 6, 7, 8, 9, 2]), None);
+        let short = m.forward(Inputs::new(ids(vec![1, 5, 6, 7, 8, 9, 2]), None, None));
         let mut mask = vec![false; 7];
         mask.extend([true; 3]);
         let mask =
             Tensor::<2, Bool>::from_data(burn::tensor::TensorData::new(mask, [1, 10]), &device);
         let padded = m
-            .forward(ids(vec![1, 5, 6, 7, 8, 9, 2, 0, 0, 0]), Some(mask))
+            .forward(Inputs::new(
+                ids(vec![1, 5, 6, 7, 8, 9, 2, 0, 0, 0]),
+                None,
+                Some(mask),
+            ))
             .narrow(1, 0, 7);
         short
             .into_data()

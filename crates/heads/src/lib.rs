@@ -1,21 +1,22 @@
-//! Classification heads for sequin, each exactly as its `transformers` counterpart, plus the
-//! losses of HF's three `problem_type`s.
+//! Classification heads for sequin: the `SequenceClassifier` of every registered family (each
+//! exactly as its `transformers` counterpart, defined in `sequin-encoders`), metadata fusion,
+//! chunk aggregation, and the losses of HF's three `problem_type`s.
 //!
 //! Heads return logits, never probabilities. This crate knows nothing of strings or files.
 
 #![allow(non_snake_case)]
 
-pub mod family;
 pub mod fusion;
 pub mod loss;
+pub mod registry;
 
-pub use family::{
-    BertForSequenceClassification, CheckpointKeys, DistilBertForSequenceClassification, Family,
-    Inputs, LongformerForSequenceClassification, ModernBertForSequenceClassification,
-    ModernBertPredictionHead, RobertaClassificationHead, RobertaForSequenceClassification,
-    SequenceClassifier, backbone_prefixes,
-};
 pub use fusion::{FusionConfig, FusionHead, FusionMethod};
+pub use registry::{
+    Backbone, BertForSequenceClassification, CheckpointKeys, ConfigOf,
+    DistilBertForSequenceClassification, Family, Inputs, LongformerForSequenceClassification,
+    ModernBertForSequenceClassification, ModernBertPredictionHead, RobertaClassificationHead,
+    RobertaForSequenceClassification, SequenceClassifier, backbone_prefixes, for_each_family,
+};
 
 use burn::module::Module;
 use burn::tensor::{Bool, Int, Tensor};

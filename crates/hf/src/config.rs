@@ -16,12 +16,12 @@ pub type LabelNames = Vec<String>;
 macro_rules! arch_config {
     ($($v:ident => $t:ty),* $(,)?) => {
         /// The architecture fields of a supported family (one variant per registered family,
-        /// holding its [`Family::Config`]).
+        /// holding its family's config, [`sequin_heads::ConfigOf`]).
         #[derive(Debug, Clone, PartialEq)]
         pub enum ArchConfig {
             $(
                 #[allow(missing_docs)]
-                $v(<$t as Family>::Config),
+                $v(sequin_heads::ConfigOf<$t>),
             )*
         }
 
@@ -76,7 +76,7 @@ macro_rules! arch_config {
                 $(
                     if <$t as Family>::MODEL_TYPES.iter().any(|(t, _)| *t == model_type) {
                         return Some(
-                            serde_json::from_value::<<$t as Family>::Config>(value)
+                            serde_json::from_value::<sequin_heads::ConfigOf<$t>>(value)
                                 .map_err(|e| e.to_string())
                                 .and_then(|c| {
                                     <$t as Family>::check(&c).map_err(|e| e.to_string())?;
