@@ -3,6 +3,7 @@
 
 mod augment;
 mod long_text;
+mod pairs;
 mod predict;
 mod problem_types;
 mod resume;

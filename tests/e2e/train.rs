@@ -261,3 +261,28 @@ fn early_stopping_ends_a_stalled_run() {
         .collect();
     assert_eq!(kept, vec![2, 6]);
 }
+
+#[test]
+fn training_refuses_an_empty_text_naming_its_row_unless_allowed() {
+    let d = TestDir::new("empty-train");
+    let data = d.file(
+        "train.csv",
+        b"text,label\ngood food,great\n\"  \",other\nbad food,other\n",
+    );
+    let err = sequin("train")
+        .arg("--model", tiny_bert())
+        .arg("--train", &data)
+        .arg("--output", d.path("refused"))
+        .err();
+    assert!(err.contains("row 2"), "{err}");
+    assert!(err.contains("the text (column `text`) is empty"), "{err}");
+    assert!(!d.join("refused").exists());
+    sequin("train")
+        .arg("--model", tiny_bert())
+        .arg("--train", &data)
+        .arg("--output", d.path("allowed"))
+        .args(&["--allow-empty-text", "--epochs", "1", "--max-length", "32"])
+        .ok();
+    let run = read_json(&d.join("allowed/run.json"));
+    assert_eq!(run["config"]["allow_empty_text"], true, "{run}");
+}

@@ -16,7 +16,10 @@ use sequin_tokenize::{ChunkSelect, LongTextKind, LongTextRequest};
 predict with it.\n\nModel folders are read and written in Hugging Face layout (config.json, \
 model.safetensors, tokenizer.json), so transformers loads what sequin trains and sequin runs \
 what transformers saved. Data files are Parquet, CSV/TSV or JSONL; columns are chosen by name.\n\n\
-Backend of this build: see `sequin --version` and the Cargo features cpu | wgpu | cuda."
+Backend of this build: see `sequin --version` and the Cargo features cpu | wgpu | cuda.",
+    after_help = "Exit status: 0 on success; 1 when the work failed (bad data, a bad model, a file \
+that cannot be read or written); 2 when the command line cannot be parsed (an unknown flag, a \
+missing or malformed value). Every error is one line on stderr, and no partial output is left."
 )]
 pub(crate) struct Cli {
     #[command(subcommand)]
@@ -150,7 +153,7 @@ pub(crate) struct TrainArgs {
     #[arg(long)]
     pub(crate) batch_size: Option<usize>,
     /// Peak learning rate of AdamW [default: 5e-5].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub(crate) lr: Option<f64>,
     /// AdamW weight decay, not applied to biases and LayerNorm [default: 0.01].
     #[arg(long)]
@@ -233,6 +236,10 @@ pub(crate) struct TrainArgs {
     /// with the model and used by eval and predict.
     #[arg(long)]
     pub(crate) tune_thresholds: bool,
+    /// Train on rows whose text is empty or blank (encoded as `[CLS] [SEP]`, as transformers
+    /// does) instead of stopping at the first one with an error naming its row.
+    #[arg(long)]
+    pub(crate) allow_empty_text: bool,
     /// Class weights in the loss: `auto` (inverse class frequency; multi-label: each label's
     /// negatives/positives as BCE's pos_weight) or comma-separated weights in label order.
     #[arg(long)]
@@ -378,8 +385,8 @@ pub(crate) struct InferenceArgs {
     /// Maximum tokens per example [default: the folder's model_max_length, else 128].
     #[arg(long)]
     pub(crate) max_length: Option<usize>,
-    /// Batch size.
-    #[arg(long, default_value_t = 64)]
+    /// Rows per forward pass.
+    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     pub(crate) batch_size: usize,
     /// Row shards per batch run in parallel (as `train --shards`). [default: 4 on the CPU
     /// backend, 1 on GPUs]
@@ -387,6 +394,18 @@ pub(crate) struct InferenceArgs {
     pub(crate) shards: Option<u64>,
     #[command(flatten)]
     pub(crate) long: LongTextArgs,
+}
+
+/// The input columns of eval and predict. Each defaults to what the model was trained on (its
+/// `sequin.json` schema), so they are needed only to read differently named columns.
+#[derive(Args)]
+pub(crate) struct InputColumnArgs {
+    /// Column with the text [default: the model's text column, else text].
+    #[arg(long)]
+    pub(crate) text_column: Option<String>,
+    /// Column with the second text of a pair [default: the model's pair column, if any].
+    #[arg(long)]
+    pub(crate) text_pair_column: Option<String>,
 }
 
 #[derive(Args)]
@@ -397,11 +416,12 @@ pub(crate) struct EvalArgs {
     #[arg(long)]
     pub(crate) data: PathBuf,
     #[command(flatten)]
-    pub(crate) columns: ColumnArgs,
-    /// Column with the label.
-    #[arg(long, default_value = "label")]
-    pub(crate) label_column: String,
-    /// Multi-label data as 0/1 columns, one per label (comma-separated names).
+    pub(crate) columns: InputColumnArgs,
+    /// Column with the label [default: the model's label column, else label].
+    #[arg(long)]
+    pub(crate) label_column: Option<String>,
+    /// Multi-label data as 0/1 columns, one per label (comma-separated names) [default: the
+    /// model's label columns, if it was trained on them].
     #[arg(long, value_delimiter = ',')]
     pub(crate) label_columns: Vec<String>,
 }
@@ -418,7 +438,7 @@ pub(crate) struct PredictArgs {
     #[arg(long)]
     pub(crate) output: PathBuf,
     #[command(flatten)]
-    pub(crate) columns: ColumnArgs,
+    pub(crate) columns: InputColumnArgs,
     /// Also write the best N classes per row with their scores (`all` for every class).
     #[arg(long, value_parser = parse_top_k)]
     pub(crate) top_k: Option<usize>,
@@ -426,6 +446,15 @@ pub(crate) struct PredictArgs {
     /// sigmoid for multi-label; none (the value) for regression].
     #[arg(long, value_parser = ["softmax", "sigmoid", "none"])]
     pub(crate) function: Option<String>,
+}
+
+/// A count that must be at least 1.
+fn at_least_one(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{s}` is not a whole number")),
+    }
 }
 
 fn parse_top_k(s: &str) -> std::result::Result<usize, String> {

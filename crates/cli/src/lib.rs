@@ -16,7 +16,7 @@ mod commands;
 use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches};
 
 pub use backend::{backend_name, default_shards, device, tune_allocator};
@@ -45,7 +45,13 @@ where
             return Ok(());
         }
         // (clap's message starts with its own `error: `; ours adds one.)
-        Err(e) => bail!("{}", e.to_string().trim_end().trim_start_matches("error: ")),
+        // One line: clap's first, which says what is wrong, and a pointer to the help.
+        Err(e) => {
+            let message = e.to_string();
+            let first = message.lines().next().unwrap_or_default();
+            let first = first.trim_start_matches("error: ");
+            return Err(UsageError(format!("{first} (see --help)")).into());
+        }
     };
     commands::run(cli)
 }
@@ -60,8 +66,27 @@ fn version() -> &'static str {
     Box::leak(v.into_boxed_str())
 }
 
-/// The binary's entry point: runs the process arguments, prints any error with its causes,
-/// and exits with 1 on any failure (bad usage included), as the README documents.
+/// A command line that cannot be parsed: an unknown flag, a missing or malformed value.
+/// Exits with [`EXIT_USAGE`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The exit code of failed work: bad data, a bad model, a file that cannot be read or written.
+pub const EXIT_FAILURE: u8 = 1;
+/// The exit code of a command line that cannot be parsed ([`UsageError`]).
+pub const EXIT_USAGE: u8 = 2;
+
+/// The exit code for an error: [`EXIT_USAGE`] for a [`UsageError`], else [`EXIT_FAILURE`].
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<UsageError>() {
+        Some(_) => EXIT_USAGE,
+        None => EXIT_FAILURE,
+    }
+}
+
+/// The binary's entry point: runs the process arguments, prints any error with its causes on
+/// one line, and exits with 1 for failed work or 2 for bad usage, as the README documents.
 pub fn main() -> ExitCode {
     tune_allocator();
     match run_args(std::env::args_os()) {
@@ -69,7 +94,7 @@ pub fn main() -> ExitCode {
         Err(e) => {
             let _ = std::io::stdout().flush();
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit_code(&e))
         }
     }
 }

@@ -19,7 +19,10 @@ pub use features::{
     NumericColumn, NumericFit, NumericTransform,
 };
 pub use labels::LabelMap;
-pub use read::{Columns, Record, column_names, for_each_chunk, read_records};
+pub use read::{
+    Columns, EmptyText, Record, column_names, for_each_chunk, for_each_chunk_with, read_records,
+    read_records_with,
+};
 pub use seeds::Seeds;
 pub use write::{ProvenanceRow, write_records};
 

@@ -95,12 +95,28 @@ fn format_of(path: &Path) -> Result<Format> {
     })
 }
 
+/// What an empty, blank or null text is when reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EmptyText {
+    /// An error naming the row (training data).
+    #[default]
+    Refuse,
+    /// A record with the text `""` (data to predict: every input row gets its output row, as
+    /// transformers predicts an empty text from `[CLS] [SEP]`).
+    Keep,
+}
+
 /// Reads every record of a data file, chosen by its extension (`.parquet`, `.csv`, `.tsv`,
 /// `.jsonl`). Every row is checked: an empty text, a missing label or a column of the wrong
 /// type is an error that names the file, the row or column, and the problem.
 pub fn read_records(path: &Path, cols: &Columns) -> Result<Vec<Record>> {
+    read_records_with(path, cols, EmptyText::Refuse)
+}
+
+/// [`read_records`], with empty texts refused or kept.
+pub fn read_records_with(path: &Path, cols: &Columns, empty: EmptyText) -> Result<Vec<Record>> {
     let mut all = Vec::new();
-    for_each_chunk(path, cols, usize::MAX, |chunk| {
+    for_each_chunk_with(path, cols, usize::MAX, empty, |chunk| {
         all.extend_from_slice(chunk);
         Ok(())
     })?;
@@ -114,6 +130,17 @@ pub fn for_each_chunk(
     path: &Path,
     cols: &Columns,
     rows: usize,
+    f: impl FnMut(&[Record]) -> Result<()>,
+) -> Result<()> {
+    for_each_chunk_with(path, cols, rows, EmptyText::Refuse, f)
+}
+
+/// [`for_each_chunk`], with empty texts refused or kept.
+pub fn for_each_chunk_with(
+    path: &Path,
+    cols: &Columns,
+    rows: usize,
+    empty: EmptyText,
     mut f: impl FnMut(&[Record]) -> Result<()>,
 ) -> Result<()> {
     let rows = rows.max(1);
@@ -122,7 +149,7 @@ pub fn for_each_chunk(
     {
         let mut push = |r: Record| -> Result<()> {
             seen += 1;
-            check_record(path, cols, seen, &r)?;
+            check_record(path, cols, seen, &r, empty)?;
             buf.push(r);
             if buf.len() >= rows {
                 f(&buf)?;
@@ -195,12 +222,18 @@ pub fn column_names(path: &Path) -> Result<Vec<String>> {
     }
 }
 
-fn check_record(path: &Path, cols: &Columns, row: usize, r: &Record) -> Result<()> {
-    if r.text.trim().is_empty() {
+fn check_record(
+    path: &Path,
+    cols: &Columns,
+    row: usize,
+    r: &Record,
+    empty: EmptyText,
+) -> Result<()> {
+    if empty == EmptyText::Refuse && r.text.trim().is_empty() {
         return Err(DataError::BadRow {
             path: path.to_path_buf(),
             row,
-            problem: format!("the text (column `{}`) is empty", cols.text),
+            problem: format!("the text (column `{}`) is empty or null", cols.text),
         });
     }
     if cols.label_columns.is_empty()
@@ -518,14 +551,9 @@ fn read_parquet(path: &Path, cols: &Columns, emit: &mut Emit<'_>) -> Result<()> 
             .collect::<Result<_>>()?;
         for (r, text) in texts.into_iter().enumerate() {
             n += 1;
-            let row = n;
-            let text = text.ok_or_else(|| DataError::BadRow {
-                path: path.to_path_buf(),
-                row,
-                problem: format!("the text (column `{}`) is null", cols.text),
-            })?;
             emit(Record {
-                text,
+                // Null is empty: refused or kept by `check_record`.
+                text: text.unwrap_or_default(),
                 text_pair: pairs.as_ref().and_then(|p| p[r].clone()),
                 label: labels.as_ref().and_then(|l| l[r].clone()),
                 labels: match (&sets, &flags) {

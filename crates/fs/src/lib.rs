@@ -8,7 +8,9 @@
 //! - [`write`]: a whole file from bytes;
 //! - [`AtomicFile`]: a file written as a stream (or by a library that wants a path), then
 //!   [`AtomicFile::commit`]ted;
-//! - [`AtomicDir`]: a folder filled, then committed in one rename (replacing an older one).
+//! - [`AtomicDir`]: a folder filled, then committed in one rename (replacing an older one);
+//! - [`Output`]: a command's output path, which may also be `-` (stdout), a FIFO, a device or a
+//!   link, none of which is ever replaced by a file.
 //!
 //! Files are created with mode `0666` less the umask (`0644` usually), as `std::fs::write`
 //! would, never `0600`.
@@ -130,6 +132,86 @@ impl Write for AtomicFile {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.tmp.flush()
+    }
+}
+
+/// Where a command's output goes, chosen from its path: `-` is standard output; a FIFO, a
+/// device (`/dev/null`) or another non-regular file is written in place, never replaced; a
+/// symbolic link is followed and its target written atomically (the link survives); anything
+/// else is an [`AtomicFile`].
+pub enum Output {
+    /// A regular file (new or replaced), written atomically.
+    File(AtomicFile),
+    /// A FIFO, a device or a socket, written as it is.
+    InPlace(File),
+    /// Standard output.
+    Stdout(io::Stdout),
+}
+
+impl Output {
+    /// Opens the output for `path` (see [`Output`]). Its folder must exist.
+    pub fn create(path: &Path) -> io::Result<Self> {
+        if path.as_os_str() == "-" {
+            return Ok(Self::Stdout(io::stdout()));
+        }
+        match std::fs::metadata(path) {
+            Ok(m) if !m.is_file() && !m.is_dir() => {
+                Ok(Self::InPlace(OpenOptions::new().write(true).open(path)?))
+            }
+            // A link to a regular file: the target is replaced, the link kept.
+            Ok(_) => Ok(Self::File(AtomicFile::create(&std::fs::canonicalize(
+                path,
+            )?)?)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match std::fs::read_link(path) {
+                // A dangling link: create its target.
+                Ok(target) => Ok(Self::File(AtomicFile::create(&parent(path).join(target))?)),
+                Err(_) => Ok(Self::File(AtomicFile::create(path)?)),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the output is standard output.
+    pub fn is_stdout(&self) -> bool {
+        matches!(self, Self::Stdout(_))
+    }
+
+    /// Finishes the output: commits a file, flushes a stream.
+    pub fn commit(self) -> io::Result<()> {
+        match self {
+            Self::File(f) => f.commit(),
+            Self::InPlace(mut f) => f.flush(),
+            Self::Stdout(mut s) => s.flush(),
+        }
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::File(f) => f.write(buf),
+            Self::InPlace(f) => f.write(buf),
+            Self::Stdout(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::File(f) => f.flush(),
+            Self::InPlace(f) => f.flush(),
+            Self::Stdout(s) => s.flush(),
+        }
+    }
+}
+
+/// Whether `output` names the same file as `input` (directly or through links): writing it
+/// would destroy the data being read.
+pub fn same_file(input: &Path, output: &Path) -> bool {
+    if output.as_os_str() == "-" {
+        return false;
+    }
+    match (std::fs::canonicalize(input), std::fs::canonicalize(output)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
     }
 }
 

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::tensor::Device;
-use sequin_data::{Columns, FittedFeatures, LabelMap, Record, read_records};
+use sequin_data::{Columns, EmptyText, FittedFeatures, LabelMap, Record, read_records_with};
 use sequin_heads::ProblemType;
 use sequin_hf::{HfConfig, LoadReport};
 
@@ -358,6 +358,40 @@ impl Classifier {
             .evaluate(records, &targets, self.labels.names())
     }
 
+    /// The columns to read for inference: each one given, else the one the model was trained
+    /// on (its saved schema), else the default (`text`, `label`). `labelled`: whether to read
+    /// labels (eval) or not (predict). The metadata columns are always the model's.
+    pub fn columns(&self, given: ColumnChoice, labelled: bool) -> Columns {
+        let schema = self.policy.schema.as_ref();
+        let text = given
+            .text
+            .or_else(|| schema.map(|s| s.text_column.clone()))
+            .unwrap_or_else(|| "text".into());
+        let text_pair = given
+            .text_pair
+            .or_else(|| schema.and_then(|s| s.text_pair_column.clone()));
+        let (label, label_columns) = match (labelled, given.label, given.label_columns) {
+            (false, _, _) => (None, Vec::new()),
+            (true, _, cols) if !cols.is_empty() => (None, cols),
+            (true, Some(l), _) => (Some(l), Vec::new()),
+            (true, None, _) => match schema {
+                Some(s) if !s.label_columns.is_empty() => (None, s.label_columns.clone()),
+                Some(s) => (
+                    Some(s.label_column.clone().unwrap_or_else(|| "label".into())),
+                    Vec::new(),
+                ),
+                None => (Some("label".into()), Vec::new()),
+            },
+        };
+        Columns {
+            text,
+            text_pair,
+            label,
+            label_columns,
+            features: self.feature_columns(),
+        }
+    }
+
     /// Reads a data file with these columns (and the model's metadata columns), checking the
     /// metadata cells.
     pub fn read(&self, path: &Path, cols: &Columns) -> Result<Vec<Record>> {
@@ -365,7 +399,7 @@ impl Classifier {
             features: self.feature_columns(),
             ..cols.clone()
         };
-        let records = read_records(path, &cols)?;
+        let records = read_records_with(path, &cols, EmptyText::Keep)?;
         self.check_features(path, 1, &records)?;
         Ok(records)
     }
@@ -398,4 +432,18 @@ impl Classifier {
             .map(|(c, n)| (c.column.clone(), n))
             .collect())
     }
+}
+
+/// Columns named on the command line (or by a caller) for inference; `None` or empty where
+/// the model's saved schema should decide.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ColumnChoice {
+    /// The text column.
+    pub text: Option<String>,
+    /// The second text of a pair.
+    pub text_pair: Option<String>,
+    /// The label column.
+    pub label: Option<String>,
+    /// Multi-label 0/1 columns.
+    pub label_columns: Vec<String>,
 }

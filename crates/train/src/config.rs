@@ -296,6 +296,8 @@ train_options! {
     problem_type: Option<sequin_heads::ProblemType> => Ok(Default::default()),
     /// Multi-label data as one 0/1 column per label (instead of `label_column`).
     label_columns: Vec<String> => Ok(Default::default()),
+    /// Train on rows whose text is empty or blank (as `[CLS] [SEP]`) instead of refusing them.
+    allow_empty_text: bool => Ok(false),
     /// Multi-label: choose each label's decision threshold on the validation data (for F1)
     /// instead of 0.5; the thresholds are saved with the model and used by eval and predict.
     tune_thresholds: bool => Ok(Default::default()),

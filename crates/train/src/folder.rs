@@ -43,6 +43,47 @@ pub struct InputPolicy {
     /// Multi-label: each label's threshold on its sigmoid probability (0.5 when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thresholds: Option<Vec<f32>>,
+    /// The columns the model was trained on (absent in folders from before it was saved, and
+    /// in folders transformers wrote).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<InputSchema>,
+}
+
+/// The input schema of a trained model: the columns it reads and the labels it gives, saved
+/// in `sequin.json` so that eval and predict read what training read without repeating it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSchema {
+    /// The text column.
+    pub text_column: String,
+    /// The second text of a pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_pair_column: Option<String>,
+    /// The label column (absent for 0/1 label columns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_column: Option<String>,
+    /// Multi-label data as one 0/1 column per label.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub label_columns: Vec<String>,
+    /// Metadata columns (their transforms are in `fusion.json`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feature_columns: Vec<String>,
+    /// The label set, in id order.
+    pub labels: Vec<String>,
+}
+
+impl InputSchema {
+    /// The schema of a run's columns and labels.
+    pub fn new(cols: &sequin_data::Columns, labels: &[String]) -> Self {
+        Self {
+            text_column: cols.text.clone(),
+            text_pair_column: cols.text_pair.clone(),
+            label_column: cols.label.clone().filter(|_| cols.label_columns.is_empty()),
+            label_columns: cols.label_columns.clone(),
+            feature_columns: cols.features.clone(),
+            labels: labels.to_vec(),
+        }
+    }
 }
 
 /// The file name of [`InputPolicy`] in a model folder.
@@ -125,6 +166,7 @@ pub(crate) fn read_policy(dir: &Path, config: &HfConfig) -> Result<InputPolicy> 
                 long_text: LongText::Truncate,
                 aggregate: Aggregate::Mean,
                 thresholds: None,
+                schema: None,
             })
         }
     }

@@ -25,13 +25,16 @@ mod trainer;
 pub mod tune;
 
 pub use classifier::{
-    Classifier, ClassifierParts, LabelScore, Model, Prediction, ScoreFunction, Targets,
+    Classifier, ClassifierParts, ColumnChoice, LabelScore, Model, Prediction, ScoreFunction,
+    Targets,
 };
 pub use config::{
     AugmentConfig, AugmentMode, ClassWeights, LossKind, Sampler, TrainConfig, TrainOptions,
 };
 pub use config::{BEST_METRICS, LrSchedule};
-pub use folder::{FUSION_FILE, FUSION_WEIGHTS, FusionFile, InputPolicy, POLICY_FILE, load_model};
+pub use folder::{
+    FUSION_FILE, FUSION_WEIGHTS, FusionFile, InputPolicy, InputSchema, POLICY_FILE, load_model,
+};
 pub use inference::Inference;
 pub use metrics::{ClassReport, Confusion, EvalMetrics, Report, RocAccumulator};
 pub use trainer::{

@@ -5,9 +5,8 @@ use std::path::Path;
 
 use anyhow::Result;
 use burn::tensor::Device;
-use sequin_data::Columns;
 use sequin_tokenize::EncodeOptions;
-use sequin_train::Classifier;
+use sequin_train::{Classifier, ColumnChoice};
 
 use crate::args::{EvalArgs, InferenceArgs};
 use crate::backend::default_shards;
@@ -31,14 +30,15 @@ pub(crate) fn load(run: &InferenceArgs, device: &Device) -> Result<(Classifier, 
 /// `sequin eval`: prints every metric as one JSON object.
 pub(crate) fn eval(a: EvalArgs, device: &Device) -> Result<()> {
     let (c, opts) = load(&a.run, device)?;
-    let cols = Columns {
+    let given = ColumnChoice {
         text: a.columns.text_column,
         text_pair: a.columns.text_pair_column,
-        label: Some(a.label_column),
+        label: a.label_column,
         label_columns: a.label_columns,
-        features: Vec::new(),
     };
+    let cols = c.columns(given, true);
     let recs = c.read(&a.data, &cols)?;
+    note_empty(&a.data, count_empty(&recs));
     warn_unknown(&a.data, &c.check_features(&a.data, 1, &recs)?);
     let m = c.evaluate(&recs, &a.data, opts, a.run.batch_size)?;
     println!("{}", serde_json::to_string(&m)?);
@@ -51,6 +51,22 @@ pub(crate) fn warn_unknown(path: &Path, unknown: &[(String, usize)]) {
     for (col, n) in unknown.iter().filter(|(_, n)| *n > 0) {
         eprintln!(
             "warning: {}: {n} value(s) of `{col}` were not in the training vocabulary; they used the rare/unknown bucket",
+            path.display()
+        );
+    }
+}
+
+/// Rows with an empty or blank text.
+pub(crate) fn count_empty(recs: &[sequin_data::Record]) -> usize {
+    recs.iter().filter(|r| r.text.trim().is_empty()).count()
+}
+
+/// Says how many rows had an empty or blank text (predicted as transformers predicts one:
+/// from `[CLS] [SEP]` alone).
+pub(crate) fn note_empty(path: &Path, n: usize) {
+    if n > 0 {
+        eprintln!(
+            "note: {}: {n} row(s) have an empty or blank text; each was predicted from the special tokens alone, as transformers does",
             path.display()
         );
     }

@@ -4,23 +4,24 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
-use sequin_data::Columns;
-use sequin_fs::AtomicFile;
+use sequin_fs::Output;
+use sequin_train::ColumnChoice;
 
 use crate::args::PredictArgs;
-use crate::commands::eval::{load, warn_unknown};
+use crate::commands::eval::{count_empty, load, note_empty, warn_unknown};
 
 /// `sequin predict`: one output row per input row, in input order. The score function and
 /// thresholds follow the folder's problem type unless `--function` says otherwise.
 pub(crate) fn predict(a: PredictArgs, device: &Device) -> Result<()> {
+    refuse_same_file(&a.input, &a.output)?;
+    let format = OutputFormat::of(&a.output)?;
     let (c, opts) = load(&a.run, device)?;
-    let cols = Columns {
+    let given = ColumnChoice {
         text: a.columns.text_column,
         text_pair: a.columns.text_pair_column,
-        label: None,
-        label_columns: Vec::new(),
-        features: c.feature_columns(),
+        ..ColumnChoice::default()
     };
+    let cols = c.columns(given, false);
     let function = match a.function.as_deref() {
         Some("sigmoid") => Some(sequin_train::ScoreFunction::Sigmoid),
         Some("none") => Some(sequin_train::ScoreFunction::None),
@@ -29,10 +30,13 @@ pub(crate) fn predict(a: PredictArgs, device: &Device) -> Result<()> {
     };
     // The input is read and predicted a chunk at a time, and the output streamed to a
     // temp file renamed at the end: memory does not grow with the input.
-    let mut out = PredictionWriter::create(&a.output)?;
+    let mut out = PredictionWriter::create(&a.output, format)?;
     let mut row = 1usize;
     let mut unknown: Vec<(String, usize)> = Vec::new();
-    sequin_data::for_each_chunk(&a.input, &cols, PREDICT_CHUNK_ROWS, |recs| {
+    let mut empty = 0usize;
+    let keep = sequin_data::EmptyText::Keep;
+    sequin_data::for_each_chunk_with(&a.input, &cols, PREDICT_CHUNK_ROWS, keep, |recs| {
+        empty += count_empty(recs);
         // Metadata cells checked with their file rows; unseen categories counted.
         let u = c.check_features(&a.input, row, recs).map_err(|e| match e {
             sequin_train::TrainError::Data(d) => d,
@@ -64,8 +68,58 @@ pub(crate) fn predict(a: PredictArgs, device: &Device) -> Result<()> {
     })?;
     let n = out.finish()?;
     warn_unknown(&a.input, &unknown);
-    eprintln!("wrote {n} predictions to {}", a.output.display());
+    note_empty(&a.input, empty);
+    match a.output.as_os_str() == "-" {
+        true => eprintln!("wrote {n} predictions to standard output"),
+        false => eprintln!("wrote {n} predictions to {}", a.output.display()),
+    }
     Ok(())
+}
+
+/// Refuses an output path that is the input file, directly or through a link: the input
+/// would be destroyed.
+pub(crate) fn refuse_same_file(input: &Path, output: &Path) -> Result<()> {
+    if sequin_fs::same_file(input, output) {
+        bail!(
+            "--output {} is the input file {}; writing it would destroy the input (choose another output path)",
+            output.display(),
+            input.display()
+        );
+    }
+    Ok(())
+}
+
+/// The format of the predictions, from the output path.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OutputFormat {
+    Jsonl,
+    Parquet,
+}
+
+impl OutputFormat {
+    /// `.jsonl` (or `.json`, `.ndjson`) and `.parquet` (or `.pq`) by extension; JSONL for `-`
+    /// (standard output) and for a FIFO or device without an extension. Any other extension is
+    /// refused rather than filled with another format.
+    fn of(path: &Path) -> Result<Self> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        let special = path.as_os_str() == "-"
+            || std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir());
+        match ext.as_deref() {
+            Some("jsonl" | "json" | "ndjson") => Ok(Self::Jsonl),
+            Some("parquet" | "pq") => Ok(Self::Parquet),
+            None if special => Ok(Self::Jsonl),
+            other => bail!(
+                "--output {}: predictions are written as .jsonl or .parquet (or as JSONL to `-`, standard output), not as {}",
+                path.display(),
+                other.map_or("a file without an extension".to_string(), |e| format!(
+                    ".{e}"
+                ))
+            ),
+        }
+    }
 }
 
 /// Rows read and predicted at a time by `sequin predict`.
@@ -81,30 +135,25 @@ struct PredictionWriter {
 }
 
 enum WriterKind {
-    Jsonl(std::io::BufWriter<AtomicFile>),
+    Jsonl(std::io::BufWriter<Output>),
     /// The file until the first batch gives the schema, then the writer.
     Parquet(
-        Option<AtomicFile>,
-        Option<Box<parquet::arrow::ArrowWriter<AtomicFile>>>,
+        Option<Output>,
+        Option<Box<parquet::arrow::ArrowWriter<Output>>>,
     ),
 }
 
 impl PredictionWriter {
-    fn create(path: &Path) -> Result<Self> {
+    fn create(path: &Path, format: OutputFormat) -> Result<Self> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create {}", parent.display()))?;
         }
         let file =
-            AtomicFile::create(path).with_context(|| format!("cannot write {}", path.display()))?;
-        let parquet = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
-        let kind = if parquet {
-            WriterKind::Parquet(Some(file), None)
-        } else {
-            WriterKind::Jsonl(std::io::BufWriter::new(file))
+            Output::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+        let kind = match format {
+            OutputFormat::Parquet => WriterKind::Parquet(Some(file), None),
+            OutputFormat::Jsonl => WriterKind::Jsonl(std::io::BufWriter::new(file)),
         };
         Ok(Self {
             path: path.to_path_buf(),

@@ -20,7 +20,7 @@ use super::state::TrainerState;
 use super::step::Objective;
 use super::{Base, Clock, Plan, Trainer};
 use crate::classifier::Model;
-use crate::folder::InputPolicy;
+use crate::folder::{InputPolicy, InputSchema};
 use crate::optim::{adamw, lr_groups, module_scheduler, stable_param_ids};
 use crate::{Result, TrainConfig, TrainError};
 
@@ -85,6 +85,7 @@ pub(crate) fn build<'a>(
         long_text: cfg.long_text,
         aggregate: cfg.aggregate,
         thresholds: None,
+        schema: Some(InputSchema::new(&cfg.columns(), data.labels.names())),
     };
     let clock = Clock {
         session: Instant::now(),

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use rand_chacha::ChaCha8Rng;
 use sequin_data::{
-    EncodedFeatures, FittedFeatures, LabelMap, Record, Seeds, read_records, shuffled_indices,
+    EmptyText, EncodedFeatures, FittedFeatures, LabelMap, Record, Seeds, read_records_with,
+    shuffled_indices,
 };
 use sequin_heads::ProblemType;
 
@@ -45,7 +46,11 @@ pub(crate) struct PreparedData {
 }
 
 fn read(path: &Path, cfg: &TrainConfig) -> Result<Vec<Record>> {
-    Ok(read_records(path, &cfg.columns())?)
+    let empty = match cfg.allow_empty_text {
+        true => EmptyText::Keep,
+        false => EmptyText::Refuse,
+    };
+    Ok(read_records_with(path, &cfg.columns(), empty)?)
 }
 
 /// Reads and prepares the data of a run.
