@@ -107,3 +107,32 @@ fn predict_writes_jsonl_and_parquet() {
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
 }
+
+#[test]
+fn empty_and_blank_texts_are_predicted_as_transformers_predicts_them() {
+    let fx = read_json(&fixture("parity.json"));
+    assert_eq!(
+        fx["inputs"][7]["text"], "",
+        "fixture input 7 is the empty text"
+    );
+    let d = TestDir::new("predict-empty");
+    let input = d.file("in.csv", b"text\nThis is great tea.\n\"\"\n\"   \"\n");
+    let out = d.join("out.jsonl");
+    sequin("predict")
+        .arg("--model", tiny_bert())
+        .arg("--input", &input)
+        .arg("--output", &out)
+        .ok();
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3, "one output row per input row");
+    let want = &fx["cls_logits_single"];
+    for (row, fixture_row) in [(0, 0), (1, 7), (2, 7)] {
+        let got = flat_f32(&rows[row]["logits"]);
+        let diff = max_abs_diff(&got, &flat_f32(&want[fixture_row]));
+        assert!(diff <= 1e-4, "row {row}: max |Δlogit| {diff}");
+    }
+}

@@ -379,9 +379,10 @@ impl LongTextArgs {
 /// The flags `eval` and `predict` share: the model and how it runs.
 #[derive(Args)]
 pub(crate) struct InferenceArgs {
-    /// Classifier folder (saved by sequin or by transformers).
+    /// Classifier: a folder saved by sequin or by transformers, or a Hugging Face Hub id
+    /// (fetched through the hub cache; HF_HUB_OFFLINE=1 uses only the cache).
     #[arg(long)]
-    pub(crate) model: PathBuf,
+    pub(crate) model: String,
     /// Maximum tokens per example [default: the folder's model_max_length, else 128].
     #[arg(long)]
     pub(crate) max_length: Option<usize>,

@@ -230,3 +230,204 @@ fn empty_and_blank_texts_get_their_rows_and_are_counted() {
         stderr(&o)
     );
 }
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
+}
+
+/// `sequin predict` of a hub id with an environment (`HF_HOME`, `HF_HUB_OFFLINE`, ...).
+fn predict_hub(id: &str, input: &Path, output: &Path, env: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sequin"));
+    cmd.args(["predict", "--model", id, "--input"])
+        .arg(input)
+        .arg("--output")
+        .arg(output)
+        .env_remove("HF_ENDPOINT")
+        .env_remove("HF_HUB_OFFLINE");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+/// The files of a small hub repo that has only `pytorch_model.bin` and `vocab.txt` (no
+/// safetensors, no tokenizer.json): the same classifier as `bert-tiny-cls`.
+fn bin_and_vocab_repo() -> Vec<(&'static str, PathBuf)> {
+    vec![
+        (
+            "config.json",
+            fixture("bert-tiny-cls-bin").join("config.json"),
+        ),
+        (
+            "pytorch_model.bin",
+            fixture("bert-tiny-cls-bin").join("pytorch_model.bin"),
+        ),
+        ("vocab.txt", fixture("vocab-only").join("vocab.txt")),
+        (
+            "tokenizer_config.json",
+            fixture("vocab-only").join("tokenizer_config.json"),
+        ),
+    ]
+}
+
+/// A hub cache laid out as hf-hub lays it: `models--org--name/refs/main` holding the commit,
+/// and the files under `snapshots/<commit>/`.
+fn lay_out_cache(hub: &Path, id: &str, files: &[(&str, PathBuf)]) {
+    let repo = hub.join(format!("models--{}", id.replace('/', "--")));
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    let snap = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snap).unwrap();
+    for (name, src) in files {
+        std::fs::copy(src, snap.join(name)).unwrap();
+    }
+}
+
+/// A loopback server that answers the hub's file route, `GET /{org}/{name}/resolve/main/{file}`
+/// with a `Range`, as huggingface.co does (etag, x-repo-commit, content-range; 404 for a file
+/// the repo lacks). Returns its address and the paths asked for.
+fn mock_hub(
+    id: &'static str,
+    files: Vec<(&'static str, PathBuf)>,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = asked.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            reader.read_line(&mut request).unwrap();
+            let (mut start, mut end) = (0usize, None::<usize>);
+            loop {
+                let mut h = String::new();
+                reader.read_line(&mut h).unwrap();
+                if h.trim().is_empty() {
+                    break;
+                }
+                if let Some(r) = h.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                    let (a, b) = r.trim().split_once('-').unwrap();
+                    start = a.parse().unwrap_or(0);
+                    end = b.parse().ok();
+                }
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+            log.lock().unwrap().push(path.clone());
+            let prefix = format!("/{id}/resolve/main/");
+            let body = path
+                .strip_prefix(&prefix)
+                .and_then(|f| files.iter().find(|(n, _)| *n == f))
+                .map(|(_, src)| std::fs::read(src).unwrap());
+            let _ = match body {
+                None => stream.write_all(
+                    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                ),
+                Some(bytes) => {
+                    let len = bytes.len();
+                    let end = end.unwrap_or(len - 1).min(len - 1);
+                    let part = &bytes[start..=end];
+                    let head = format!(
+                        "HTTP/1.1 206 Partial Content\r\netag: \"e{len}\"\r\nx-repo-commit: 0123456789abcdef0123456789abcdef01234567\r\ncontent-range: bytes {start}-{end}/{len}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        part.len()
+                    );
+                    stream
+                        .write_all(head.as_bytes())
+                        .and_then(|_| stream.write_all(part))
+                }
+            };
+        }
+    });
+    (addr, asked)
+}
+
+/// Logits of every output row.
+fn logits_of(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["logits"].clone())
+        .collect()
+}
+
+#[test]
+fn a_hub_id_predicts_from_the_cache_and_offline_names_a_missing_file() {
+    let d = TestDir::new("hub-cache");
+    let input = d.file("in.csv", THREE_ROWS);
+    let home = d.join("hf-home");
+    lay_out_cache(
+        &home.join("hub"),
+        "sequin-test/tiny-bin",
+        &bin_and_vocab_repo(),
+    );
+    let out = d.join("out.jsonl");
+    let env = [
+        ("HF_HOME", home.as_path()),
+        ("HF_HUB_OFFLINE", Path::new("1")),
+    ];
+    let o = predict_hub("sequin-test/tiny-bin", &input, &out, &env);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // The same predictions as the local folder with safetensors and tokenizer.json.
+    let local = d.join("local.jsonl");
+    assert_eq!(predict(&input, &local, &[]).status.code(), Some(0));
+    assert_eq!(logits_of(&out), logits_of(&local));
+
+    // Offline, a cache without weights names what is missing.
+    let files: Vec<_> = bin_and_vocab_repo()
+        .into_iter()
+        .filter(|(n, _)| *n != "pytorch_model.bin")
+        .collect();
+    lay_out_cache(&home.join("hub"), "sequin-test/no-weights", &files);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sequin"));
+    let o = cmd
+        .args(["predict", "--model", "sequin-test/no-weights", "--input"])
+        .arg(&input)
+        .args(["--output", "-"])
+        .env("HF_HOME", &home)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert_fails(&o, 1, "model.safetensors or pytorch_model.bin");
+    assert!(stderr(&o).contains("HF_HUB_OFFLINE"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_hub_id_downloads_through_a_loopback_hub() {
+    let d = TestDir::new("hub-download");
+    let input = d.file("in.csv", THREE_ROWS);
+    let (endpoint, asked) = mock_hub("sequin-test/tiny-bin", bin_and_vocab_repo());
+    let home = d.join("hf-home");
+    let out = d.join("out.jsonl");
+    let endpoint_path = PathBuf::from(&endpoint);
+    let env = [
+        ("HF_HOME", home.as_path()),
+        ("HF_ENDPOINT", endpoint_path.as_path()),
+    ];
+    let o = predict_hub("sequin-test/tiny-bin", &input, &out, &env);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let local = d.join("local.jsonl");
+    assert_eq!(predict(&input, &local, &[]).status.code(), Some(0));
+    assert_eq!(logits_of(&out), logits_of(&local));
+    // safetensors was asked for first, and the .bin taken when the hub had none.
+    let asked = asked.lock().unwrap().clone();
+    let pos = |f: &str| asked.iter().position(|p| p.ends_with(f)).unwrap();
+    assert!(
+        pos("model.safetensors") < pos("pytorch_model.bin"),
+        "{asked:?}"
+    );
+    assert!(pos("tokenizer.json") < pos("vocab.txt"), "{asked:?}");
+    // Now cached: offline works with no hub at all.
+    let again = d.join("again.jsonl");
+    let offline_env = [
+        ("HF_HOME", home.as_path()),
+        ("HF_HUB_OFFLINE", Path::new("1")),
+    ];
+    let o = predict_hub("sequin-test/tiny-bin", &input, &again, &offline_env);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(logits_of(&again), logits_of(&local));
+}

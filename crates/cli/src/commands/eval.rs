@@ -15,7 +15,8 @@ use crate::backend::default_shards;
 /// (checked against the model), the shards, and any long-text policy or aggregation
 /// overriding the saved ones.
 pub(crate) fn load(run: &InferenceArgs, device: &Device) -> Result<(Classifier, EncodeOptions)> {
-    let mut c = Classifier::load(&run.model, device)?;
+    let dir = sequin_hf::resolve(&run.model)?;
+    let mut c = Classifier::load(&dir, device)?;
     let opts = c.checked_options(run.max_length)?;
     c.shards = run.shards.map_or_else(default_shards, |n| n as usize);
     if let Some(policy) = run.long.request().resolve(opts.max_length)? {
