@@ -158,6 +158,18 @@ pub struct LongTextRequest {
 }
 
 impl LongTextRequest {
+    /// This request, with `base`'s values wherever this one has none (flags over a file).
+    pub fn or(self, base: LongTextRequest) -> LongTextRequest {
+        LongTextRequest {
+            kind: self.kind.or(base.kind),
+            head: self.head.or(base.head),
+            tail: self.tail.or(base.tail),
+            stride: self.stride.or(base.stride),
+            max_chunks: self.max_chunks.or(base.max_chunks),
+            select: self.select.or(base.select),
+        }
+    }
+
     /// The policy for texts of at most `max_length` tokens (special tokens included); `None`
     /// when no policy is named, which is an error if sizes are given.
     pub fn resolve(&self, max_length: usize) -> Result<Option<LongText>> {

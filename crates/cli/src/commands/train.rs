@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
+use sequin_tokenize::LongTextRequest;
 use sequin_train::{AugmentConfig, ClassWeights, TrainConfig, TrainOptions};
 use serde::de::{DeserializeOwned, IntoDeserializer};
 
@@ -126,21 +127,94 @@ fn augment(a: &TrainArgs) -> Result<Option<AugmentConfig>> {
     Ok(None)
 }
 
-/// The options of a `--config` file.
-fn file_options(path: &Path) -> Result<TrainOptions> {
+/// The options of a `--config` file, over `base`. Three shapes are read:
+/// - flat: every flag's option as a snake_case key with the flag's value (`"num_aug": 2`,
+///   `"augment": "offline"`, `"long_text": "chunk"`, `"numeric_columns": ["price"]`);
+/// - the typed options, as `run.json` saves them under `"config"`;
+/// - a whole `run.json` (its `"config"` is taken), to repeat a run.
+fn file_options(path: &Path, base: TrainOptions) -> Result<(TrainOptions, LongTextRequest)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("invalid options in {}", path.display()))
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a JSON object of options", path.display()))?;
+    let serde_json::Value::Object(mut map) = value else {
+        bail!("{}: not a JSON object of options", path.display());
+    };
+    if let Some(serde_json::Value::Object(saved)) = map.remove("config") {
+        map = saved;
+    }
+    let value = serde_json::Value::Object(map.clone());
+    if let Ok(typed) = serde_json::from_value::<TrainOptions>(value) {
+        return Ok((typed.or(base), LongTextRequest::default()));
+    }
+    let args = flat_args(&map).with_context(|| format!("{}", path.display()))?;
+    let parsed = <FileArgs as clap::Parser>::try_parse_from(
+        std::iter::once("--config".to_string()).chain(args),
+    )
+    .map_err(|e| {
+        let message = e.to_string();
+        let first = message.lines().next().unwrap_or_default();
+        anyhow::anyhow!(
+            "{}: {}",
+            path.display(),
+            first.trim_start_matches("error: ")
+        )
+    })?;
+    if parsed.train.config.is_some() || parsed.train.resume.is_some() {
+        bail!(
+            "{}: `config` and `resume` are not options of a config file",
+            path.display()
+        );
+    }
+    Ok((
+        options_over(&parsed.train, base)?,
+        parsed.train.long.request(),
+    ))
 }
 
-/// The run's config: flags over the config file over `base` (a resumed run's saved options),
-/// then the defaults.
-fn train_config(a: &TrainArgs, base: TrainOptions) -> Result<TrainConfig> {
-    let from_file = match &a.config {
-        Some(p) => file_options(p)?,
-        None => TrainOptions::default(),
-    };
-    let mut o = flag_options(a)?.or(from_file.or(base));
+/// A config file's keys as the flags they stand for: `key: value` → `--key=value`
+/// (lists comma-joined, `true` → the bare flag, `false` and null → nothing).
+fn flat_args(map: &serde_json::Map<String, serde_json::Value>) -> Result<Vec<String>> {
+    use serde_json::Value;
+    let mut args = Vec::new();
+    for (key, value) in map {
+        let flag = format!("--{}", key.replace('_', "-"));
+        let scalar = |v: &Value| -> Result<String> {
+            match v {
+                Value::String(s) => Ok(s.clone()),
+                Value::Number(n) => Ok(n.to_string()),
+                other => bail!("`{key}` holds {other}; expected a string or a number"),
+            }
+        };
+        match value {
+            Value::Null | Value::Bool(false) => {}
+            Value::Bool(true) => args.push(flag),
+            Value::Array(items) => {
+                let items: Vec<String> = items.iter().map(scalar).collect::<Result<_>>()?;
+                args.push(format!("{flag}={}", items.join(",")));
+            }
+            Value::Object(_) => bail!(
+                "`{key}` is an object; give the flags' options as flat keys (see `sequin train --help`), or the shape of run.json's \"config\""
+            ),
+            v => args.push(format!("{flag}={}", scalar(v)?)),
+        }
+    }
+    Ok(args)
+}
+
+/// Train options parsed from a config file, as if they were flags.
+#[derive(clap::Parser)]
+#[command(disable_help_flag = true)]
+struct FileArgs {
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+/// The options `a`'s flags give, over `base`: the flags first, then the metadata flags merged
+/// key by key over `base`'s. (The long-text flags are merged as a request, resolved once the
+/// final `max_length` is known: see [`train_config`].)
+fn options_over(a: &TrainArgs, base: TrainOptions) -> Result<TrainOptions> {
+    let mut o = flag_options(a)?.or(base);
     // The metadata flags are merged key by key over the file's `features`.
     if !(a.numeric_columns.is_empty()
         && a.categorical_columns.is_empty()
@@ -166,9 +240,20 @@ fn train_config(a: &TrainArgs, base: TrainOptions) -> Result<TrainConfig> {
         f.embedding_dim = a.category_embedding_dim.or(f.embedding_dim);
         o.features = Some(f);
     }
+    Ok(o)
+}
+
+/// The run's config: flags over the config file over `base` (a resumed run's saved options),
+/// then the defaults.
+fn train_config(a: &TrainArgs, base: TrainOptions) -> Result<TrainConfig> {
+    let (base, from_file) = match &a.config {
+        Some(p) => file_options(p, base)?,
+        None => (base, LongTextRequest::default()),
+    };
+    let mut o = options_over(a, base)?;
     // The long-text defaults depend on max_length: resolved as the run will resolve it.
     let max_length = o.max_length.unwrap_or(128);
-    if let Some(policy) = a.long.request().resolve(max_length)? {
+    if let Some(policy) = a.long.request().or(from_file).resolve(max_length)? {
         o.long_text = Some(policy);
     }
     o.shards.get_or_insert(Some(default_shards()));
