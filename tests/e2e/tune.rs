@@ -35,8 +35,38 @@ fn tune_grid_writes_sorted_results() {
     for t in trials {
         let dir = std::path::PathBuf::from(t["output"].as_str().unwrap());
         assert!(dir.join("model.safetensors").is_file() && dir.join("run.json").is_file());
+        // A trial keeps its model folder only: no checkpoints, no optimizer state.
+        assert!(!dir.join("checkpoints").exists(), "{}", dir.display());
     }
     let md = std::fs::read_to_string(tmp.join("tune_results.md")).unwrap();
     assert_eq!(md.matches("| ★ |").count(), 1);
+    let header = md.lines().find(|l| l.contains("| trial |")).unwrap();
+    assert_eq!(
+        header.matches("macro-F1").count() + header.matches("macro_f1").count(),
+        2,
+        "{header}"
+    );
     assert_eq!(md.lines().filter(|l| l.contains("trial-0")).count(), 4);
+}
+
+#[test]
+fn tune_refuses_resume_and_a_metric_the_problem_does_not_have() {
+    let guard = TestDir::new("tune-bad");
+    let base = || {
+        sequin("tune")
+            .args(&["--grid"])
+            .arg("--model", tiny_bert())
+            .arg("--train", dataset("amazon-food", "train"))
+            .arg("--validation-split", "0.2")
+            .arg("--output", guard.root())
+            .arg("--max-train-samples", "64")
+            .arg("--max-length", "32")
+    };
+    let err = base().arg("--resume", guard.root()).err();
+    assert!(err.contains("tune does not resume"), "{err}");
+    let err = base().arg("--metric", "r2").err();
+    assert!(
+        err.contains("r2") && err.contains("needs regression"),
+        "{err}"
+    );
 }

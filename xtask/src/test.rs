@@ -45,3 +45,56 @@ pub(crate) fn cargo_test(root: &Path, args: &[String]) -> Result<()> {
     ensure!(passed > 0, "cargo test ran no test");
     Ok(())
 }
+
+/// The backend suite (`crates/cli/tests/backend.rs`) built with the `wgpu` feature, on a Vulkan
+/// device: a GPU, or Mesa's lavapipe on the CPU. Installs lavapipe (Debian's
+/// `mesa-vulkan-drivers`) when no Vulkan driver is there and apt can; otherwise fails, loudly:
+/// CI must not pass without having run it.
+pub(crate) fn wgpu_suite(root: &Path) -> Result<()> {
+    if !vulkan_driver() {
+        eprintln!("no Vulkan driver: installing Mesa's lavapipe (mesa-vulkan-drivers)");
+        let installed = Command::new("sh")
+            .args([
+                "-c",
+                "(apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers libvulkan1",
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        ensure!(
+            installed && vulkan_driver(),
+            "THE WGPU BACKEND SUITE CANNOT RUN: no Vulkan driver, and Mesa's lavapipe could not be \
+             installed (apt-get install mesa-vulkan-drivers libvulkan1, as root). Install one and rerun."
+        );
+    }
+    let start = std::time::Instant::now();
+    let status = Command::new(env!("CARGO"))
+        .current_dir(root)
+        .args([
+            "test",
+            "-p",
+            "sequin-cli",
+            "--features",
+            "wgpu",
+            "--test",
+            "backend",
+            "--",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .status()
+        .context("cannot start cargo test for the wgpu backend suite")?;
+    ensure!(status.success(), "the wgpu backend suite failed: {status}");
+    println!(
+        "wgpu backend suite: passed in {:.0} s (build included)",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Whether a Vulkan ICD (driver manifest) is installed.
+fn vulkan_driver() -> bool {
+    ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"]
+        .iter()
+        .any(|d| std::fs::read_dir(d).is_ok_and(|mut e| e.next().is_some()))
+}

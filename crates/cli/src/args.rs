@@ -107,6 +107,10 @@ pub(crate) struct TuneArgs {
     /// accuracy].
     #[arg(long, value_parser = ["accuracy", "macro_f1", "micro_f1", "loss", "r2"])]
     pub(crate) metric: Option<String>,
+    /// Keep every trial's checkpoints (optimizer state included); by default a trial keeps
+    /// only its model folder.
+    #[arg(long)]
+    pub(crate) keep_checkpoints: bool,
 }
 
 #[derive(Args)]
@@ -447,6 +451,10 @@ pub(crate) struct PredictArgs {
     /// sigmoid for multi-label; none (the value) for regression].
     #[arg(long, value_parser = ["softmax", "sigmoid", "none"])]
     pub(crate) function: Option<String>,
+    /// Input columns to copy into every output row, as text (comma-separated; `all` for every
+    /// column but the text and the pair), such as an id to join the predictions back on.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) keep_columns: Vec<String>,
 }
 
 /// A count that must be at least 1.

@@ -85,6 +85,23 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     }
 }
 
+/// An error and its causes on one line, each cause once: a library error whose message already
+/// quotes its source (`{path}: {source}`) does not get the source repeated after it.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
+}
+
 /// The binary's entry point: runs the process arguments, prints any error with its causes on
 /// one line, and exits with 1 for failed work or 2 for bad usage, as the README documents.
 pub fn main() -> ExitCode {
@@ -93,7 +110,7 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let _ = std::io::stdout().flush();
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::from(exit_code(&e))
         }
     }

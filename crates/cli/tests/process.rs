@@ -431,3 +431,68 @@ fn a_hub_id_downloads_through_a_loopback_hub() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(logits_of(&again), logits_of(&local));
 }
+
+#[test]
+fn keep_columns_carries_input_columns_to_the_output() {
+    let d = TestDir::new("keep");
+    let input = d.file("in.csv", THREE_ROWS);
+    let out = d.join("out.jsonl");
+    let o = predict(&input, &out, &["--keep-columns", "id"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let ids: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].clone())
+        .collect();
+    assert_eq!(ids, ["1", "2", "3"]);
+    // `all`, into Parquet: every column but the text.
+    let pq = d.join("out.parquet");
+    let o = predict(&input, &pq, &["--keep-columns", "all"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&pq).unwrap(),
+    )
+    .unwrap();
+    let names: Vec<String> = reader
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["label", "score", "logits", "id"]);
+    // A column the file lacks, or one that would hide an output field, is refused.
+    assert_fails(
+        &predict(&input, &d.join("x.jsonl"), &["--keep-columns", "uid"]),
+        1,
+        "no column `uid`",
+    );
+    let clash = d.file("clash.csv", "text,score\nhello,1\n");
+    assert_fails(
+        &predict(&clash, &d.join("y.jsonl"), &["--keep-columns", "score"]),
+        1,
+        "output field",
+    );
+}
+
+#[test]
+fn a_missing_file_and_a_bad_csv_record_are_each_said_once_and_exactly() {
+    let d = TestDir::new("said-once");
+    let out = d.join("out.jsonl");
+    let o = predict(&d.join("missing.csv"), &out, &[]);
+    assert_fails(&o, 1, "missing.csv");
+    assert_eq!(
+        stderr(&o).matches("No such file").count(),
+        1,
+        "{}",
+        stderr(&o)
+    );
+    // The third data row (file line 4) has a field too many.
+    let bad = d.file("bad.csv", "text,id\nfine,1\nalso fine,2\nbroken,3,extra\n");
+    let o = predict(&bad, &out, &[]);
+    assert_fails(&o, 1, "row 3");
+    assert!(
+        stderr(&o).contains("line: 4") || stderr(&o).contains("line 4"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -541,11 +541,15 @@ impl FittedFeatures {
         };
         for (i, r) in records.iter().enumerate() {
             let row = first_row + i;
-            if r.features.len() != width {
+            // Cells past the model's (columns a caller reads along, such as an id) are ignored.
+            if r.features.len() < width {
                 return Err(bad(
                     path,
                     row,
-                    format!("{} feature cells read, expected {width}", r.features.len()),
+                    format!(
+                        "{} feature cells read, expected at least {width}",
+                        r.features.len()
+                    ),
                 ));
             }
             for (k, c) in self.numeric.iter().enumerate() {

@@ -150,11 +150,14 @@ impl GlobalTokens {
         let [b, n] = global.dims();
         let device = global.device();
         let global = global.bool_and(pad.clone().bool_not());
+        // Read as integers: backends store booleans differently (wgpu as u32).
         let flags: Vec<bool> = global
             .clone()
+            .int()
             .into_data()
-            .try_to_vec::<bool>()
-            .expect("bool data");
+            .iter::<i64>()
+            .map(|v| v != 0)
+            .collect();
         let positions: Vec<Vec<usize>> = flags
             .chunks(n)
             .map(|row| (0..n).filter(|&j| row[j]).collect())

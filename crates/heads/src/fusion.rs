@@ -155,6 +155,52 @@ impl FusionConfig {
         self.numeric_width + self.categorical.iter().map(|c| c.1).sum::<usize>()
     }
 
+    /// The number of parameters of the head [`Self::init`] builds (`None` past `usize`), so
+    /// that a loader can check a declared head against its weights before allocating it.
+    pub fn parameter_count(&self) -> Option<usize> {
+        use FusionMethod::*;
+        let h = self.text_size;
+        let m = self
+            .categorical
+            .iter()
+            .try_fold(self.numeric_width, |acc, c| acc.checked_add(c.1))?;
+        let lin = |i: usize, o: usize| i.checked_mul(o)?.checked_add(o);
+        let method = self.method;
+        let is = |ms: &[FusionMethod]| ms.contains(&method);
+        let mut parts: Vec<Option<usize>> = self
+            .categorical
+            .iter()
+            .map(|&(n, d)| n.checked_mul(d))
+            .collect();
+        if is(&[Concat, MlpConcat, Gating, WeightedSum]) {
+            parts.push(lin(m, h));
+        }
+        if method == MlpConcat {
+            parts.push(lin(h, h));
+        }
+        if method == Gating {
+            parts.push(lin(h.checked_add(m)?, h));
+            parts.push(h.checked_mul(2));
+        }
+        if method == Attention {
+            parts.push(self.numeric_width.checked_mul(h)?.checked_mul(2));
+            parts.extend(self.categorical.iter().map(|&(_, d)| lin(d, h)));
+            parts.push(lin(h, h)?.checked_mul(3));
+        }
+        if method == WeightedSum {
+            parts.push(Some(h));
+        }
+        let out_in = if is(&[Concat, MlpConcat, Attention]) {
+            h.checked_mul(2)?
+        } else {
+            h
+        };
+        parts.push(lin(out_in, self.num_labels));
+        parts
+            .into_iter()
+            .try_fold(0usize, |acc, p| acc.checked_add(p?))
+    }
+
     /// A freshly initialised head (burn's default initialisers).
     pub fn init(&self, device: &Device) -> FusionHead {
         let h = self.text_size;
@@ -310,6 +356,39 @@ impl FusionHead {
 mod tests {
     use super::*;
     use burn::tensor::TensorData;
+
+    #[test]
+    fn parameter_count_is_what_init_builds() {
+        let d = Device::flex();
+        for method in &FusionMethod::ALL[1..] {
+            for numeric_width in [0, 3] {
+                let cfg = FusionConfig {
+                    method: *method,
+                    text_size: 8,
+                    numeric_width,
+                    categorical: vec![(3, 4), (2, 1)],
+                    num_labels: 5,
+                    dropout: 0.1,
+                    gating_beta: 0.2,
+                };
+                assert_eq!(
+                    cfg.parameter_count(),
+                    Some(cfg.init(&d).num_params()),
+                    "{method:?}, {numeric_width} numeric"
+                );
+            }
+        }
+        let huge = FusionConfig {
+            method: FusionMethod::Concat,
+            text_size: usize::MAX / 2,
+            numeric_width: 3,
+            categorical: vec![],
+            num_labels: 2,
+            dropout: 0.1,
+            gating_beta: 0.2,
+        };
+        assert_eq!(huge.parameter_count(), None);
+    }
 
     #[test]
     fn every_method_gives_logits_of_the_right_shape() {

@@ -106,6 +106,49 @@ pub const FUSION_FILE: &str = "fusion.json";
 /// The file name of the fusion head's weights.
 pub const FUSION_WEIGHTS: &str = "fusion.safetensors";
 
+/// Reads `fusion.json` from a model folder (`None` when it has none).
+pub fn read_fusion_file(dir: &Path) -> Result<Option<FusionFile>> {
+    let path = dir.join(FUSION_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Ok(Some(serde_json::from_str(&s).map_err(|e| {
+            TrainError::Config(format!("{}: invalid fusion settings: {e}", path.display()))
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(TrainError::Config(format!("{}: {e}", path.display()))),
+    }
+}
+
+impl FusionFile {
+    /// Checks the head against the model it sits on (`text_size`: its pooled width) and the
+    /// weights file that holds it (`weight_bytes` long): the widths agree with the fitted
+    /// features, and the declared head fits in the file, so a corrupt `fusion.json` can never
+    /// make the loader allocate more than the weights file holds.
+    pub fn check(&self, path: &Path, text_size: usize, weight_bytes: u64) -> Result<()> {
+        let bad = |m: String| TrainError::Config(format!("{}: {m}", path.display()));
+        if self.fusion.text_size != text_size {
+            return Err(bad(format!(
+                "the fusion head reads a {}-wide text vector, but the model's is {}",
+                self.fusion.text_size, text_size
+            )));
+        }
+        if self.fusion.numeric_width != self.features.numeric_width()
+            || self.fusion.categorical != self.features.categorical_dims()
+        {
+            return Err(bad(
+                "the fusion head's input widths do not match its fitted features".into(),
+            ));
+        }
+        let params = self.fusion.parameter_count();
+        if params.is_none_or(|p| (p as u64).saturating_mul(2) > weight_bytes) {
+            return Err(bad(format!(
+                "the head it declares ({} parameters) does not fit in {FUSION_WEIGHTS} ({weight_bytes} bytes)",
+                params.map_or("too many".to_string(), |p| p.to_string())
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Loads a model folder: the HF classifier, and the fusion head when `fusion.json` is there.
 pub fn load_model(
     dir: &Path,
@@ -113,42 +156,23 @@ pub fn load_model(
     device: &Device,
 ) -> Result<(Model, HfConfig, LoadReport, Option<FusionFile>)> {
     let (text, config, report) = load_classifier(dir, num_labels, device)?;
-    let path = dir.join(FUSION_FILE);
-    let file: Option<FusionFile> = match std::fs::read_to_string(&path) {
-        Ok(s) => Some(serde_json::from_str(&s).map_err(|e| {
-            TrainError::Config(format!("{}: invalid fusion settings: {e}", path.display()))
-        })?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            return Err(TrainError::Config(format!("{}: {e}", path.display())));
-        }
-    };
+    let file = read_fusion_file(dir)?;
     let fusion = match &file {
         Some(f) => {
-            let bad = |m: String| TrainError::Config(format!("{}: {m}", path.display()));
-            if f.fusion.text_size != text.pooled_size() {
-                return Err(bad(format!(
-                    "the fusion head reads a {}-wide text vector, but the model's is {}",
-                    f.fusion.text_size,
-                    text.pooled_size()
-                )));
-            }
-            if f.fusion.numeric_width != f.features.numeric_width()
-                || f.fusion.categorical != f.features.categorical_dims()
-            {
-                return Err(bad(
-                    "the fusion head's input widths do not match its fitted features".into(),
-                ));
-            }
+            let weights = dir.join(FUSION_WEIGHTS);
+            let bytes = std::fs::metadata(&weights).map(|m| m.len()).unwrap_or(0);
+            f.check(&dir.join(FUSION_FILE), text.pooled_size(), bytes)?;
             let head = with_param_init(|| f.fusion.init(device));
-            Some(load_fusion_weights(&dir.join(FUSION_WEIGHTS), head)?)
+            Some(load_fusion_weights(&weights, head)?)
         }
         None => None,
     };
     Ok((Model { text, fusion }, config, report, file))
 }
 
-pub(crate) fn read_policy(dir: &Path, config: &HfConfig) -> Result<InputPolicy> {
+/// Reads `sequin.json` (for a folder without one, the policy transformers would apply:
+/// truncation at the tokenizer's `model_max_length`, at most the model's).
+pub fn read_policy(dir: &Path, config: &HfConfig) -> Result<InputPolicy> {
     let path = dir.join(POLICY_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str(&text).map_err(|e| {

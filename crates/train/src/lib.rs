@@ -34,6 +34,7 @@ pub use config::{
 pub use config::{BEST_METRICS, LrSchedule};
 pub use folder::{
     FUSION_FILE, FUSION_WEIGHTS, FusionFile, InputPolicy, InputSchema, POLICY_FILE, load_model,
+    read_fusion_file, read_policy,
 };
 pub use inference::Inference;
 pub use metrics::{ClassReport, Confusion, EvalMetrics, Report, RocAccumulator};
@@ -41,7 +42,7 @@ pub use trainer::{
     Best, CHECKPOINTS, CheckpointInfo, EpochReport, TrainSummary, TrainerState, data_fingerprint,
     latest_checkpoint, list_checkpoints, resume, train, train_model,
 };
-pub use tune::{SearchSpace, Trial, tune};
+pub use tune::{SearchSpace, Trial, TuneOptions, tune};
 
 /// Errors of training, evaluation and prediction.
 #[derive(Debug, thiserror::Error)]

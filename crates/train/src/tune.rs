@@ -74,17 +74,29 @@ impl SearchSpace {
     }
 }
 
-/// Runs the trials (the whole grid, or `random` of its points drawn with the base seed),
-/// each into `base.output/trial-NNN`, and writes `tune_results.md` and `tune_results.json`
-/// after every trial. `metric` is `accuracy`, `macro_f1`, `micro_f1`, `r2` (higher is better)
-/// or `loss` (lower is better), measured on validation data, which the base config must have.
+/// How a search runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TuneOptions {
+    /// Sample this many points of the grid (with the base seed) instead of running all.
+    pub random: Option<usize>,
+    /// The metric that ranks trials: `accuracy`, `macro_f1`, `micro_f1`, `r2` (higher is
+    /// better) or `loss` (lower is better), on validation data.
+    pub metric: String,
+    /// Keep every trial's checkpoints (optimizer state included); by default a trial keeps
+    /// only its model folder, which is what the results table points to.
+    pub keep_checkpoints: bool,
+}
+
+/// Runs the trials (the whole grid, or a random sample of it), each into
+/// `base.output/trial-NNN`, and writes `tune_results.md` and `tune_results.json` after every
+/// trial. The base config must have validation data.
 pub fn tune(
     base: &TrainConfig,
     space: &SearchSpace,
-    random: Option<usize>,
-    metric: &str,
+    opts: &TuneOptions,
     device: &Device,
 ) -> Result<Vec<Trial>> {
+    let (random, metric) = (opts.random, opts.metric.as_str());
     if base.validation.is_none() && base.validation_split.is_none() {
         return Err(TrainError::Config(
             "tune needs validation data (--validation or --validation-split) to compare trials"
@@ -124,6 +136,15 @@ pub fn tune(
             i + 1
         );
         let (summary, _) = train_model(&cfg, device)?;
+        if !opts.keep_checkpoints {
+            let checkpoints = cfg.output.join("checkpoints");
+            if checkpoints.exists() {
+                sequin_fs::remove(&checkpoints).map_err(|source| TrainError::Io {
+                    path: checkpoints.clone(),
+                    source,
+                })?;
+            }
+        }
         let score = summary.best_validation.map(|v| v.score(metric));
         trials.push(Trial {
             trial: i + 1,
@@ -174,19 +195,27 @@ fn write_results(root: &Path, trials: &[Trial], metric: &str) -> Result<()> {
             .as_bytes(),
     )?;
     let f = |x: Option<f64>| x.map_or("—".to_string(), |v| format!("{v:.4}"));
+    // The ranking metric gets its own column unless the table has it already.
+    let own = !matches!(metric, "accuracy" | "macro_f1");
     let mut md = format!(
         "# Hyperparameter search\n\nSorted by validation `{metric}` ({}); the best run is marked ★.\n\n\
-         | | trial | lr | batch | epochs | warmup | weight decay | val {metric} | val accuracy | val macro-F1 | test accuracy | test macro-F1 | train s | folder |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+         | | trial | lr | batch | epochs | warmup | weight decay |{} val accuracy | val macro-F1 | test accuracy | test macro-F1 | train s | folder |\n\
+         |---|---:|---:|---:|---:|---:|---:|{}---:|---:|---:|---:|---:|---|\n",
         if metric == "loss" {
             "lower is better"
         } else {
             "higher is better"
-        }
+        },
+        if own {
+            format!(" val {metric} |")
+        } else {
+            String::new()
+        },
+        if own { "---:|" } else { "" }
     );
     for (i, t) in trials.iter().enumerate() {
         md.push_str(&format!(
-            "| {} | {} | {:e} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | `{}` |\n",
+            "| {} | {} | {:e} | {} | {} | {} | {} |{} {} | {} | {} | {} | {:.0} | `{}` |\n",
             if i == 0 { "★" } else { "" },
             t.trial,
             t.lr,
@@ -194,7 +223,11 @@ fn write_results(root: &Path, trials: &[Trial], metric: &str) -> Result<()> {
             t.epochs,
             t.warmup_ratio,
             t.weight_decay,
-            f(t.score),
+            if own {
+                format!(" {} |", f(t.score))
+            } else {
+                String::new()
+            },
             f(t.validation.map(|v| v.accuracy)),
             f(t.validation.map(|v| v.macro_f1)),
             f(t.test.map(|v| v.accuracy)),

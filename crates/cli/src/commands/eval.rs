@@ -41,7 +41,10 @@ pub(crate) fn eval(a: EvalArgs, device: &Device) -> Result<()> {
     let recs = c.read(&a.data, &cols)?;
     note_empty(&a.data, count_empty(&recs));
     warn_unknown(&a.data, &c.check_features(&a.data, 1, &recs)?);
+    let bar = spinner("evaluating");
+    bar.set_message(format!("{} rows", recs.len()));
     let m = c.evaluate(&recs, &a.data, opts, a.run.batch_size)?;
+    bar.finish_and_clear();
     println!("{}", serde_json::to_string(&m)?);
     Ok(())
 }
@@ -71,4 +74,17 @@ pub(crate) fn note_empty(path: &Path, n: usize) {
             path.display()
         );
     }
+}
+
+/// A spinner on stderr for work of unknown length (drawn only on a terminal).
+pub(crate) fn spinner(what: &'static str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {what} {{msg}} ({{elapsed}})"
+        ))
+        .expect("template"),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
 }

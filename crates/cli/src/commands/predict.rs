@@ -8,7 +8,7 @@ use sequin_fs::Output;
 use sequin_train::ColumnChoice;
 
 use crate::args::PredictArgs;
-use crate::commands::eval::{count_empty, load, note_empty, warn_unknown};
+use crate::commands::eval::{count_empty, load, note_empty, spinner, warn_unknown};
 
 /// `sequin predict`: one output row per input row, in input order. The score function and
 /// thresholds follow the folder's problem type unless `--function` says otherwise.
@@ -21,7 +21,19 @@ pub(crate) fn predict(a: PredictArgs, device: &Device) -> Result<()> {
         text_pair: a.columns.text_pair_column,
         ..ColumnChoice::default()
     };
-    let cols = c.columns(given, false);
+    let mut cols = c.columns(given, false);
+    let keep = kept_columns(&a.keep_columns, &a.input, &cols)?;
+    // Kept columns are read as metadata cells, after the model's own.
+    let keep_at: Vec<usize> = keep
+        .iter()
+        .map(|k| match cols.features.iter().position(|f| f == k) {
+            Some(i) => i,
+            None => {
+                cols.features.push(k.clone());
+                cols.features.len() - 1
+            }
+        })
+        .collect();
     let function = match a.function.as_deref() {
         Some("sigmoid") => Some(sequin_train::ScoreFunction::Sigmoid),
         Some("none") => Some(sequin_train::ScoreFunction::None),
@@ -30,10 +42,11 @@ pub(crate) fn predict(a: PredictArgs, device: &Device) -> Result<()> {
     };
     // The input is read and predicted a chunk at a time, and the output streamed to a
     // temp file renamed at the end: memory does not grow with the input.
-    let mut out = PredictionWriter::create(&a.output, format)?;
+    let mut out = PredictionWriter::create(&a.output, format, keep)?;
     let mut row = 1usize;
     let mut unknown: Vec<(String, usize)> = Vec::new();
     let mut empty = 0usize;
+    let bar = spinner("predicting");
     let keep = sequin_data::EmptyText::Keep;
     sequin_data::for_each_chunk_with(&a.input, &cols, PREDICT_CHUNK_ROWS, keep, |recs| {
         empty += count_empty(recs);
@@ -47,6 +60,7 @@ pub(crate) fn predict(a: PredictArgs, device: &Device) -> Result<()> {
             },
         })?;
         row += recs.len();
+        bar.set_message(format!("{} rows", row - 1));
         if unknown.is_empty() {
             unknown = u;
         } else {
@@ -61,11 +75,17 @@ pub(crate) fn predict(a: PredictArgs, device: &Device) -> Result<()> {
                 format: "input for prediction",
                 message: e.to_string(),
             })?;
-        out.write(&preds).map_err(|e| sequin_data::DataError::Io {
-            path: a.output.clone(),
-            source: std::io::Error::other(format!("{e:#}")),
-        })
+        let kept: Vec<Vec<Option<String>>> = recs
+            .iter()
+            .map(|r| keep_at.iter().map(|&i| r.features[i].clone()).collect())
+            .collect();
+        out.write(&preds, &kept)
+            .map_err(|e| sequin_data::DataError::Io {
+                path: a.output.clone(),
+                source: std::io::Error::other(format!("{e:#}")),
+            })
     })?;
+    bar.finish_and_clear();
     let n = out.finish()?;
     warn_unknown(&a.input, &unknown);
     note_empty(&a.input, empty);
@@ -122,6 +142,54 @@ impl OutputFormat {
     }
 }
 
+/// Output fields a kept input column may not replace.
+const OUTPUT_FIELDS: &[&str] = &[
+    "label",
+    "score",
+    "logits",
+    "labels",
+    "top_k",
+    "top_k_labels",
+    "top_k_scores",
+];
+
+/// The input columns `--keep-columns` names (`all`: every column but the text and the pair),
+/// checked against the file and against the output's own fields.
+fn kept_columns(
+    asked: &[String],
+    input: &Path,
+    cols: &sequin_data::Columns,
+) -> Result<Vec<String>> {
+    if asked.is_empty() {
+        return Ok(Vec::new());
+    }
+    let available = sequin_data::column_names(input)?;
+    let keep: Vec<String> = if asked.iter().any(|k| k == "all") {
+        available
+            .iter()
+            .filter(|c| **c != cols.text && Some(*c) != cols.text_pair.as_ref())
+            .cloned()
+            .collect()
+    } else {
+        asked.to_vec()
+    };
+    for k in &keep {
+        if !available.contains(k) {
+            bail!(
+                "--keep-columns: {} has no column `{k}`; its columns are: {}",
+                input.display(),
+                available.join(", ")
+            );
+        }
+        if OUTPUT_FIELDS.contains(&k.as_str()) {
+            bail!(
+                "--keep-columns: `{k}` is also an output field of the predictions; rename the input column"
+            );
+        }
+    }
+    Ok(keep)
+}
+
 /// Rows read and predicted at a time by `sequin predict`.
 const PREDICT_CHUNK_ROWS: usize = 4096;
 
@@ -132,6 +200,8 @@ struct PredictionWriter {
     path: PathBuf,
     kind: WriterKind,
     n: usize,
+    /// Input columns copied into every row.
+    keep: Vec<String>,
 }
 
 enum WriterKind {
@@ -144,7 +214,7 @@ enum WriterKind {
 }
 
 impl PredictionWriter {
-    fn create(path: &Path, format: OutputFormat) -> Result<Self> {
+    fn create(path: &Path, format: OutputFormat, keep: Vec<String>) -> Result<Self> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create {}", parent.display()))?;
@@ -159,10 +229,16 @@ impl PredictionWriter {
             path: path.to_path_buf(),
             kind,
             n: 0,
+            keep,
         })
     }
 
-    fn write(&mut self, preds: &[sequin_train::Prediction]) -> Result<()> {
+    /// Writes predictions, each with its kept input cells (`kept[i]`, in `self.keep` order).
+    fn write(
+        &mut self,
+        preds: &[sequin_train::Prediction],
+        kept: &[Vec<Option<String>>],
+    ) -> Result<()> {
         use std::io::Write as _;
         use std::sync::Arc;
 
@@ -170,8 +246,17 @@ impl PredictionWriter {
         self.n += preds.len();
         match &mut self.kind {
             WriterKind::Jsonl(w) => {
-                for p in preds {
-                    serde_json::to_writer(&mut *w, p)?;
+                for (p, cells) in preds.iter().zip(kept) {
+                    let mut row = serde_json::to_value(p)?;
+                    if let serde_json::Value::Object(o) = &mut row {
+                        for (k, v) in self.keep.iter().zip(cells) {
+                            o.insert(
+                                k.clone(),
+                                v.clone().map_or(serde_json::Value::Null, Into::into),
+                            );
+                        }
+                    }
+                    serde_json::to_writer(&mut *w, &row)?;
                     w.write_all(b"\n")?;
                 }
             }
@@ -222,6 +307,11 @@ impl PredictionWriter {
                 if preds.iter().any(|p| p.top_k.is_some()) {
                     cols.push(("top_k_labels", Arc::new(top_l.finish())));
                     cols.push(("top_k_scores", Arc::new(top_s.finish())));
+                }
+                for (i, name) in self.keep.iter().enumerate() {
+                    let cells: arrow::array::StringArray =
+                        kept.iter().map(|row| row[i].as_deref()).collect();
+                    cols.push((name.as_str(), Arc::new(cells)));
                 }
                 let batch = RecordBatch::try_from_iter(cols)?;
                 if let Some(file) = file.take() {

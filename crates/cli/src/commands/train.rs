@@ -306,6 +306,11 @@ pub(crate) fn tune(a: TuneArgs, device: &Device) -> Result<()> {
     if !a.grid && a.random.is_none() {
         bail!("tune needs --grid or --random N");
     }
+    if a.train.resume.is_some() {
+        bail!(
+            "tune does not resume a search: run it again, or resume one trial with `sequin train --resume OUTPUT/trial-NNN`"
+        );
+    }
     let base = train_config(&a.train, TrainOptions::default())?;
     let space = sequin_train::SearchSpace {
         lr: a.lr_values,
@@ -318,7 +323,12 @@ pub(crate) fn tune(a: TuneArgs, device: &Device) -> Result<()> {
         .metric
         .unwrap_or_else(|| base.metric_for_best_model.clone());
     eprintln!("sequin tune on {}", backend_name());
-    let trials = sequin_train::tune(&base, &space, a.random, &metric, device)?;
+    let opts = sequin_train::TuneOptions {
+        random: a.random,
+        metric: metric.clone(),
+        keep_checkpoints: a.keep_checkpoints,
+    };
+    let trials = sequin_train::tune(&base, &space, &opts, device)?;
     let best = trials.first().map(|t| t.output.clone());
     println!(
         "{}",

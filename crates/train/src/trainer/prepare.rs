@@ -157,6 +157,15 @@ fn problem_type(cfg: &TrainConfig, train: &[Record]) -> ProblemType {
 /// Options that need single-label data.
 fn check_problem_options(cfg: &TrainConfig, problem: ProblemType) -> Result<()> {
     let single = problem == ProblemType::SingleLabelClassification;
+    if cfg.metric_for_best_model == "r2" && problem != ProblemType::Regression {
+        return Err(TrainError::Config(format!(
+            "metric r2 (for --metric-for-best-model or tune --metric) needs regression, and this run is {}; choose accuracy, macro_f1, micro_f1 or loss",
+            serde_json::to_value(problem)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default()
+        )));
+    }
     if cfg.sampler == Sampler::Balanced && !single {
         return Err(TrainError::Config(
             "--sampler balanced needs single-label data".into(),
