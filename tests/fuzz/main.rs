@@ -8,7 +8,7 @@
 //! a typed error or a valid result; never a panic, never past a second, never an allocation of
 //! a gigabyte.
 //!
-//! `cargo xtask test` runs a bounded number of cases (`SEQUIN_FUZZ_CASES` per reader, 300 by
+//! `cargo xtask test` runs a bounded number of cases (`SEQUIN_FUZZ_CASES` per reader, 2000 by
 //! default); `cargo xtask fuzz --minutes N` runs for a time instead (`SEQUIN_FUZZ_SECONDS`).
 
 mod alloc;
@@ -76,7 +76,7 @@ fn budget() -> Budget {
         std::env::var("SEQUIN_FUZZ_CASES")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(300),
+            .unwrap_or(2000),
     )
 }
 

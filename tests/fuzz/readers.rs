@@ -134,7 +134,27 @@ pub fn all(seeds: &Seeds) -> Vec<Reader> {
     readers
 }
 
-/// `config.json`: parsed, then its sizes asked for.
+/// Whether a config's numbers are small enough to build its model in a test: the two largest
+/// multiplied stay under 50 million (an embedding table at most).
+fn small_enough(b: &[u8]) -> bool {
+    fn numbers(v: &serde_json::Value, out: &mut Vec<f64>) {
+        match v {
+            serde_json::Value::Number(n) => out.push(n.as_f64().unwrap_or(f64::MAX).abs()),
+            serde_json::Value::Array(a) => a.iter().for_each(|x| numbers(x, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|x| numbers(x, out)),
+            _ => {}
+        }
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(b) else {
+        return false;
+    };
+    let mut n = Vec::new();
+    numbers(&v, &mut n);
+    n.sort_by(|a, b| b.total_cmp(a));
+    n.first().copied().unwrap_or(0.0) * n.get(1).copied().unwrap_or(1.0) <= 5e7
+}
+
+/// `config.json`: parsed, its sizes asked for, and (when they are small) its model built.
 fn config_reader(seeds: &Seeds) -> Reader {
     let dir = seeds.work("config");
     let seeds_ = [
@@ -147,6 +167,7 @@ fn config_reader(seeds: &Seeds) -> Reader {
     .iter()
     .map(|f| read(&fixture(f).join("config.json")))
     .collect();
+    let device = Device::flex();
     Reader {
         name: "config.json",
         json: true,
@@ -154,7 +175,10 @@ fn config_reader(seeds: &Seeds) -> Reader {
         read: Box::new(move |b| {
             std::fs::write(dir.join("config.json"), b).unwrap();
             if let Ok(c) = HfConfig::from_dir(&dir) {
-                let _ = (c.arch.max_length(), c.arch.vocab_size(), c.labels);
+                let _ = (c.arch.max_length(), c.arch.vocab_size(), &c.labels);
+                if small_enough(b) {
+                    let _ = c.arch.init_classifier(2, &device);
+                }
             }
         }),
     }

@@ -90,6 +90,21 @@ pub struct BertConfig {
 impl BertConfig {
     /// Checks the values that the model cannot run with.
     pub fn validate(&self) -> Result<Activation, EncoderError> {
+        common::check_dropouts(&[
+            ("hidden_dropout_prob", self.hidden_dropout_prob),
+            (
+                "attention_probs_dropout_prob",
+                self.attention_probs_dropout_prob,
+            ),
+            ("classifier_dropout", self.classifier_dropout.unwrap_or(0.0)),
+        ])?;
+        common::check_layers("num_hidden_layers", self.num_hidden_layers)?;
+        if self.pad_token_id >= self.vocab_size {
+            return Err(EncoderError::Config(format!(
+                "pad_token_id {} is outside the vocabulary of vocab_size {}",
+                self.pad_token_id, self.vocab_size
+            )));
+        }
         if self.num_attention_heads == 0
             || !self.hidden_size.is_multiple_of(self.num_attention_heads)
         {

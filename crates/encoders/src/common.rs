@@ -554,6 +554,33 @@ pub fn apply_rotary(x: Tensor<4>, cos: Tensor<2>, sin: Tensor<2>) -> Tensor<4> {
     x * cos + rotated * sin
 }
 
+/// The most layers a config may declare: far above any real encoder (tens of layers), and low
+/// enough that a corrupt count fails here rather than in an allocation.
+pub const MAX_LAYERS: usize = 1024;
+
+/// Checks a config's layer count against [`MAX_LAYERS`].
+pub fn check_layers(name: &str, n: usize) -> Result<(), EncoderError> {
+    if n > MAX_LAYERS {
+        return Err(EncoderError::Config(format!(
+            "{name} {n} is more layers than any encoder has (at most {MAX_LAYERS})"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks dropout probabilities read from a config: each finite and in `[0, 1)` (burn's
+/// `DropoutConfig::init` panics otherwise), named as `config.json` names them.
+pub fn check_dropouts(probs: &[(&str, f64)]) -> Result<(), EncoderError> {
+    for (name, p) in probs {
+        if !p.is_finite() || !(0.0..1.0).contains(p) {
+            return Err(EncoderError::Config(format!(
+                "{name} {p} is not a dropout probability (a number from 0 up to, but not including, 1)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -73,6 +73,12 @@ pub struct DistilBertConfig {
 impl DistilBertConfig {
     /// Checks the values the model cannot run with.
     pub fn validate(&self) -> Result<Activation, EncoderError> {
+        common::check_dropouts(&[
+            ("dropout", self.dropout),
+            ("attention_dropout", self.attention_dropout),
+            ("seq_classif_dropout", self.seq_classif_dropout),
+        ])?;
+        common::check_layers("n_layers", self.n_layers)?;
         if self.n_heads == 0 || !self.dim.is_multiple_of(self.n_heads) {
             return Err(EncoderError::Config(format!(
                 "dim {} is not a multiple of n_heads {}",

@@ -82,7 +82,7 @@ impl LongformerConfig {
     pub fn init(&self, device: &Device) -> Result<LongformerModel, EncoderError> {
         let windows = self.windows()?;
         let c = &self.bert;
-        if c.max_position_embeddings <= c.pad_token_id + 1 {
+        if c.max_position_embeddings <= c.pad_token_id.saturating_add(1) {
             return Err(EncoderError::Config(format!(
                 "max_position_embeddings {} leaves no positions after padding_idx {}",
                 c.max_position_embeddings, c.pad_token_id

@@ -203,6 +203,13 @@ impl ModernBertConfig {
     /// Checks the config and resolves each layer's attention window and θ.
     pub fn plan(&self) -> Result<Vec<LayerPlan>, EncoderError> {
         let err = |m: String| Err(EncoderError::Config(m));
+        common::check_dropouts(&[
+            ("attention_dropout", self.attention_dropout),
+            ("embedding_dropout", self.embedding_dropout),
+            ("mlp_dropout", self.mlp_dropout),
+            ("classifier_dropout", self.classifier_dropout),
+        ])?;
+        common::check_layers("num_hidden_layers", self.num_hidden_layers)?;
         if self.num_attention_heads == 0
             || !self.hidden_size.is_multiple_of(self.num_attention_heads)
             || !(self.hidden_size / self.num_attention_heads).is_multiple_of(2)

@@ -21,7 +21,7 @@ pub type RobertaConfig = BertConfig;
 impl BertConfig {
     /// Builds a randomly initialised [`RobertaModel`] (no pooler).
     pub fn init_roberta(&self, device: &Device) -> Result<RobertaModel, EncoderError> {
-        if self.max_position_embeddings <= self.pad_token_id + 1 {
+        if self.max_position_embeddings <= self.pad_token_id.saturating_add(1) {
             return Err(EncoderError::Config(format!(
                 "max_position_embeddings {} leaves no positions after padding_idx {}",
                 self.max_position_embeddings, self.pad_token_id
@@ -37,7 +37,7 @@ impl BertConfig {
     /// The longest input (special tokens included) RoBERTa's position table allows.
     pub fn roberta_max_length(&self) -> usize {
         self.max_position_embeddings
-            .saturating_sub(self.pad_token_id + 1)
+            .saturating_sub(self.pad_token_id.saturating_add(1))
     }
 }
 

@@ -309,10 +309,24 @@ impl Tokenizer {
     }
 
     fn from_file_with_config(path: &Path, config: &TokenizerConfig) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| TokenizeError::Load {
+        let load_err = |message: String| TokenizeError::Load {
             path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| load_err(e.to_string()))?;
+        // The JSON is checked first: tokenizers 0.22 panics (an `expect` in its decoder and
+        // normalizer deserializers) on some malformed files instead of returning an error.
+        serde_json::from_str::<serde::de::IgnoredAny>(&text)
+            .map_err(|e| load_err(format!("not valid JSON: {e}")))?;
+        let parsed = std::panic::catch_unwind(|| text.parse::<tokenizers::Tokenizer>());
+        let inner = match parsed {
+            Ok(r) => r.map_err(|e| load_err(e.to_string()))?,
+            Err(_) => {
+                return Err(load_err(
+                    "tokenizers could not read it (it panicked)".into(),
+                ));
+            }
+        };
         let configured_pad = config.pad_token.as_ref().and_then(|v| match v {
             serde_json::Value::String(s) => Some(s.clone()),
             serde_json::Value::Object(o) => o

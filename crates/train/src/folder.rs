@@ -138,6 +138,14 @@ impl FusionFile {
                 "the fusion head's input widths do not match its fitted features".into(),
             ));
         }
+        sequin_encoders::common::check_dropouts(&[("fusion.dropout", self.fusion.dropout)])
+            .map_err(|e| bad(e.to_string()))?;
+        if !self.fusion.gating_beta.is_finite() {
+            return Err(bad(format!(
+                "fusion.gating_beta {} is not a finite number",
+                self.fusion.gating_beta
+            )));
+        }
         let params = self.fusion.parameter_count();
         if params.is_none_or(|p| (p as u64).saturating_mul(2) > weight_bytes) {
             return Err(bad(format!(
