@@ -87,7 +87,7 @@ fn a_config_file_with_an_unknown_or_malformed_key_is_refused_by_name() {
         .arg("--model", tiny_bert())
         .err();
     assert!(
-        err.contains("unknown.json") && err.contains("--num-epochs"),
+        err.contains("unknown.json") && err.contains("unknown field `num_epochs`"),
         "{err}"
     );
     let nested = d.file("nested.json", br#"{"augment": {"mode": "sideways"}}"#);

@@ -158,7 +158,7 @@ pub fn for_each_chunk_with(
             Ok(())
         };
         match format_of(path)? {
-            Format::Parquet => read_parquet(path, cols, &mut push)?,
+            Format::Parquet => guard(path, "Parquet", || read_parquet(path, cols, &mut push))?,
             Format::Csv(delim) => read_csv(path, cols, delim, &mut push)?,
             Format::Jsonl => read_jsonl(path, cols, &mut push)?,
         }
@@ -178,7 +178,7 @@ pub fn for_each_chunk_with(
 /// first JSONL object.
 pub fn column_names(path: &Path) -> Result<Vec<String>> {
     match format_of(path)? {
-        Format::Parquet => {
+        Format::Parquet => guard(path, "Parquet", || {
             let b = ParquetRecordBatchReaderBuilder::try_new(open(path)?)
                 .map_err(|e| corrupt(path, "Parquet")(e.to_string()))?;
             Ok(b.schema()
@@ -186,7 +186,7 @@ pub fn column_names(path: &Path) -> Result<Vec<String>> {
                 .iter()
                 .map(|f| f.name().clone())
                 .collect())
-        }
+        }),
         Format::Csv(delim) => {
             let mut rdr = csv::ReaderBuilder::new()
                 .delimiter(delim)
@@ -251,6 +251,25 @@ fn check_record(
         });
     }
     Ok(())
+}
+
+/// Runs a third-party reader, turning a panic into a typed error: the `parquet` crate (60.1)
+/// panics on some corrupt footers ("column start and length should not be negative") instead
+/// of returning an error.
+fn guard<T>(path: &Path, format: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let why = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(corrupt(path, format)(format!(
+                "the file is corrupt (the {format} reader failed: {why})"
+            )))
+        }
+    }
 }
 
 fn open(path: &Path) -> Result<File> {

@@ -147,6 +147,16 @@ fn file_options(path: &Path, base: TrainOptions) -> Result<(TrainOptions, LongTe
     if let Ok(typed) = serde_json::from_value::<TrainOptions>(value) {
         return Ok((typed.or(base), LongTextRequest::default()));
     }
+    let known: Vec<String> = <FileArgs as clap::CommandFactory>::command()
+        .get_arguments()
+        .map(|a| a.get_id().to_string())
+        .collect();
+    if let Some(key) = map.keys().find(|k| !known.contains(k)) {
+        bail!(
+            "{}: unknown field `{key}`; a config file takes the flags' options as snake_case keys (see `sequin train --help`)",
+            path.display()
+        );
+    }
     let args = flat_args(&map).with_context(|| format!("{}", path.display()))?;
     let parsed = <FileArgs as clap::Parser>::try_parse_from(
         std::iter::once("--config".to_string()).chain(args),
