@@ -97,6 +97,8 @@ fn fuzz_reader(reader: &Reader, seeds: &[Vec<u8>], cases: u32, deterministic: bo
     let strategy = (0..seeds.len(), mutate::mutations());
     let result = runner.run(&strategy, |(i, muts)| one_case(reader, &seeds[i], &muts));
     if let Err(e) = result {
+        // The default hook again, for this test's own failure.
+        drop(std::panic::take_hook());
         panic!("fuzz {}: {e}", reader.name);
     }
     cases as u64
@@ -105,6 +107,9 @@ fn fuzz_reader(reader: &Reader, seeds: &[Vec<u8>], cases: u32, deterministic: bo
 #[test]
 fn every_reader_survives_mutated_inputs() {
     let seeds = Seeds::build();
+    // Panics are caught per case and reported with their message; the hook's own printing
+    // (of panics that libraries catch, too) would only drown the summary.
+    std::panic::set_hook(Box::new(|_| {}));
     let readers = readers::all(&seeds);
     let mut total = 0u64;
     let mut lines = Vec::new();

@@ -410,6 +410,7 @@ impl Tokenizer {
         inner
             .with_truncation(None)
             .map_err(|e| TokenizeError::Encode(e.to_string()))?;
+        probe(&inner, &source)?;
         Ok(Self {
             inner,
             source,
@@ -661,6 +662,27 @@ impl Tokenizer {
     /// The pad token string.
     pub fn pad_token(&self) -> &str {
         &self.pad_token
+    }
+}
+
+/// Encodes a text and a pair once at load time: tokenizers 0.22 panics at encode time on a
+/// post-processor template that names a special token the file does not define, and a
+/// corrupt file must fail when it is read, with an error, not in the middle of a run.
+fn probe(inner: &tokenizers::Tokenizer, source: &Path) -> Result<()> {
+    let run = || {
+        inner.encode("a probe", true)?;
+        inner.encode(("a probe", "and its pair"), true)
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(TokenizeError::Load {
+            path: source.to_path_buf(),
+            message: format!("it cannot encode a text: {e}"),
+        }),
+        Err(_) => Err(TokenizeError::Load {
+            path: source.to_path_buf(),
+            message: "it cannot encode a text (tokenizers panicked: its post-processor or model is inconsistent)".into(),
+        }),
     }
 }
 
