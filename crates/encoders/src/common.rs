@@ -158,6 +158,20 @@ thread_local! {
     static HOLDS_PARAM_INIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// Draws every lazily initialised float parameter of `module` now. burn initialises a
+/// parameter at its first use, not when the module is built: inside [`with_param_init`] that
+/// first use must happen, or the draw would come later, outside the process's turn, and
+/// interleave with another run's seeded initialisation.
+pub fn materialize<M: burn::module::Module>(module: &M) {
+    struct Touch;
+    impl burn::module::ModuleVisitor for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            let _ = param.val();
+        }
+    }
+    module.visit(&mut Touch);
+}
+
 /// Runs `f` holding the process's turn at parameter initialisation. burn's backends draw
 /// initial weights from one process-wide generator, so a seeded initialisation (a training
 /// run's fresh head) must not interleave with another thread's draws. Every initialisation in

@@ -9,7 +9,7 @@ use burn_store::{
 };
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
-use sequin_encoders::common::with_param_init;
+use sequin_encoders::common::{materialize, with_param_init};
 use sequin_heads::{CheckpointKeys, SequenceClassifier};
 
 use crate::{HfConfig, HfError, Result, io_err};
@@ -198,13 +198,20 @@ pub fn load_classifier(
             .any(|k| k.starts_with(&format!("{}.", keys.prefix))),
         reinit_head: ckpt_head.is_some_and(|h| h != n),
     };
-    let model = with_param_init(|| config.arch.init_classifier(n, device)).map_err(|source| {
-        HfError::Encoder {
-            path: dir.join("config.json"),
-            source,
-        }
+    // Built, loaded and drawn in the process's turn: what the checkpoint lacks (a fresh head)
+    // is drawn here, not lazily at first use beside another thread's seeded initialisation.
+    let (model, result) = with_param_init(|| {
+        let model = config
+            .arch
+            .init_classifier(n, device)
+            .map_err(|source| HfError::Encoder {
+                path: dir.join("config.json"),
+                source,
+            })?;
+        let (model, result) = apply_any(model, weights, &remap, &path)?;
+        materialize(&model);
+        Ok::<_, HfError>((model, result))
     })?;
-    let (model, result) = apply_any(model, weights, &remap, &path)?;
     let report = remap.report(&result, path)?;
     Ok((model, config, report))
 }

@@ -16,7 +16,7 @@ use std::path::Path;
 use burn::tensor::Device;
 
 use sequin_data::FittedFeatures;
-use sequin_encoders::common::with_param_init;
+use sequin_encoders::common::{materialize, with_param_init};
 use sequin_heads::{Aggregate, FusionConfig, ProblemType};
 use sequin_hf::{
     HfConfig, LoadReport, load_classifier, load_fusion_weights, save_classifier_folder,
@@ -170,7 +170,11 @@ pub fn load_model(
             let weights = dir.join(FUSION_WEIGHTS);
             let bytes = std::fs::metadata(&weights).map(|m| m.len()).unwrap_or(0);
             f.check(&dir.join(FUSION_FILE), text.pooled_size(), bytes)?;
-            let head = with_param_init(|| f.fusion.init(device));
+            let head = with_param_init(|| {
+                let head = f.fusion.init(device);
+                materialize(&head);
+                head
+            });
             Some(load_fusion_weights(&weights, head)?)
         }
         None => None,

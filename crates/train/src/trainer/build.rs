@@ -9,7 +9,7 @@ use burn::module::Module;
 use burn::optim::GradientsAccumulator;
 use burn::tensor::Device;
 use sequin_data::Seeds;
-use sequin_encoders::common::{DropoutStream, with_param_init};
+use sequin_encoders::common::{DropoutStream, materialize, with_param_init};
 use sequin_heads::{FusionConfig, ProblemType};
 use sequin_hf::resolve;
 use sequin_tokenize::Tokenizer;
@@ -45,7 +45,9 @@ pub(crate) fn build<'a>(
     // seeded initialisation takes the process's turn (and nothing else does).
     let (model, base) = with_param_init(|| {
         ad.seed(seeds.run());
-        load(cfg, &data, model_dir, tokenizer, resume.is_some(), &ad)
+        let loaded = load(cfg, &data, model_dir, tokenizer, resume.is_some(), &ad)?;
+        materialize(&loaded.0);
+        Ok::<_, crate::TrainError>(loaded)
     })?;
     // Ids by position: the optimizer state of a checkpoint applies to the reloaded model.
     let model = stable_param_ids(model.train());
