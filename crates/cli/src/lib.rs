@@ -46,14 +46,16 @@ where
         }
         // (clap's message starts with its own `error: `; ours adds one.)
         // One line: clap's first, which says what is wrong, and a pointer to the help.
-        Err(e) => {
-            let message = e.to_string();
-            let first = message.lines().next().unwrap_or_default();
-            let first = first.trim_start_matches("error: ");
-            return Err(UsageError(format!("{first} (see --help)")).into());
-        }
+        Err(e) => return Err(UsageError(format!("{} (see --help)", clap_line(&e))).into()),
     };
     commands::run(cli)
+}
+
+/// The first line of a clap error (what is wrong), without clap's own `error: `.
+pub(crate) fn clap_line(e: &clap::Error) -> String {
+    let message = e.to_string();
+    let first = message.lines().next().unwrap_or_default();
+    first.trim_start_matches("error: ").to_string()
 }
 
 /// `sequin --version`: the version and the backend of this build.

@@ -33,7 +33,7 @@ pub(crate) fn augment_spec(spec: &str) -> Result<sequin_augment::Pipeline> {
 /// `sequin augment`: every row, then `num_aug` variants of it.
 pub(crate) fn augment(a: AugmentArgs) -> Result<()> {
     use rand::SeedableRng;
-    crate::commands::predict::refuse_same_file(&a.input, &a.output)?;
+    crate::commands::refuse_same_file(&a.input, &a.output)?;
     let pipeline = augment_spec(&a.spec)?;
     let mut cols = Columns {
         text: a.columns.text_column.clone(),

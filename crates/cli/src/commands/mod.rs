@@ -21,3 +21,19 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Cmd::Predict(a) => predict::predict(a, &device),
     }
 }
+
+/// Refuses an output path that is the input file, directly or through a link: the input
+/// would be destroyed.
+pub(crate) fn refuse_same_file(
+    input: &std::path::Path,
+    output: &std::path::Path,
+) -> anyhow::Result<()> {
+    if sequin_fs::same_file(input, output) {
+        anyhow::bail!(
+            "--output {} is the input file {}; writing it would destroy the input (choose another output path)",
+            output.display(),
+            input.display()
+        );
+    }
+    Ok(())
+}

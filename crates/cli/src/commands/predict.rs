@@ -13,7 +13,7 @@ use crate::commands::eval::{count_empty, load, note_empty, spinner, warn_unknown
 /// `sequin predict`: one output row per input row, in input order. The score function and
 /// thresholds follow the folder's problem type unless `--function` says otherwise.
 pub(crate) fn predict(a: PredictArgs, device: &Device) -> Result<()> {
-    refuse_same_file(&a.input, &a.output)?;
+    crate::commands::refuse_same_file(&a.input, &a.output)?;
     let format = OutputFormat::of(&a.output)?;
     let (c, opts) = load(&a.run, device)?;
     let given = ColumnChoice {
@@ -92,19 +92,6 @@ pub(crate) fn predict(a: PredictArgs, device: &Device) -> Result<()> {
     match a.output.as_os_str() == "-" {
         true => eprintln!("wrote {n} predictions to standard output"),
         false => eprintln!("wrote {n} predictions to {}", a.output.display()),
-    }
-    Ok(())
-}
-
-/// Refuses an output path that is the input file, directly or through a link: the input
-/// would be destroyed.
-pub(crate) fn refuse_same_file(input: &Path, output: &Path) -> Result<()> {
-    if sequin_fs::same_file(input, output) {
-        bail!(
-            "--output {} is the input file {}; writing it would destroy the input (choose another output path)",
-            output.display(),
-            input.display()
-        );
     }
     Ok(())
 }

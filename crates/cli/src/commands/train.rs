@@ -161,15 +161,7 @@ fn file_options(path: &Path, base: TrainOptions) -> Result<(TrainOptions, LongTe
     let parsed = <FileArgs as clap::Parser>::try_parse_from(
         std::iter::once("--config".to_string()).chain(args),
     )
-    .map_err(|e| {
-        let message = e.to_string();
-        let first = message.lines().next().unwrap_or_default();
-        anyhow::anyhow!(
-            "{}: {}",
-            path.display(),
-            first.trim_start_matches("error: ")
-        )
-    })?;
+    .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), crate::clap_line(&e)))?;
     if parsed.train.config.is_some() || parsed.train.resume.is_some() {
         bail!(
             "{}: `config` and `resume` are not options of a config file",
