@@ -290,6 +290,67 @@ fn minilm_real_weights_match_hidden_states() {
     assert!(diff < 1e-4, "MiniLM pooler differs by {diff}");
 }
 
+/// `--precision int8` on the real MiniLM weights: every real token's hidden state keeps a
+/// cosine similarity of at least 0.99 with transformers' fp32 one (dynamic int8 changes the
+/// numbers, not what they say), and unmarking the weights gives fp32 back exactly.
+#[test]
+fn minilm_int8_hidden_states_stay_close_to_transformers() {
+    let dir = root().join("models/all-MiniLM-L6-v2");
+    if !dir.join("model.safetensors").is_file() {
+        assert!(
+            std::env::var_os("SEQUIN_REQUIRE_MINILM").is_none(),
+            "models/all-MiniLM-L6-v2 is missing"
+        );
+        eprintln!("models/all-MiniLM-L6-v2 not fetched: run `cargo xtask fetch-model`; not checked");
+        return;
+    }
+    use sequin_encoders::Backbone as _;
+    let fx = read_json(&fixture("minilm.json"));
+    let device = Device::flex();
+    let (model, _, _) = load_classifier(&dir, Some(2), &device).unwrap();
+    let SequenceClassifier::Bert(model) = model else {
+        panic!("not BERT")
+    };
+    let ids = u32s(&fx["batch"]["input_ids"]);
+    let types = u32s(&fx["batch"]["token_type_ids"]);
+    let mask = u32s(&fx["batch"]["attention_mask"]);
+    let rows = fx["batch"]["input_ids"].as_array().unwrap().len();
+    let seq = ids.len() / rows;
+    let t = |v: &[u32]| {
+        let d: Vec<i64> = v.iter().map(|&x| x as i64).collect();
+        Tensor::<2, burn::tensor::Int>::from_data(
+            burn::tensor::TensorData::new(d, [rows, seq]),
+            &device,
+        )
+    };
+    let hidden = || -> Vec<f32> {
+        let pad = sequin_data::to_pad_mask(&mask, rows, seq, &device);
+        let h = model
+            .bert
+            .forward(Inputs::new(t(&ids), Some(t(&types)), Some(pad)));
+        h.into_data().try_into_vec_as().unwrap()
+    };
+    let fp32 = hidden();
+    let guard = sequin_encoders::Int8Linears::mark(&model);
+    let int8 = hidden();
+    assert_eq!(guard.quantized(), 6 * 6, "every layer's 6 linear weights run in int8");
+    drop(guard);
+    assert_eq!(hidden(), fp32, "unmarked weights run in fp32 again");
+    let want = flat_f32(&fx["last_hidden_state"]);
+    let h = 384;
+    let (mut worst, mut moved) = (1f32, 0f32);
+    for pos in (0..mask.len()).filter(|&p| mask[p] == 1) {
+        let (a, b) = (&int8[pos * h..][..h], &want[pos * h..][..h]);
+        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        worst = worst.min(dot / (norm(a) * norm(b)));
+        moved = moved.max(max_abs_diff(a, b));
+    }
+    eprintln!("int8 ({}): worst token cosine {worst:.5}, max |Δ| {moved:.4}", sequin_encoders::quant::int8_kernel().name());
+    assert!(worst > 0.99, "an int8 hidden state drifted: cosine {worst}");
+    assert!(moved > 0.0, "int8 gave fp32's numbers: the layers were not quantized");
+}
+
 /// Logits of the fixture inputs, padded as transformers padded them (multiple of 8) and one
 /// row at a time through `predict`, against transformers' within 1e-4.
 fn check_logits(

@@ -136,3 +136,49 @@ fn empty_and_blank_texts_are_predicted_as_transformers_predicts_them() {
         assert!(diff <= 1e-4, "row {row}: max |Δlogit| {diff}");
     }
 }
+
+/// `--precision int8`: one prediction per row, logits within a small distance of fp32's (the
+/// real binary's `eval` output and `--version` are checked in `crates/cli/tests/process.rs`). (The accuracy change on real data is measured by
+/// `cargo xtask bench`'s README figures; here the model is tiny and random.)
+#[test]
+fn int8_precision_predicts_close_to_fp32() {
+    let guard = TestDir::new("int8");
+    let input = guard.file(
+        "in.jsonl",
+        b"{\"text\": \"great tea, would buy again\"}\n{\"text\": \"awful\"}\n{\"text\": \"\"}\n{\"text\": \"the package arrived late but the coffee was fine\"}\n",
+    );
+    let model = tiny_bert();
+    let run = |precision: &str| -> Vec<Vec<f32>> {
+        let out = guard.path(&format!("{precision}.jsonl"));
+        sequin("predict")
+            .arg("--model", &model)
+            .arg("--input", &input)
+            .arg("--output", &out)
+            .arg("--precision", precision)
+            .ok();
+        std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .map(|l| flat_f32(&serde_json::from_str::<serde_json::Value>(l).unwrap()["logits"]))
+            .collect()
+    };
+    let (fp32, int8) = (run("fp32"), run("int8"));
+    assert_eq!(int8.len(), 4, "one output row per input row");
+    let scale = fp32.iter().flatten().fold(0f32, |m, x| m.max(x.abs()));
+    let moved = fp32
+        .iter()
+        .zip(&int8)
+        .map(|(a, b)| max_abs_diff(a, b))
+        .fold(0f32, f32::max);
+    assert!(moved > 0.0, "int8 gave fp32's exact logits: nothing was quantized");
+    assert!(moved < 0.05 * scale + 0.01, "int8 logits moved by {moved} (fp32 scale {scale})");
+    assert!(
+        sequin("predict")
+            .arg("--model", &model)
+            .arg("--input", &input)
+            .arg("--output", guard.path("x.jsonl"))
+            .arg("--precision", "int4")
+            .err()
+            .contains("int4")
+    );
+}

@@ -36,6 +36,20 @@ pub(crate) fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
+/// The CPU's feature flags, as /proc/cpuinfo lists them (recorded with every row: which SIMD,
+/// VNNI and BF16 instructions the figures had).
+pub(crate) fn cpu_flags() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("flags"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
 /// Runs a command that prints one JSON line last; returns it.
 fn json_line(cmd: &mut Command) -> Result<serde_json::Value> {
     eprintln!("$ {cmd:?}");
@@ -193,6 +207,7 @@ impl Bench<'_> {
         };
         let mut m: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         let mut extra = Value::Null;
+        let mut kernel = Value::Null;
         for _ in 0..self.repeats {
             for (mode, steps) in [("train", train_steps), ("infer", infer_steps)] {
                 // The same work and allocator settings on both sides.
@@ -222,7 +237,13 @@ impl Bench<'_> {
                         .env("MINILM_PATH", &self.model);
                     runs.push(("peer_", json_line(&mut c)?));
                 }
+                if mode == "infer" && backend == Backend::Cpu {
+                    runs.extend(self.int8_and_ort_runs(exe, shape, steps, &shared)?);
+                }
                 for (side, r) in runs {
+                    if side == "int8_" {
+                        kernel = r["int8_kernel"].clone();
+                    }
                     let mut push = |k: &str, field: &str| {
                         m.entry(format!("{side}{k}"))
                             .or_default()
@@ -235,13 +256,15 @@ impl Bench<'_> {
                         if side.is_empty() {
                             extra = r.clone();
                         }
+                    } else {
+                        push("infer_rss", "rss_peak_mib");
                     }
                 }
             }
         }
         let g = |k: &str| m.get(k).cloned().map(median);
         Ok(json!({
-            "shape": shape, "backend": backend.feature(), "cpu": self.cpu,
+            "shape": shape, "backend": backend.feature(), "cpu": self.cpu, "cpu_flags": cpu_flags(),
             "seq_len": 128, "batch": 32, "dtype": "fp32",
             "repeats": self.repeats, "train_steps": train_steps, "infer_steps": infer_steps,
             "train_samples_per_s": g("train"), "infer_samples_per_s": g("infer"),
@@ -250,12 +273,93 @@ impl Bench<'_> {
             "peer_peak_rss_mb": g("peer_rss"), "peer_gflops_train": g("peer_gflops"),
             "train_ratio": ratio(g("train"), g("peer_train")),
             "infer_ratio": ratio(g("infer"), g("peer_infer")),
+            "infer_peak_rss_mb": g("infer_rss"), "peer_infer_peak_rss_mb": g("peer_infer_rss"),
+            "ort_fp32_infer_samples_per_s": g("ort_fp32_infer"),
+            "ort_fp32_infer_peak_rss_mb": g("ort_fp32_infer_rss"),
+            "infer_ratio_ort_fp32": ratio(g("infer"), g("ort_fp32_infer")),
+            "int8_infer_samples_per_s": g("int8_infer"),
+            "int8_infer_peak_rss_mb": g("int8_infer_rss"),
+            "int8_kernel": kernel,
+            "torch_int8_infer_samples_per_s": g("torch_int8_infer"),
+            "ort_int8_infer_samples_per_s": g("ort_int8_infer"),
+            "int8_ratio_torch_int8": ratio(g("int8_infer"), g("torch_int8_infer")),
+            "int8_ratio_ort_int8": ratio(g("int8_infer"), g("ort_int8_infer")),
             "rss_ratio": ratio(g("rss"), g("peer_rss")),
             "flops_formula": extra["flops_formula"],
             "threads": self.threads,
             "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         }))
     }
+}
+
+impl Bench<'_> {
+    /// Inference beside the fp32 pair: sequin int8 and, with the peer set up, PyTorch dynamic
+    /// int8 and ONNX Runtime fp32 and int8 (`scripts/peer_infer.py`), with the same shape,
+    /// steps and threads. Each run is tagged with its column prefix.
+    fn int8_and_ort_runs(
+        &self,
+        exe: &Path,
+        shape: &str,
+        steps: usize,
+        shared: &dyn Fn(Command) -> Command,
+    ) -> Result<Vec<(&'static str, Value)>> {
+        let mut c = shared(Command::new(exe));
+        c.args(["--precision", "int8"]);
+        let mut runs = vec![("int8_", json_line(&mut c)?)];
+        let Some(py) = &self.peer else {
+            return Ok(runs);
+        };
+        for (side, engine) in [
+            ("torch_int8_", "torch-int8"),
+            ("ort_fp32_", "ort-fp32"),
+            ("ort_int8_", "ort-int8"),
+        ] {
+            let mut c = Command::new(py);
+            c.arg(self.root.join("scripts/peer_infer.py"))
+                .args(["--engine", engine, "--model", shape, "--seq-len", "128"])
+                .args(["--batch", "32", "--warmup", "2", "--steps", &steps.to_string()])
+                .args(["--threads", &self.threads])
+                .arg("--minilm")
+                .arg(&self.model);
+            runs.push((side, json_line(&mut c)?));
+        }
+        Ok(runs)
+    }
+}
+
+/// The inference table: fp32 beside PyTorch eager and ONNX Runtime fp32, int8 beside PyTorch
+/// dynamic int8 and ONNX Runtime int8, and peak RSS.
+fn inference_table(rows: &[Value]) -> String {
+    let f = |v: &Value| v.as_f64().map_or("—".to_string(), |x| format!("{x:.2}"));
+    let mut md = "\n| shape | infer fp32 samples/s | PyTorch | ratio | ORT fp32 | ratio | infer int8 samples/s | PyTorch int8 | ratio | ORT int8 | ratio | peak RSS infer fp32 / int8 (MiB) | PyTorch | ORT fp32 |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n".to_string();
+    for r in rows.iter().filter(|r| r.get("int8_infer_samples_per_s").is_some()) {
+        let cells = [
+            "infer_samples_per_s",
+            "peer_infer_samples_per_s",
+            "infer_ratio",
+            "ort_fp32_infer_samples_per_s",
+            "infer_ratio_ort_fp32",
+            "int8_infer_samples_per_s",
+            "torch_int8_infer_samples_per_s",
+            "int8_ratio_torch_int8",
+            "ort_int8_infer_samples_per_s",
+            "int8_ratio_ort_int8",
+        ]
+        .map(|k| f(&r[k]));
+        md += &format!(
+            "| {} | {} | {} / {} | {} | {} |\n",
+            r["shape"].as_str().unwrap_or(""),
+            cells.join(" | "),
+            f(&r["infer_peak_rss_mb"]),
+            f(&r["int8_infer_peak_rss_mb"]),
+            f(&r["peer_infer_peak_rss_mb"]),
+            f(&r["ort_fp32_infer_peak_rss_mb"]),
+        );
+    }
+    if let Some(k) = rows.iter().find_map(|r| r["int8_kernel"].as_str()) {
+        md += &format!("\nsequin int8 kernel: {k}\n");
+    }
+    md
 }
 
 /// `a / b`, to two decimals.
@@ -295,6 +399,7 @@ fn markdown(rows: &[Value], epoch: Option<&Value>, cpu: &str) -> String {
                 )),
         );
     }
+    md += &inference_table(rows);
     if let Some(e) = epoch {
         md += &format!(
             "\namazon-food, 1 epoch (3,575 reviews, batch 32, max_length 128, dynamic padding): sequin {} s, Trainer {} s (ratio {}); test accuracy {} vs {}; sequin predict over the 1,000 test reviews {} s\n",

@@ -141,6 +141,12 @@ impl Backend {
 fn train(root: &Path, backend: Backend, args: &[String]) -> Result<()> {
     let model = fetch_model()?;
     let data = root.join("datasets/amazon-food");
+    if !root.join("target/release/sequin").is_file() {
+        eprintln!(
+            "building sequin (release, backend {}) before training: a first build compiles about 400 crates and takes 15-25 minutes on 2 cores; cargo's progress follows",
+            backend.feature()
+        );
+    }
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(root)
         .args([

@@ -129,5 +129,14 @@ pub(crate) fn peer() -> Result<PathBuf> {
             .arg(root.join(".peer"))
             .current_dir(&root))?;
     }
+    // ONNX Runtime and its exporter's needs, for the inference peers (scripts/peer_infer.py).
+    let has_ort = Command::new(&py)
+        .args(["-c", "import onnxruntime, onnx"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_ort {
+        run(Command::new(&py).args(["-m", "pip", "install", "-q", "onnxruntime==1.23.2", "onnx==1.19.1"]))?;
+    }
     Ok(py)
 }

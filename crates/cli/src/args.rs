@@ -397,8 +397,30 @@ pub(crate) struct InferenceArgs {
     /// backend, 1 on GPUs]
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub(crate) shards: Option<u64>,
+    /// Arithmetic of the encoder's linear layers: fp32, or int8 (dynamic quantization, as
+    /// torch's quantize_dynamic and ONNX Runtime's: int8 weights per output channel, inputs
+    /// quantized per row at run time, AVX-512 VNNI where the CPU has it; CPU backend only).
+    /// `sequin --version` names the int8 kernel this CPU runs.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
+    pub(crate) precision: PrecisionArg,
     #[command(flatten)]
     pub(crate) long: LongTextArgs,
+}
+
+/// `--precision`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum PrecisionArg {
+    Fp32,
+    Int8,
+}
+
+impl From<PrecisionArg> for sequin_train::Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::Fp32 => Self::Fp32,
+            PrecisionArg::Int8 => Self::Int8,
+        }
+    }
 }
 
 /// The input columns of eval and predict. Each defaults to what the model was trained on (its

@@ -61,9 +61,10 @@ pub(crate) fn clap_line(e: &clap::Error) -> String {
 /// `sequin --version`: the version and the backend of this build.
 fn version() -> &'static str {
     let v = format!(
-        "{} (backend: {})",
+        "{} (backend: {}; int8 kernel: {})",
         env!("CARGO_PKG_VERSION"),
-        backend_name()
+        backend_name(),
+        sequin_encoders::quant::int8_kernel().name()
     );
     Box::leak(v.into_boxed_str())
 }

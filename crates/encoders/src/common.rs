@@ -66,6 +66,7 @@ impl Activation {
     /// Applies the activation element-wise.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match self {
+            Self::Gelu if crate::host::is_host(&x.device()) => crate::host::gelu(x),
             Self::Gelu => activation::gelu(x),
             Self::GeluNew => gelu_tanh(x),
             Self::Relu => activation::relu(x),
@@ -273,9 +274,12 @@ fn fill_mask(mask: &mut [f32], seed: [u8; 32], start: u128, threshold: u64, scal
 /// burn keeps a 3-D input as `batch` separate products when `seq` fills its row tiles, and on
 /// the CPU each of those packs the weight again; one product packs it once and lets the matmul
 /// spread over the cores.
+///
+/// A layer marked by [`crate::quant::Int8Linears`] runs in int8 on an inference device.
 pub fn dense(layer: &burn::nn::Linear, x: Tensor<3>) -> Tensor<3> {
     let [b, s, d] = x.dims();
-    let y = layer.forward(x.reshape([b * s, d]));
+    let x = x.reshape([b * s, d]);
+    let y = crate::quant::linear(layer, x).unwrap_or_else(|x| layer.forward(x));
     let out = y.dims()[1];
     y.reshape([b, s, out])
 }
@@ -360,9 +364,13 @@ fn explicit_attention(
 ) -> Tensor<4> {
     let [q, k, v] = qkv;
     let [_, heads, seq_q, head_dim] = q.dims();
-    let scores = q
-        .matmul(k.swap_dims(2, 3))
-        .div_scalar((head_dim as f64).sqrt());
+    let scores = q.matmul(k.swap_dims(2, 3));
+    if crate::host::is_host(&scores.device()) {
+        // Inference on the CPU: scale, mask and softmax in one parallel pass (no dropout).
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        return crate::host::masked_softmax(scores, scale, pad_mask).matmul(v);
+    }
+    let scores = scores.div_scalar((head_dim as f64).sqrt());
     let scores = match pad_mask {
         Some(mask) => scores.mask_fill(expand_pad_mask(mask, heads, seq_q), f32::MIN),
         None => scores,

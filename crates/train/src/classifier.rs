@@ -10,6 +10,7 @@ use sequin_hf::{HfConfig, LoadReport};
 
 /// The model: an HF sequence classifier, with a fusion head when it takes metadata.
 pub use sequin_heads::Model;
+pub use sequin_encoders::Precision;
 use sequin_tokenize::{EncodeOptions, Tokenizer};
 use serde::{Deserialize, Serialize};
 
@@ -134,6 +135,8 @@ pub struct Classifier {
     /// Row shards per batch run in parallel (see `shard`); 1 when loaded.
     pub shards: usize,
     device: Device,
+    /// The encoder's linear layers in int8 while this lives (see [`Self::set_precision`]).
+    int8: Option<sequin_encoders::Int8Linears>,
 }
 
 /// What [`Classifier::from_parts`] wraps: an in-memory model and what it was trained with.
@@ -177,6 +180,7 @@ impl Classifier {
             policy,
             shards: 1,
             device: device.clone(),
+            int8: None,
         })
     }
 
@@ -193,6 +197,28 @@ impl Classifier {
             policy: parts.policy,
             shards: 1,
             device: device.clone(),
+            int8: None,
+        }
+    }
+
+    /// Runs the encoder's linear layers at `precision` from now on: `Int8` quantizes their
+    /// weights per output channel (once, at first use) and their inputs per row, as
+    /// `torch.ao.quantization.quantize_dynamic` does; the embeddings, LayerNorms, softmax and
+    /// head stay `f32`. The int8 kernels run on the CPU: on a GPU device every marked layer's
+    /// input would travel to the host and back (the CLI refuses `--precision int8` there).
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.int8 = match precision {
+            Precision::Int8 => Some(sequin_encoders::Int8Linears::mark(&self.model)),
+            Precision::Fp32 => None,
+        };
+    }
+
+    /// The precision set by [`Self::set_precision`].
+    pub fn precision(&self) -> Precision {
+        if self.int8.is_some() {
+            Precision::Int8
+        } else {
+            Precision::Fp32
         }
     }
 

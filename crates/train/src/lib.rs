@@ -25,8 +25,8 @@ mod trainer;
 pub mod tune;
 
 pub use classifier::{
-    Classifier, ClassifierParts, ColumnChoice, LabelScore, Model, Prediction, ScoreFunction,
-    Targets,
+    Classifier, ClassifierParts, ColumnChoice, LabelScore, Model, Precision, Prediction,
+    ScoreFunction, Targets,
 };
 pub use config::{
     AugmentConfig, AugmentMode, ClassWeights, LossKind, Sampler, TrainConfig, TrainOptions,

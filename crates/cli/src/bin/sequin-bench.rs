@@ -57,6 +57,9 @@ struct Args {
     /// `sequin train`].
     #[arg(long)]
     shards: Option<usize>,
+    /// `--mode infer`: the linear layers' arithmetic (as `sequin predict --precision`).
+    #[arg(long, value_parser = ["fp32", "int8"], default_value = "fp32")]
+    precision: String,
 }
 
 fn config(name: &str) -> Result<BertConfig> {
@@ -159,6 +162,7 @@ fn main() -> Result<()> {
         }
     } else {
         let model = model.valid();
+        let _int8 = (a.precision == "int8").then(|| sequin_encoders::Int8Linears::mark(&model));
         let types = types.clone();
         for i in 0..a.warmup + a.steps {
             let t0 = Instant::now();
@@ -196,6 +200,8 @@ fn main() -> Result<()> {
             "load_s": load_s, "rss_peak_mib": peak_rss_mib(),
             "threads": std::thread::available_parallelism().map(|n| n.get()).ok(),
             "shards": shards,
+            "precision": if a.mode == "infer" { a.precision.as_str() } else { "fp32" },
+            "int8_kernel": sequin_encoders::quant::int8_kernel().name(),
         })
     );
     Ok(())

@@ -25,6 +25,16 @@ pub(crate) fn load(run: &InferenceArgs, device: &Device) -> Result<(Classifier, 
     if let Some(a) = run.long.aggregate() {
         c.policy.aggregate = a;
     }
+    let precision: sequin_train::Precision = run.precision.into();
+    if precision != sequin_train::Precision::Fp32 && !cfg!(feature = "cpu") {
+        return Err(crate::UsageError(format!(
+            "--precision {} runs on the CPU backend only; this build's backend is {}",
+            precision.name(),
+            crate::backend_name()
+        ))
+        .into());
+    }
+    c.set_precision(precision);
     Ok((c, opts))
 }
 
@@ -45,6 +55,12 @@ pub(crate) fn eval(a: EvalArgs, device: &Device) -> Result<()> {
     bar.set_message(format!("{} rows", recs.len()));
     let m = c.evaluate(&recs, &a.data, opts, a.run.batch_size)?;
     bar.finish_and_clear();
+    let mut m = serde_json::to_value(&m)?;
+    if let (sequin_train::Precision::Int8, Some(o)) = (c.precision(), m.as_object_mut()) {
+        o.insert("precision".into(), "int8".into());
+        let kernel = sequin_encoders::quant::int8_kernel().name();
+        o.insert("int8_kernel".into(), kernel.into());
+    }
     println!("{}", serde_json::to_string(&m)?);
     Ok(())
 }

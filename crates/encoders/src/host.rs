@@ -1,0 +1,283 @@
+//! Element-wise work on the CPU backend's memory: the fast paths of inference.
+//!
+//! burn's `flex` runs an element-wise op as one scalar loop on one thread (its GELU calls
+//! libm's `erff` per element). On the host, inference instead maps the tensor's values in
+//! parallel chunks with branch-free, vectorizable arithmetic, and gives a new tensor. Training
+//! (an autodiff device) and other devices keep burn's ops, and with them burn's backward.
+//!
+//! Each function's accuracy against the exact form is tested below; the parity tests (1e-4
+//! against transformers) cover them end to end.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use multiversion::multiversion;
+use rayon::prelude::*;
+
+/// Elements per parallel chunk.
+const CHUNK: usize = 1 << 14;
+
+/// Whether `device` is the host CPU backend without autodiff, where these paths run.
+pub fn is_host(device: &Device) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        !device.is_autodiff() && *device == Device::flex()
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
+/// `f` over every element of `x` in parallel chunks, as a new tensor of the same shape.
+pub fn map<const D: usize>(x: Tensor<D>, f: impl Fn(&mut [f32]) + Sync + Send) -> Tensor<D> {
+    let (shape, device) = (x.shape(), x.device());
+    let mut v: Vec<f32> = x
+        .into_data()
+        .try_into_vec_as()
+        .expect("a float tensor converts to f32");
+    v.par_chunks_mut(CHUNK).for_each(f);
+    Tensor::from_data(TensorData::new(v, shape), &device)
+}
+
+/// The error function, as Eigen's and XLA's `fast_erf`: `x·P(x²)/Q(x²)` on `[-4, 4]` (beyond
+/// which `erf` is ±1 in `f32`), a rational approximation within a few ulp, branch-free so that
+/// it vectorizes. Plain multiplies and adds (no `mul_add`, which is a library call on a CPU
+/// without FMA), so every CPU computes the same value.
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = x2 * -2.726_142_3e-10 + 2.770_681_4e-8;
+    p = x2 * p + -2.101_024e-6;
+    p = x2 * p + -5.692_506_4e-5;
+    p = x2 * p + -7.349_906_3e-4;
+    p = x2 * p + -2.954_600_0e-3;
+    p = x2 * p + -1.609_603_3e-2;
+    let mut q = x2 * -1.456_607_2e-5 + -2.133_740_6e-4;
+    q = x2 * q + -1.682_827e-3;
+    q = x2 * q + -7.373_329e-3;
+    q = x2 * q + -1.426_473_9e-2;
+    x * p / q
+}
+
+/// Exact GELU, `x·Φ(x) = 0.5·x·(1 + erf(x/√2))`, in place.
+#[multiversion(targets("x86_64+avx512f+avx512bw", "x86_64+avx2+fma"))]
+pub fn gelu_in_place(v: &mut [f32]) {
+    for x in v {
+        *x = 0.5 * *x * (1.0 + erf(*x * std::f32::consts::FRAC_1_SQRT_2));
+    }
+}
+
+/// Exact GELU of a host tensor, in parallel.
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    map(x, gelu_in_place)
+}
+
+/// `eˣ` for `x ≤ 0` (softmax's shifted scores): `2ⁿ·p(r)` with `n = round(x·log₂e)`, `r` the
+/// remainder in `[-ln2/2, ln2/2]` and `p` its degree-7 Taylor polynomial (relative error
+/// below 1e-7); 0 below -87 (where `f32`'s `eˣ` leaves the normal range). Branch-free.
+#[inline(always)]
+pub fn exp_neg(x: f32) -> f32 {
+    let y = x.max(-87.0);
+    // Round to nearest (ties to even) by adding and removing 1.5·2²³: no rounding instruction
+    // needed, so it vectorizes on any x86-64.
+    let n = (y * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+    let r = y - n * 0.693_145_75 - n * 1.428_606_8e-6;
+    let mut p = r * (1.0 / 5040.0) + 1.0 / 720.0;
+    p = r * p + 1.0 / 120.0;
+    p = r * p + 1.0 / 24.0;
+    p = r * p + 1.0 / 6.0;
+    p = r * p + 0.5;
+    p = r * p + 1.0;
+    p = r * p + 1.0;
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if x < -87.0 { 0.0 } else { p * scale }
+}
+
+/// Attention probabilities from raw scores, in one pass per row: `softmax(scores·scale)` with
+/// padded keys at `f32::MIN` before the softmax (as HF's extended attention mask; a row whose
+/// keys are all padded gets uniform weights, as there).
+///
+/// # Shapes
+/// - scores: `[batch, heads, seq_q, seq_k]`
+/// - pad: `[batch, seq_k]`, `true` = padding
+pub fn masked_softmax(
+    scores: Tensor<4>,
+    scale: f32,
+    pad: Option<Tensor<2, burn::tensor::Bool>>,
+) -> Tensor<4> {
+    let [_, heads, seq_q, seq_k] = scores.dims();
+    let pad: Option<Vec<f32>> = pad.map(|m| {
+        m.float()
+            .into_data()
+            .try_into_vec_as()
+            .expect("a mask converts to f32")
+    });
+    let rows_per_batch = heads * seq_q;
+    let (shape, device) = (scores.shape(), scores.device());
+    let mut v: Vec<f32> = scores
+        .into_data()
+        .try_into_vec_as()
+        .expect("a float tensor converts to f32");
+    let rows_per_chunk = (CHUNK / seq_k.max(1)).max(1);
+    v.par_chunks_mut(rows_per_chunk * seq_k.max(1))
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let rows = RowsOf {
+                first: c * rows_per_chunk,
+                seq_k,
+                rows_per_batch,
+                scale,
+            };
+            softmax_rows(chunk, &rows, pad.as_deref());
+        });
+    Tensor::from_data(TensorData::new(v, shape), &device)
+}
+
+/// Where a chunk of score rows sits: its first row, the row length, rows per batch item (to
+/// find a row's pad mask) and the score scale.
+struct RowsOf {
+    first: usize,
+    seq_k: usize,
+    rows_per_batch: usize,
+    scale: f32,
+}
+
+/// [`softmax_row`] over a chunk of rows.
+#[multiversion(targets("x86_64+avx512f+avx512bw", "x86_64+avx2+fma"))]
+fn softmax_rows(chunk: &mut [f32], at: &RowsOf, pad: Option<&[f32]>) {
+    for (i, row) in chunk.chunks_exact_mut(at.seq_k).enumerate() {
+        let b = (at.first + i) / at.rows_per_batch;
+        let mask = pad.map(|p| &p[b * at.seq_k..][..at.seq_k]);
+        softmax_row(row, at.scale, mask);
+    }
+}
+
+/// One row of [`masked_softmax`].
+#[inline(always)]
+fn softmax_row(row: &mut [f32], scale: f32, mask: Option<&[f32]>) {
+    match mask {
+        Some(m) => {
+            for (x, &m) in row.iter_mut().zip(m) {
+                *x = if m != 0.0 { f32::MIN } else { *x * scale };
+            }
+        }
+        None => row.iter_mut().for_each(|x| *x *= scale),
+    }
+    // Reductions in LANES independent lanes (a float reduction in one accumulator stays
+    // sequential: it cannot be reordered into vectors), combined in a fixed order.
+    let split = row.len() / LANES * LANES;
+    let mut lanes = [f32::MIN; LANES];
+    for c in row[..split].chunks_exact(LANES) {
+        for (m, &x) in lanes.iter_mut().zip(c) {
+            *m = m.max(x);
+        }
+    }
+    let max = row[split..].iter().chain(&lanes).fold(f32::MIN, |a, &b| a.max(b));
+    let mut lanes = [0f32; LANES];
+    for c in row[..split].chunks_exact_mut(LANES) {
+        for (s, x) in lanes.iter_mut().zip(c) {
+            *x = exp_neg(*x - max);
+            *s += *x;
+        }
+    }
+    let mut sum = lanes.iter().sum::<f32>();
+    for x in &mut row[split..] {
+        *x = exp_neg(*x - max);
+        sum += *x;
+    }
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// Independent accumulators of a row reduction (one AVX-512 vector, two AVX2 ones).
+const LANES: usize = 16;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_erf_is_within_a_few_ulp_of_libm() {
+        let mut worst = 0f64;
+        for i in -60_000..=60_000 {
+            let x = i as f32 * 1e-4;
+            let exact = libm_erf(x as f64);
+            worst = worst.max((erf(x) as f64 - exact).abs());
+        }
+        assert!(worst < 1e-6, "erf off by {worst}");
+        assert_eq!(erf(10.0), 1.0);
+        assert_eq!(erf(-10.0), -1.0);
+        assert_eq!(erf(0.0), 0.0);
+    }
+
+    /// erf in f64 by its Taylor series (|x| ≤ 3) and continued fraction (beyond), for the test.
+    fn libm_erf(x: f64) -> f64 {
+        let a = x.abs();
+        let v = if a < 3.0 {
+            let (mut term, mut sum, mut n) = (a, a, 0);
+            while term.abs() > 1e-17 {
+                n += 1;
+                term *= -a * a / n as f64;
+                sum += term / (2 * n + 1) as f64;
+            }
+            sum * 2.0 / std::f64::consts::PI.sqrt()
+        } else {
+            let mut f = 0.0;
+            for k in (1..60).rev() {
+                f = k as f64 / 2.0 / (a + f);
+            }
+            1.0 - (-a * a).exp() / std::f64::consts::PI.sqrt() / (a + f)
+        };
+        v.copysign(x)
+    }
+
+    #[test]
+    fn fast_exp_is_within_1e_7_relative_for_softmax_inputs() {
+        for i in 0..=200_000 {
+            let x = -(i as f32) * 4.4e-4;
+            let (got, want) = (exp_neg(x) as f64, (x as f64).exp());
+            assert!((got - want).abs() <= 2e-7 * want, "exp({x}) = {got}, not {want}");
+        }
+        assert_eq!(exp_neg(0.0), 1.0);
+        assert_eq!(exp_neg(f32::MIN), 0.0);
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn host_softmax_matches_burns_masked_softmax() {
+        let d = Device::flex();
+        let (b, h, s) = (3, 2, 37);
+        let v: Vec<f32> = (0..b * h * s * s).map(|i| ((i * 7919) % 1000) as f32 / 37.0 - 13.0).collect();
+        let scores = Tensor::<4>::from_data(TensorData::new(v, [b, h, s, s]), &d);
+        // Row 0 pads its last 5 keys, row 1 none, row 2 every key (uniform weights).
+        let pad: Vec<bool> = (0..b * s).map(|i| (i / s == 0 && i % s >= s - 5) || i / s == 2).collect();
+        let pad = Tensor::<2, burn::tensor::Bool>::from_data(TensorData::new(pad, [b, s]), &d);
+        let fast: Vec<f32> = masked_softmax(scores.clone(), 0.25, Some(pad.clone()))
+            .into_data()
+            .try_into_vec_as()
+            .unwrap();
+        let mask = pad.reshape([b, 1, 1, s]).expand([b, h, s, s]);
+        let exact = burn::tensor::activation::softmax((scores * 0.25).mask_fill(mask, f32::MIN), 3);
+        let exact: Vec<f32> = exact.into_data().try_into_vec_as().unwrap();
+        let worst = fast.iter().zip(&exact).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst < 1e-6, "softmax off by {worst}");
+        assert!((fast[2 * h * s * s] - 1.0 / s as f32).abs() < 1e-7, "all-padded row not uniform");
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn host_gelu_matches_burns_exact_gelu() {
+        let d = Device::flex();
+        let v: Vec<f32> = (0..40_000).map(|i| (i as f32 - 20_000.0) * 5e-4).collect();
+        let x = Tensor::<1>::from_data(TensorData::new(v, [40_000]), &d);
+        assert!(is_host(&d) && !is_host(&d.clone().autodiff()));
+        let fast: Vec<f32> = gelu(x.clone()).into_data().try_into_vec_as().unwrap();
+        let exact: Vec<f32> = burn::tensor::activation::gelu(x)
+            .into_data()
+            .try_into_vec_as()
+            .unwrap();
+        let worst = fast.iter().zip(&exact).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst < 1e-5, "GELU off by {worst}");
+    }
+}
