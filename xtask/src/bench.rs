@@ -402,13 +402,18 @@ fn markdown(rows: &[Value], epoch: Option<&Value>, cpu: &str) -> String {
     md += &inference_table(rows);
     if let Some(e) = epoch {
         md += &format!(
-            "\namazon-food, 1 epoch (3,575 reviews, batch 32, max_length 128, dynamic padding): sequin {} s, Trainer {} s (ratio {}); test accuracy {} vs {}; sequin predict over the 1,000 test reviews {} s\n",
+            "\namazon-food, 1 epoch (3,575 reviews, batch 32, max_length 128, dynamic padding): sequin {} s, Trainer {} s (ratio {}); test accuracy {} vs {}; sequin predict over the 1,000 test reviews {} s (int8: {} s); test accuracy fp32 {} vs int8 {} ({} points), max |Δprob| {}\n",
             f(&e["epoch_train_s"]),
             f(&e["peer_epoch_train_s"]),
             f(&e["epoch_speed_ratio"]),
             f(&e["test_accuracy"]),
             f(&e["peer_test_accuracy"]),
             f(&e["predict_test_s"]),
+            f(&e["predict_test_int8_s"]),
+            e["test_accuracy_fp32_eval"].as_f64().map_or("—".into(), |x| format!("{x:.3}")),
+            e["test_accuracy_int8"].as_f64().map_or("—".into(), |x| format!("{x:.3}")),
+            f(&e["int8_accuracy_change_points"]),
+            e["int8_max_abs_prob_change"].as_f64().map_or("—".into(), |x| format!("{x:.4}")),
         );
     }
     for r in rows
@@ -460,16 +465,38 @@ fn real_data_epoch(root: &Path, model: &Path, py: Option<&Path>) -> Result<serde
         .args(["--epochs", "1"]))?;
     let run_json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("run.json"))?)?;
-    let t0 = std::time::Instant::now();
-    run(Command::new(&exe)
-        .arg("predict")
-        .arg("--model")
-        .arg(&out)
-        .arg("--input")
-        .arg(data.join("test.parquet"))
-        .arg("--output")
-        .arg(out.join("predictions.jsonl")))?;
-    let predict_s = t0.elapsed().as_secs_f64();
+    let predict = |precision: &str| -> Result<f64> {
+        let t0 = std::time::Instant::now();
+        run(Command::new(&exe)
+            .arg("predict")
+            .arg("--model")
+            .arg(&out)
+            .arg("--input")
+            .arg(data.join("test.parquet"))
+            .arg("--output")
+            .arg(out.join(format!("predictions-{precision}.jsonl")))
+            .args(["--top-k", "all", "--precision", precision]))?;
+        Ok(t0.elapsed().as_secs_f64())
+    };
+    let predict_s = predict("fp32")?;
+    let predict_int8_s = predict("int8")?;
+    let accuracy = |precision: &str| -> Result<Option<f64>> {
+        let m = json_line(
+            Command::new(&exe)
+                .arg("eval")
+                .arg("--model")
+                .arg(&out)
+                .arg("--data")
+                .arg(data.join("test.parquet"))
+                .args(["--precision", precision]),
+        )?;
+        Ok(m["accuracy"].as_f64())
+    };
+    let (acc_fp32, acc_int8) = (accuracy("fp32")?, accuracy("int8")?);
+    let max_dprob = max_prob_change(
+        &out.join("predictions-fp32.jsonl"),
+        &out.join("predictions-int8.jsonl"),
+    )?;
     let peer = match py {
         Some(py) => Some(json_line(
             Command::new(py)
@@ -491,5 +518,36 @@ fn real_data_epoch(root: &Path, model: &Path, py: Option<&Path>) -> Result<serde
         "test_accuracy": run_json["summary"]["test"]["accuracy"],
         "peer_test_accuracy": peer.as_ref().map(|p| p["test_accuracy"].clone()),
         "predict_test_s": predict_s,
+        "predict_test_int8_s": predict_int8_s,
+        "test_accuracy_fp32_eval": acc_fp32, "test_accuracy_int8": acc_int8,
+        "int8_accuracy_change_points": acc_fp32.zip(acc_int8).map(|(f, i)| ((i - f) * 1000.0).round() / 10.0),
+        "int8_max_abs_prob_change": max_dprob,
     }))
+}
+
+/// The largest change of any label's probability between two `predict --top-k all` files of
+/// the same rows.
+fn max_prob_change(a: &Path, b: &Path) -> Result<f64> {
+    let read = |p: &Path| -> Result<Vec<BTreeMap<String, f64>>> {
+        std::fs::read_to_string(p)?
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l)?;
+                let top = v["top_k"].as_array().context("no top_k in a prediction")?;
+                Ok(top
+                    .iter()
+                    .map(|t| {
+                        let label = t["label"].as_str().unwrap_or_default().to_string();
+                        (label, t["score"].as_f64().unwrap_or(f64::NAN))
+                    })
+                    .collect())
+            })
+            .collect()
+    };
+    let (a, b) = (read(a)?, read(b)?);
+    ensure!(a.len() == b.len(), "the two prediction files have different row counts");
+    Ok(a.iter()
+        .zip(&b)
+        .flat_map(|(x, y)| x.iter().map(move |(k, p)| (p - y.get(k).copied().unwrap_or(f64::NAN)).abs()))
+        .fold(0.0, f64::max))
 }

@@ -300,11 +300,10 @@ impl BertSelfAttention {
     /// - x: `[batch, seq, hidden]`, pad_mask: `[batch, seq]` (true = pad)
     /// - output: `[batch, seq, hidden]`
     pub fn forward(&self, x: Tensor<3>, pad_mask: Option<Tensor<2, Bool>>) -> Tensor<3> {
-        let h = self.num_attention_heads;
-        let q = common::split_heads(common::dense(&self.query, x.clone()), h);
-        let k = common::split_heads(common::dense(&self.key, x.clone()), h);
-        let v = common::split_heads(common::dense(&self.value, x), h);
-        common::merge_heads(common::attention(q, k, v, pad_mask, &self.dropout))
+        let q = common::dense(&self.query, x.clone());
+        let k = common::dense(&self.key, x.clone());
+        let v = common::dense(&self.value, x);
+        common::multi_head_attention([q, k, v], self.num_attention_heads, pad_mask, &self.dropout)
     }
 }
 

@@ -308,6 +308,24 @@ pub fn split_heads(x: Tensor<3>, heads: usize) -> Tensor<4> {
     x.reshape([b, s, heads, d / heads]).swap_dims(1, 2)
 }
 
+/// Multi-head self-attention from the projections `[batch, seq, heads·head_dim]` to the merged
+/// context `[batch, seq_q, heads·head_dim]`: [`attention`] between [`split_heads`] and
+/// [`merge_heads`], or, for inference on the CPU backend up to [`FUSED_ATTENTION_FROM`] keys,
+/// the host kernel that reads the heads in place (`host::attention`).
+pub fn multi_head_attention(
+    qkv: [Tensor<3>; 3],
+    heads: usize,
+    pad_mask: Option<Tensor<2, Bool>>,
+    dropout: &Dropout,
+) -> Tensor<3> {
+    let [q, k, v] = qkv;
+    if crate::host::is_host(&q.device()) && k.dims()[1] <= FUSED_ATTENTION_FROM {
+        return crate::host::attention([q, k, v], heads, pad_mask);
+    }
+    let [q, k, v] = [q, k, v].map(|t| split_heads(t, heads));
+    merge_heads(attention(q, k, v, pad_mask, dropout))
+}
+
 /// Merges `[batch, heads, seq, head_dim]` back into `[batch, seq, heads * head_dim]`.
 pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
     let [b, h, s, d] = x.dims();

@@ -238,10 +238,10 @@ impl TransformerBlock {
     pub fn forward(&self, x: Tensor<3>, pad_mask: Option<Tensor<2, Bool>>) -> Tensor<3> {
         let a = &self.attention;
         let h = a.n_heads;
-        let q = common::split_heads(common::dense(&a.q_lin, x.clone()), h);
-        let k = common::split_heads(common::dense(&a.k_lin, x.clone()), h);
-        let v = common::split_heads(common::dense(&a.v_lin, x.clone()), h);
-        let ctx = common::merge_heads(common::attention(q, k, v, pad_mask, &a.dropout));
+        let q = common::dense(&a.q_lin, x.clone());
+        let k = common::dense(&a.k_lin, x.clone());
+        let v = common::dense(&a.v_lin, x.clone());
+        let ctx = common::multi_head_attention([q, k, v], h, pad_mask, &a.dropout);
         let sa = self
             .sa_layer_norm
             .forward(common::dense(&a.out_lin, ctx) + x);

@@ -79,9 +79,11 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 #[inline(always)]
 pub fn exp_neg(x: f32) -> f32 {
     let y = x.max(-87.0);
-    // Round to nearest (ties to even) by adding and removing 1.5·2²³: no rounding instruction
-    // needed, so it vectorizes on any x86-64.
-    let n = (y * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+    // Round to nearest (ties to even) by adding 1.5·2²³: `t`'s low mantissa bits then hold
+    // `n`, so `2ⁿ`'s exponent field is integer arithmetic on its bits (no float-to-int
+    // conversion, which would not vectorize).
+    let t = y * std::f32::consts::LOG2_E + 12_582_912.0;
+    let n = t - 12_582_912.0;
     let r = y - n * 0.693_145_75 - n * 1.428_606_8e-6;
     let mut p = r * (1.0 / 5040.0) + 1.0 / 720.0;
     p = r * p + 1.0 / 120.0;
@@ -90,7 +92,7 @@ pub fn exp_neg(x: f32) -> f32 {
     p = r * p + 0.5;
     p = r * p + 1.0;
     p = r * p + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let scale = f32::from_bits(t.to_bits().wrapping_sub(0x4B40_0000 - 127) << 23);
     if x < -87.0 { 0.0 } else { p * scale }
 }
 
@@ -151,6 +153,72 @@ fn softmax_rows(chunk: &mut [f32], at: &RowsOf, pad: Option<&[f32]>) {
         let mask = pad.map(|p| &p[b * at.seq_k..][..at.seq_k]);
         softmax_row(row, at.scale, mask);
     }
+}
+
+/// Multi-head attention of inference in one pass per batch item, from the projections as
+/// the linear layers give them: for each head, `softmax(QₕKₕᵀ·scale + mask)·Vₕ`, with the
+/// head's columns read in place (strided GEMMs, no split or merge copies) and its score matrix
+/// (`seq_q × seq_k`) kept in a buffer of its own rather than one tensor for the whole batch.
+/// Batch items run in parallel.
+///
+/// # Shapes
+/// - q: `[batch, seq_q, heads·head_dim]`; k, v: `[batch, seq_k, heads·head_dim]`
+/// - pad: `[batch, seq_k]`, `true` = padding
+/// - output: `[batch, seq_q, heads·head_dim]`
+pub fn attention(
+    qkv: [Tensor<3>; 3],
+    heads: usize,
+    pad: Option<Tensor<2, burn::tensor::Bool>>,
+) -> Tensor<3> {
+    let [q, k, v] = qkv;
+    let ([b, sq, hd], sk, device) = (q.dims(), k.dims()[1], q.device());
+    let d = hd / heads;
+    let pad: Option<Vec<f32>> = pad.map(|m| {
+        m.float()
+            .into_data()
+            .try_into_vec_as()
+            .expect("a mask converts to f32")
+    });
+    let [q, k, v] = [q, k, v].map(|t| -> Vec<f32> {
+        t.into_data()
+            .try_into_vec_as()
+            .expect("a float tensor converts to f32")
+    });
+    let mut out = vec![0f32; b * sq * hd];
+    let scale = 1.0 / (d as f32).sqrt();
+    out.par_chunks_mut(sq * hd).enumerate().for_each(|(i, out)| {
+        let mut scores = vec![0f32; sq * sk];
+        let (q, k, v) = (&q[i * sq * hd..], &k[i * sk * hd..], &v[i * sk * hd..]);
+        let mask = pad.as_ref().map(|p| &p[i * sk..][..sk]);
+        for h in 0..heads {
+            // SAFETY: every matrix lies inside its slice: rows of `hd` floats, head `h`'s
+            // `d` columns from `h·d`; `scores` is `sq × sk`; strides are in elements.
+            unsafe {
+                gemm::gemm(
+                    sq, sk, d,
+                    scores.as_mut_ptr(), 1, sk as isize, false,
+                    q.as_ptr().add(h * d), 1, hd as isize,
+                    k.as_ptr().add(h * d), hd as isize, 1,
+                    0.0, 1.0, false, false, false,
+                    gemm::Parallelism::None,
+                );
+            }
+            let at = RowsOf { first: 0, seq_k: sk, rows_per_batch: usize::MAX, scale };
+            softmax_rows(&mut scores, &at, mask);
+            // SAFETY: as above; the output head is `sq × d` at column `h·d` of `out`.
+            unsafe {
+                gemm::gemm(
+                    sq, d, sk,
+                    out.as_mut_ptr().add(h * d), 1, hd as isize, false,
+                    scores.as_ptr(), 1, sk as isize,
+                    v.as_ptr().add(h * d), 1, hd as isize,
+                    0.0, 1.0, false, false, false,
+                    gemm::Parallelism::None,
+                );
+            }
+        }
+    });
+    Tensor::from_data(TensorData::new(out, [b, sq, hd]), &device)
 }
 
 /// One row of [`masked_softmax`].
@@ -263,6 +331,35 @@ mod tests {
         let worst = fast.iter().zip(&exact).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
         assert!(worst < 1e-6, "softmax off by {worst}");
         assert!((fast[2 * h * s * s] - 1.0 / s as f32).abs() < 1e-7, "all-padded row not uniform");
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn host_attention_matches_split_attention_merge() {
+        use crate::common;
+        let d = Device::flex();
+        let (b, s, heads, hd) = (3, 19, 4, 32);
+        let t = |seed: usize| {
+            let v: Vec<f32> = (0..b * s * hd)
+                .map(|i| (((i + seed) * 7919) % 1000) as f32 / 250.0 - 2.0)
+                .collect();
+            Tensor::<3>::from_data(TensorData::new(v, [b, s, hd]), &d)
+        };
+        let (q, k, v) = (t(1), t(2), t(3));
+        let pad: Vec<bool> = (0..b * s).map(|i| i / s == 1 && i % s >= 11).collect();
+        let pad = Tensor::<2, burn::tensor::Bool>::from_data(TensorData::new(pad, [b, s]), &d);
+        let fast: Vec<f32> = attention([q.clone(), k.clone(), v.clone()], heads, Some(pad.clone()))
+            .into_data()
+            .try_into_vec_as()
+            .unwrap();
+        // The explicit form on an autodiff device (where no host path runs).
+        let ad = d.clone().autodiff();
+        let [q, k, v] = [q, k, v].map(|x| common::split_heads(x.to_device(&ad), heads));
+        let dropout = burn::nn::DropoutConfig::new(0.0).init();
+        let exact = common::merge_heads(common::attention(q, k, v, Some(pad.to_device(&ad)), &dropout));
+        let exact: Vec<f32> = exact.into_data().try_into_vec_as().unwrap();
+        let worst = fast.iter().zip(&exact).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst < 1e-5, "attention off by {worst}");
     }
 
     #[cfg(feature = "flex")]

@@ -229,7 +229,10 @@ fn quantize_rows(
         scales[r] = scale;
         let inv = 1.0 / scale;
         for (q, &v) in a[r * kp..][..k].iter_mut().zip(row) {
-            *q = ((v * inv).round_ties_even().clamp(-127.0, 127.0) as i32 + 128) as u8;
+            // Round half to even by adding 1.5·2²³, whose low mantissa bits then hold the
+            // integer: no float-to-int conversion, so the loop vectorizes.
+            let t = (v * inv).clamp(-127.0, 127.0) + 12_582_912.0;
+            *q = (t.to_bits().wrapping_sub(0x4B40_0000) as i32 + 128) as u8;
         }
     }
     (a, scales)
