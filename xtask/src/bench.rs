@@ -362,6 +362,51 @@ fn inference_table(rows: &[Value]) -> String {
     md
 }
 
+/// Issue #18's targets against this run's figures, one line each, per shape.
+fn targets_table(rows: &[Value], epoch: Option<&Value>) -> String {
+    let mut md = "\n| target (issue #18) | shape | measured | holds |\n|---|---|---:|---|\n".to_string();
+    let mut line = |target: &str, shape: &str, v: Option<f64>, holds: Option<bool>, unit: &str| {
+        let measured = v.map_or("—".to_string(), |x| format!("{x:.2}{unit}"));
+        let verdict = holds.map_or("not measured", |h| if h { "met" } else { "missed" });
+        md += &format!("| {target} | {shape} | {measured} | {verdict} |\n");
+    };
+    for r in rows.iter().filter(|r| r.get("train_samples_per_s").is_some()) {
+        let shape = r["shape"].as_str().unwrap_or("");
+        let at_least = |k: &str, min: f64| (r[k].as_f64(), r[k].as_f64().map(|x| x >= min));
+        let at_most = |a: &str, b: &str| {
+            let x = r[a].as_f64().zip(r[b].as_f64()).map(|(a, b)| a / b);
+            (x, x.map(|x| x <= 1.0))
+        };
+        let (v, h) = at_least("train_ratio", 1.5);
+        line("training ≥ 1.5× PyTorch fp32", shape, v, h, "×");
+        let (v, h) = at_least("infer_ratio", 1.5);
+        line("inference fp32 ≥ 1.5× PyTorch eager", shape, v, h, "×");
+        let (v, h) = at_least("infer_ratio_ort_fp32", 1.0);
+        line("inference fp32 ≥ 1.0× ONNX Runtime fp32", shape, v, h, "×");
+        let (v, h) = at_least("int8_ratio_ort_int8", 1.2);
+        line("inference int8 ≥ 1.2× ONNX Runtime int8", shape, v, h, "×");
+        let (v, h) = at_least("int8_ratio_torch_int8", 1.5);
+        line("inference int8 ≥ 1.5× PyTorch dynamic int8", shape, v, h, "×");
+        let (v, h) = at_least("flop_utilisation_train", 0.6);
+        line("training ≥ 60% of the matmul peak", shape, v.map(|x| x * 100.0), h, "%");
+        let (v, h) = at_most("peak_rss_mb", "peer_peak_rss_mb");
+        line("peak RSS training ≤ PyTorch's", shape, v, h, "×");
+        let (v, h) = at_most("infer_peak_rss_mb", "peer_infer_peak_rss_mb");
+        line("peak RSS inference fp32 ≤ PyTorch's", shape, v, h, "×");
+    }
+    if let Some(e) = epoch {
+        let d = e["int8_accuracy_change_points"].as_f64();
+        line(
+            "int8 test accuracy within 0.5 points of fp32 (amazon-food)",
+            "minilm-l6",
+            d,
+            d.map(|d| d.abs() <= 0.5),
+            " points",
+        );
+    }
+    md
+}
+
 /// `a / b`, to two decimals.
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     a.zip(b).map(|(a, b)| (a / b * 100.0).round() / 100.0)
@@ -400,6 +445,7 @@ fn markdown(rows: &[Value], epoch: Option<&Value>, cpu: &str) -> String {
         );
     }
     md += &inference_table(rows);
+    md += &targets_table(rows, epoch);
     if let Some(e) = epoch {
         md += &format!(
             "\namazon-food, 1 epoch (3,575 reviews, batch 32, max_length 128, dynamic padding): sequin {} s, Trainer {} s (ratio {}); test accuracy {} vs {}; sequin predict over the 1,000 test reviews {} s (int8: {} s); test accuracy fp32 {} vs int8 {} ({} points), max |Δprob| {}\n",
