@@ -505,7 +505,7 @@ fn int8_precision_is_reported_by_version_and_eval() {
     let line = String::from_utf8_lossy(&v.stdout).into_owned();
     assert!(line.contains("int8 kernel: "), "{line}");
     let d = TestDir::new("int8");
-    let data = d.file("eval.csv", "text,label\ngreat tea,LABEL_0\nawful,LABEL_1\n");
+    let data = d.file("eval.csv", "text,label\ngreat tea,positive\nawful,negative\n");
     let model = tiny_model();
     let args: Vec<std::ffi::OsString> = vec![
         "eval".into(),
