@@ -23,17 +23,21 @@ struct Bench<'a> {
     cpu: String,
 }
 
-/// The CPU model, as /proc/cpuinfo names it (every figure is recorded with it).
+/// The CPU model, as /proc/cpuinfo names it, with its family and model numbers (a virtual
+/// machine's name can be as bare as "AMD EPYC"); every figure is recorded with it.
 pub(crate) fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let name = field("model name").unwrap_or_else(|| "unknown CPU".into());
+    match (field("cpu family"), field("model")) {
+        (Some(f), Some(m)) => format!("{name} (family {f}, model {m})"),
+        _ => name,
+    }
 }
 
 /// The CPU's feature flags, as /proc/cpuinfo lists them (recorded with every row: which SIMD,
