@@ -232,13 +232,16 @@ fn bert_model_without_prefix_matches_hidden_states() {
     assert!(diff < 1e-4, "pooler output differs by {diff}");
 }
 
-/// The real all-MiniLM-L6-v2 weights, whenever `cargo xtask fetch-model` has put them in
-/// `models/` (`cargo xtask test` does so first).
-#[test]
-fn minilm_real_weights_match_hidden_states() {
+/// The real all-MiniLM-L6-v2 classifier (a new 2-label head) and the fixture, whenever
+/// `cargo xtask fetch-model` has put the weights in `models/`; `None` (said on stderr) when not
+/// fetched. `cargo xtask test` (the README's test command) fetches them and requires them.
+fn minilm() -> Option<(
+    serde_json::Value,
+    sequin_heads::BertForSequenceClassification,
+    sequin_hf::LoadReport,
+)> {
     let dir = root().join("models/all-MiniLM-L6-v2");
     if !dir.join("model.safetensors").is_file() {
-        // `cargo xtask test` (the README's test command) fetches it and requires it.
         assert!(
             std::env::var_os("SEQUIN_REQUIRE_MINILM").is_none(),
             "models/all-MiniLM-L6-v2 is missing"
@@ -246,15 +249,18 @@ fn minilm_real_weights_match_hidden_states() {
         eprintln!(
             "models/all-MiniLM-L6-v2 not fetched: run `cargo xtask fetch-model`; not checked"
         );
-        return;
+        return None;
     }
-    let fx = read_json(&fixture("minilm.json"));
-    let device = Device::flex();
-    let (model, _, report) = load_classifier(&dir, Some(2), &device).unwrap();
+    let (model, _, report) = load_classifier(&dir, Some(2), &Device::flex()).unwrap();
     let SequenceClassifier::Bert(model) = model else {
         panic!("not BERT")
     };
-    assert_eq!(report.discarded, ["embeddings.position_ids"]);
+    Some((read_json(&fixture("minilm.json")), model, report))
+}
+
+/// The MiniLM fixture's padded batch as model inputs, and its attention mask (1 = token).
+fn minilm_inputs(fx: &serde_json::Value) -> (Inputs, Vec<u32>) {
+    let device = Device::flex();
     let ids = u32s(&fx["batch"]["input_ids"]);
     let types = u32s(&fx["batch"]["token_type_ids"]);
     let mask = u32s(&fx["batch"]["attention_mask"]);
@@ -268,10 +274,18 @@ fn minilm_real_weights_match_hidden_states() {
         )
     };
     let pad = sequin_data::to_pad_mask(&mask, rows, seq, &device);
-    let (hidden, pooled) =
-        model
-            .bert
-            .forward_pooled(Inputs::new(t(&ids), Some(t(&types)), Some(pad)));
+    (Inputs::new(t(&ids), Some(t(&types)), Some(pad)), mask)
+}
+
+/// The real all-MiniLM-L6-v2 weights (see [`minilm`]).
+#[test]
+fn minilm_real_weights_match_hidden_states() {
+    let Some((fx, model, report)) = minilm() else {
+        return;
+    };
+    assert_eq!(report.discarded, ["embeddings.position_ids"]);
+    let (inputs, mask) = minilm_inputs(&fx);
+    let (hidden, pooled) = model.bert.forward_pooled(inputs);
     let got: Vec<f32> = hidden.into_data().try_into_vec_as().unwrap();
     let want = flat_f32(&fx["last_hidden_state"]);
     let h = 384;
@@ -295,39 +309,13 @@ fn minilm_real_weights_match_hidden_states() {
 /// numbers, not what they say), and unmarking the weights gives fp32 back exactly.
 #[test]
 fn minilm_int8_hidden_states_stay_close_to_transformers() {
-    let dir = root().join("models/all-MiniLM-L6-v2");
-    if !dir.join("model.safetensors").is_file() {
-        assert!(
-            std::env::var_os("SEQUIN_REQUIRE_MINILM").is_none(),
-            "models/all-MiniLM-L6-v2 is missing"
-        );
-        eprintln!("models/all-MiniLM-L6-v2 not fetched: run `cargo xtask fetch-model`; not checked");
-        return;
-    }
     use sequin_encoders::Backbone as _;
-    let fx = read_json(&fixture("minilm.json"));
-    let device = Device::flex();
-    let (model, _, _) = load_classifier(&dir, Some(2), &device).unwrap();
-    let SequenceClassifier::Bert(model) = model else {
-        panic!("not BERT")
+    let Some((fx, model, _)) = minilm() else {
+        return;
     };
-    let ids = u32s(&fx["batch"]["input_ids"]);
-    let types = u32s(&fx["batch"]["token_type_ids"]);
-    let mask = u32s(&fx["batch"]["attention_mask"]);
-    let rows = fx["batch"]["input_ids"].as_array().unwrap().len();
-    let seq = ids.len() / rows;
-    let t = |v: &[u32]| {
-        let d: Vec<i64> = v.iter().map(|&x| x as i64).collect();
-        Tensor::<2, burn::tensor::Int>::from_data(
-            burn::tensor::TensorData::new(d, [rows, seq]),
-            &device,
-        )
-    };
+    let mask = minilm_inputs(&fx).1;
     let hidden = || -> Vec<f32> {
-        let pad = sequin_data::to_pad_mask(&mask, rows, seq, &device);
-        let h = model
-            .bert
-            .forward(Inputs::new(t(&ids), Some(t(&types)), Some(pad)));
+        let h = model.bert.forward(minilm_inputs(&fx).0);
         h.into_data().try_into_vec_as().unwrap()
     };
     let fp32 = hidden();
