@@ -321,7 +321,11 @@ fn minilm_int8_hidden_states_stay_close_to_transformers() {
     let fp32 = hidden();
     let guard = sequin_encoders::Int8Linears::mark(&model);
     let int8 = hidden();
-    assert_eq!(guard.quantized(), 6 * 6, "every layer's 6 linear weights run in int8");
+    assert_eq!(
+        guard.quantized(),
+        6 * 6,
+        "every layer's 6 linear weights run in int8"
+    );
     drop(guard);
     assert_eq!(hidden(), fp32, "unmarked weights run in fp32 again");
     let want = flat_f32(&fx["last_hidden_state"]);
@@ -334,9 +338,18 @@ fn minilm_int8_hidden_states_stay_close_to_transformers() {
         worst = worst.min(dot / (norm(a) * norm(b)));
         moved = moved.max(max_abs_diff(a, b));
     }
-    eprintln!("int8 ({}): worst token cosine {worst:.5}, max |Δ| {moved:.4}", sequin_encoders::quant::int8_kernel().name());
-    assert!(worst > 0.985, "an int8 hidden state drifted: cosine {worst}");
-    assert!(moved > 0.0, "int8 gave fp32's numbers: the layers were not quantized");
+    eprintln!(
+        "int8 ({}): worst token cosine {worst:.5}, max |Δ| {moved:.4}",
+        sequin_encoders::quant::int8_kernel().name()
+    );
+    assert!(
+        worst > 0.985,
+        "an int8 hidden state drifted: cosine {worst}"
+    );
+    assert!(
+        moved > 0.0,
+        "int8 gave fp32's numbers: the layers were not quantized"
+    );
 }
 
 /// Logits of the fixture inputs, padded as transformers padded them (multiple of 8) and one

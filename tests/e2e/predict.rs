@@ -170,8 +170,14 @@ fn int8_precision_predicts_close_to_fp32() {
         .zip(&int8)
         .map(|(a, b)| max_abs_diff(a, b))
         .fold(0f32, f32::max);
-    assert!(moved > 0.0, "int8 gave fp32's exact logits: nothing was quantized");
-    assert!(moved < 0.05 * scale + 0.01, "int8 logits moved by {moved} (fp32 scale {scale})");
+    assert!(
+        moved > 0.0,
+        "int8 gave fp32's exact logits: nothing was quantized"
+    );
+    assert!(
+        moved < 0.05 * scale + 0.01,
+        "int8 logits moved by {moved} (fp32 scale {scale})"
+    );
     assert!(
         sequin("predict")
             .arg("--model", &model)

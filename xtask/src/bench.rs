@@ -321,7 +321,14 @@ impl Bench<'_> {
             let mut c = Command::new(py);
             c.arg(self.root.join("scripts/peer_infer.py"))
                 .args(["--engine", engine, "--model", shape, "--seq-len", "128"])
-                .args(["--batch", "32", "--warmup", "2", "--steps", &steps.to_string()])
+                .args([
+                    "--batch",
+                    "32",
+                    "--warmup",
+                    "2",
+                    "--steps",
+                    &steps.to_string(),
+                ])
                 .args(["--threads", &self.threads])
                 .arg("--minilm")
                 .arg(&self.model);
@@ -336,7 +343,10 @@ impl Bench<'_> {
 fn inference_table(rows: &[Value]) -> String {
     let f = |v: &Value| v.as_f64().map_or("—".to_string(), |x| format!("{x:.2}"));
     let mut md = "\n| shape | infer fp32 samples/s | PyTorch | ratio | ORT fp32 | ratio | infer int8 samples/s | PyTorch int8 | ratio | ORT int8 | ratio | peak RSS infer fp32 / int8 (MiB) | PyTorch | ORT fp32 |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n".to_string();
-    for r in rows.iter().filter(|r| r.get("int8_infer_samples_per_s").is_some()) {
+    for r in rows
+        .iter()
+        .filter(|r| r.get("int8_infer_samples_per_s").is_some())
+    {
         let cells = [
             "infer_samples_per_s",
             "peer_infer_samples_per_s",
@@ -368,13 +378,17 @@ fn inference_table(rows: &[Value]) -> String {
 
 /// Issue #18's targets against this run's figures, one line each, per shape.
 fn targets_table(rows: &[Value], epoch: Option<&Value>) -> String {
-    let mut md = "\n| target (issue #18) | shape | measured | holds |\n|---|---|---:|---|\n".to_string();
+    let mut md =
+        "\n| target (issue #18) | shape | measured | holds |\n|---|---|---:|---|\n".to_string();
     let mut line = |target: &str, shape: &str, v: Option<f64>, holds: Option<bool>, unit: &str| {
         let measured = v.map_or("—".to_string(), |x| format!("{x:.2}{unit}"));
         let verdict = holds.map_or("not measured", |h| if h { "met" } else { "missed" });
         md += &format!("| {target} | {shape} | {measured} | {verdict} |\n");
     };
-    for r in rows.iter().filter(|r| r.get("train_samples_per_s").is_some()) {
+    for r in rows
+        .iter()
+        .filter(|r| r.get("train_samples_per_s").is_some())
+    {
         let shape = r["shape"].as_str().unwrap_or("");
         let at_least = |k: &str, min: f64| (r[k].as_f64(), r[k].as_f64().map(|x| x >= min));
         let at_most = |a: &str, b: &str| {
@@ -390,9 +404,21 @@ fn targets_table(rows: &[Value], epoch: Option<&Value>) -> String {
         let (v, h) = at_least("int8_ratio_ort_int8", 1.2);
         line("inference int8 ≥ 1.2× ONNX Runtime int8", shape, v, h, "×");
         let (v, h) = at_least("int8_ratio_torch_int8", 1.5);
-        line("inference int8 ≥ 1.5× PyTorch dynamic int8", shape, v, h, "×");
+        line(
+            "inference int8 ≥ 1.5× PyTorch dynamic int8",
+            shape,
+            v,
+            h,
+            "×",
+        );
         let (v, h) = at_least("flop_utilisation_train", 0.6);
-        line("training ≥ 60% of the matmul peak", shape, v.map(|x| x * 100.0), h, "%");
+        line(
+            "training ≥ 60% of the matmul peak",
+            shape,
+            v.map(|x| x * 100.0),
+            h,
+            "%",
+        );
         let (v, h) = at_most("peak_rss_mb", "peer_peak_rss_mb");
         line("peak RSS training ≤ PyTorch's", shape, v, h, "×");
         let (v, h) = at_most("infer_peak_rss_mb", "peer_infer_peak_rss_mb");
@@ -460,10 +486,16 @@ fn markdown(rows: &[Value], epoch: Option<&Value>, cpu: &str) -> String {
             f(&e["peer_test_accuracy"]),
             f(&e["predict_test_s"]),
             f(&e["predict_test_int8_s"]),
-            e["test_accuracy_fp32_eval"].as_f64().map_or("—".into(), |x| format!("{x:.3}")),
-            e["test_accuracy_int8"].as_f64().map_or("—".into(), |x| format!("{x:.3}")),
+            e["test_accuracy_fp32_eval"]
+                .as_f64()
+                .map_or("—".into(), |x| format!("{x:.3}")),
+            e["test_accuracy_int8"]
+                .as_f64()
+                .map_or("—".into(), |x| format!("{x:.3}")),
             f(&e["int8_accuracy_change_points"]),
-            e["int8_max_abs_prob_change"].as_f64().map_or("—".into(), |x| format!("{x:.4}")),
+            e["int8_max_abs_prob_change"]
+                .as_f64()
+                .map_or("—".into(), |x| format!("{x:.4}")),
         );
     }
     for r in rows
@@ -595,9 +627,15 @@ fn max_prob_change(a: &Path, b: &Path) -> Result<f64> {
             .collect()
     };
     let (a, b) = (read(a)?, read(b)?);
-    ensure!(a.len() == b.len(), "the two prediction files have different row counts");
+    ensure!(
+        a.len() == b.len(),
+        "the two prediction files have different row counts"
+    );
     Ok(a.iter()
         .zip(&b)
-        .flat_map(|(x, y)| x.iter().map(move |(k, p)| (p - y.get(k).copied().unwrap_or(f64::NAN)).abs()))
+        .flat_map(|(x, y)| {
+            x.iter()
+                .map(move |(k, p)| (p - y.get(k).copied().unwrap_or(f64::NAN)).abs())
+        })
         .fold(0.0, f64::max))
 }

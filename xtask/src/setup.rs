@@ -136,7 +136,14 @@ pub(crate) fn peer() -> Result<PathBuf> {
         .status()
         .is_ok_and(|s| s.success());
     if !has_ort {
-        run(Command::new(&py).args(["-m", "pip", "install", "-q", "onnxruntime==1.23.2", "onnx==1.19.1"]))?;
+        run(Command::new(&py).args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "onnxruntime==1.23.2",
+            "onnx==1.19.1",
+        ]))?;
     }
     Ok(py)
 }

@@ -505,7 +505,10 @@ fn int8_precision_is_reported_by_version_and_eval() {
     let line = String::from_utf8_lossy(&v.stdout).into_owned();
     assert!(line.contains("int8 kernel: "), "{line}");
     let d = TestDir::new("int8");
-    let data = d.file("eval.csv", "text,label\ngreat tea,positive\nawful,negative\n");
+    let data = d.file(
+        "eval.csv",
+        "text,label\ngreat tea,positive\nawful,negative\n",
+    );
     let model = tiny_model();
     let args: Vec<std::ffi::OsString> = vec![
         "eval".into(),
@@ -520,7 +523,10 @@ fn int8_precision_is_reported_by_version_and_eval() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(m["precision"], "int8");
-    assert!(line.contains(m["int8_kernel"].as_str().unwrap()), "{m} vs {line}");
+    assert!(
+        line.contains(m["int8_kernel"].as_str().unwrap()),
+        "{m} vs {line}"
+    );
     let o = predict(&data, &d.join("out.jsonl"), &["--precision", "int4"]);
     assert_fails(&o, 2, "int4");
     assert!(!d.join("out.jsonl").exists());

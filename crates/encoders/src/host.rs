@@ -189,57 +189,93 @@ pub fn attention(
     });
     let mut out = vec![0f32; b * sq * hd];
     let scale = 1.0 / (d as f32).sqrt();
-    out.par_chunks_mut(sq * hd).enumerate().for_each(|(i, out)| {
-        let (q, k, v) = (&q[i * sq * hd..], &k[i * sk * hd..], &v[i * sk * hd..]);
-        let mask = pad.as_ref().map(|p| &p[i * sk..][..sk]);
-        // Keys after the last real one get weight exactly 0: leave them out, so that a
-        // sequence's numbers do not depend on how far its batch pads it (the GEMMs' summation
-        // order depends on their sizes). A row with no real key keeps every key (uniform
-        // weights, as HF's finite mask gives).
-        let sk_all = sk;
-        let sk = match mask {
-            Some(m) => m.iter().rposition(|&p| p == 0.0).map_or(sk, |last| last + 1),
-            None => sk,
-        };
-        let mask = mask.map(|m| &m[..sk]);
-        let mut scores = vec![0f32; sq * sk];
-        let at = RowsOf { first: 0, seq_k: sk, rows_per_batch: usize::MAX, scale };
-        // Self-attention: the real queries (up to the last real key) form one block and the
-        // padding queries another, so the real rows' GEMMs have the same shape however far
-        // the batch pads the sequence.
-        let real = if sq == sk_all { sk } else { sq };
-        let blocks = [(0, real), (real, sq - real)];
-        for h in 0..heads {
-            for (r0, m) in blocks.into_iter().filter(|&(_, m)| m > 0) {
-                let scores = &mut scores[..m * sk];
-                // SAFETY: every matrix lies inside its slice: rows of `hd` floats, head `h`'s
-                // `d` columns from `h·d`, query rows from `r0`; `scores` is `m × sk`; strides
-                // are in elements.
-                unsafe {
-                    gemm::gemm(
-                        m, sk, d,
-                        scores.as_mut_ptr(), 1, sk as isize, false,
-                        q.as_ptr().add(r0 * hd + h * d), 1, hd as isize,
-                        k.as_ptr().add(h * d), hd as isize, 1,
-                        0.0, 1.0, false, false, false,
-                        gemm::Parallelism::None,
-                    );
-                }
-                softmax_rows(scores, &at, mask);
-                // SAFETY: as above; the output block is `m × d` at row `r0`, column `h·d`.
-                unsafe {
-                    gemm::gemm(
-                        m, d, sk,
-                        out.as_mut_ptr().add(r0 * hd + h * d), 1, hd as isize, false,
-                        scores.as_ptr(), 1, sk as isize,
-                        v.as_ptr().add(h * d), 1, hd as isize,
-                        0.0, 1.0, false, false, false,
-                        gemm::Parallelism::None,
-                    );
+    out.par_chunks_mut(sq * hd)
+        .enumerate()
+        .for_each(|(i, out)| {
+            let (q, k, v) = (&q[i * sq * hd..], &k[i * sk * hd..], &v[i * sk * hd..]);
+            let mask = pad.as_ref().map(|p| &p[i * sk..][..sk]);
+            // Keys after the last real one get weight exactly 0: leave them out, so that a
+            // sequence's numbers do not depend on how far its batch pads it (the GEMMs' summation
+            // order depends on their sizes). A row with no real key keeps every key (uniform
+            // weights, as HF's finite mask gives).
+            let sk_all = sk;
+            let sk = match mask {
+                Some(m) => m
+                    .iter()
+                    .rposition(|&p| p == 0.0)
+                    .map_or(sk, |last| last + 1),
+                None => sk,
+            };
+            let mask = mask.map(|m| &m[..sk]);
+            let mut scores = vec![0f32; sq * sk];
+            let at = RowsOf {
+                first: 0,
+                seq_k: sk,
+                rows_per_batch: usize::MAX,
+                scale,
+            };
+            // Self-attention: the real queries (up to the last real key) form one block and the
+            // padding queries another, so the real rows' GEMMs have the same shape however far
+            // the batch pads the sequence.
+            let real = if sq == sk_all { sk } else { sq };
+            let blocks = [(0, real), (real, sq - real)];
+            for h in 0..heads {
+                for (r0, m) in blocks.into_iter().filter(|&(_, m)| m > 0) {
+                    let scores = &mut scores[..m * sk];
+                    // SAFETY: every matrix lies inside its slice: rows of `hd` floats, head `h`'s
+                    // `d` columns from `h·d`, query rows from `r0`; `scores` is `m × sk`; strides
+                    // are in elements.
+                    unsafe {
+                        gemm::gemm(
+                            m,
+                            sk,
+                            d,
+                            scores.as_mut_ptr(),
+                            1,
+                            sk as isize,
+                            false,
+                            q.as_ptr().add(r0 * hd + h * d),
+                            1,
+                            hd as isize,
+                            k.as_ptr().add(h * d),
+                            hd as isize,
+                            1,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                    softmax_rows(scores, &at, mask);
+                    // SAFETY: as above; the output block is `m × d` at row `r0`, column `h·d`.
+                    unsafe {
+                        gemm::gemm(
+                            m,
+                            d,
+                            sk,
+                            out.as_mut_ptr().add(r0 * hd + h * d),
+                            1,
+                            hd as isize,
+                            false,
+                            scores.as_ptr(),
+                            1,
+                            sk as isize,
+                            v.as_ptr().add(h * d),
+                            1,
+                            hd as isize,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
                 }
             }
-        }
-    });
+        });
     Tensor::from_data(TensorData::new(out, [b, sq, hd]), &device)
 }
 
@@ -324,7 +360,10 @@ mod tests {
         for i in 0..=197_000 {
             let x = -(i as f32) * 4.4e-4;
             let (got, want) = (exp_neg(x) as f64, (x as f64).exp());
-            assert!((got - want).abs() <= 2e-7 * want, "exp({x}) = {got}, not {want}");
+            assert!(
+                (got - want).abs() <= 2e-7 * want,
+                "exp({x}) = {got}, not {want}"
+            );
         }
         assert_eq!(exp_neg(0.0), 1.0);
         assert_eq!(exp_neg(f32::MIN), 0.0);
@@ -335,10 +374,14 @@ mod tests {
     fn host_softmax_matches_burns_masked_softmax() {
         let d = Device::flex();
         let (b, h, s) = (3, 2, 37);
-        let v: Vec<f32> = (0..b * h * s * s).map(|i| ((i * 7919) % 1000) as f32 / 37.0 - 13.0).collect();
+        let v: Vec<f32> = (0..b * h * s * s)
+            .map(|i| ((i * 7919) % 1000) as f32 / 37.0 - 13.0)
+            .collect();
         let scores = Tensor::<4>::from_data(TensorData::new(v, [b, h, s, s]), &d);
         // Row 0 pads its last 5 keys, row 1 none, row 2 every key (uniform weights).
-        let pad: Vec<bool> = (0..b * s).map(|i| (i / s == 0 && i % s >= s - 5) || i / s == 2).collect();
+        let pad: Vec<bool> = (0..b * s)
+            .map(|i| (i / s == 0 && i % s >= s - 5) || i / s == 2)
+            .collect();
         let pad = Tensor::<2, burn::tensor::Bool>::from_data(TensorData::new(pad, [b, s]), &d);
         let fast: Vec<f32> = masked_softmax(scores.clone(), 0.25, Some(pad.clone()))
             .into_data()
@@ -347,9 +390,15 @@ mod tests {
         let mask = pad.reshape([b, 1, 1, s]).expand([b, h, s, s]);
         let exact = burn::tensor::activation::softmax((scores * 0.25).mask_fill(mask, f32::MIN), 3);
         let exact: Vec<f32> = exact.into_data().try_into_vec_as().unwrap();
-        let worst = fast.iter().zip(&exact).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let worst = fast
+            .iter()
+            .zip(&exact)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
         assert!(worst < 1e-6, "softmax off by {worst}");
-        assert!((fast[2 * h * s * s] - 1.0 / s as f32).abs() < 1e-7, "all-padded row not uniform");
+        assert!(
+            (fast[2 * h * s * s] - 1.0 / s as f32).abs() < 1e-7,
+            "all-padded row not uniform"
+        );
     }
 
     #[cfg(feature = "flex")]
@@ -375,9 +424,18 @@ mod tests {
         let ad = d.clone().autodiff();
         let [q, k, v] = [q, k, v].map(|x| common::split_heads(x.to_device(&ad), heads));
         let dropout = burn::nn::DropoutConfig::new(0.0).init();
-        let exact = common::merge_heads(common::attention(q, k, v, Some(pad.to_device(&ad)), &dropout));
+        let exact = common::merge_heads(common::attention(
+            q,
+            k,
+            v,
+            Some(pad.to_device(&ad)),
+            &dropout,
+        ));
         let exact: Vec<f32> = exact.into_data().try_into_vec_as().unwrap();
-        let worst = fast.iter().zip(&exact).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let worst = fast
+            .iter()
+            .zip(&exact)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
         assert!(worst < 1e-5, "attention off by {worst}");
     }
 
@@ -390,7 +448,13 @@ mod tests {
         let (heads, hd, real) = (4, 32, 11);
         let rows = |s: usize| -> Tensor<3> {
             let v: Vec<f32> = (0..s * hd)
-                .map(|i| if i < real * hd { ((i * 7919) % 1000) as f32 / 250.0 - 2.0 } else { 0.5 })
+                .map(|i| {
+                    if i < real * hd {
+                        ((i * 7919) % 1000) as f32 / 250.0 - 2.0
+                    } else {
+                        0.5
+                    }
+                })
                 .collect();
             Tensor::<3>::from_data(TensorData::new(v, [1, s, hd]), &d)
         };
@@ -419,7 +483,10 @@ mod tests {
             .into_data()
             .try_into_vec_as()
             .unwrap();
-        let worst = fast.iter().zip(&exact).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let worst = fast
+            .iter()
+            .zip(&exact)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
         assert!(worst < 1e-5, "GELU off by {worst}");
     }
 }

@@ -316,7 +316,9 @@ mod tests {
                 let sa = if sa > 0.0 { sa } else { 1.0 };
                 let dot: i32 = (0..k)
                     .map(|kk| {
-                        let qa = (row[kk] * (1.0 / sa)).round_ties_even().clamp(-127.0, 127.0) as i32;
+                        let qa = (row[kk] * (1.0 / sa))
+                            .round_ties_even()
+                            .clamp(-127.0, 127.0) as i32;
                         let qw = (col[kk] / sw).round_ties_even().clamp(-127.0, 127.0) as i32;
                         qa * qw
                     })
@@ -331,7 +333,8 @@ mod tests {
         let mut out = vec![0f32; m * n];
         for r in 0..m {
             for j in 0..n {
-                out[r * n + j] = bias[j] + (0..k).map(|kk| x[r * k + kk] * w[kk * n + j]).sum::<f32>();
+                out[r * n + j] =
+                    bias[j] + (0..k).map(|kk| x[r * k + kk] * w[kk * n + j]).sum::<f32>();
             }
         }
         out
@@ -343,18 +346,33 @@ mod tests {
         let got = q.matmul(kernel, &x, Some(&bias));
         let want = reference(&x, &w, &bias, m, k, n);
         for (i, (g, r)) in got.iter().zip(&want).enumerate() {
-            assert!((g - r).abs() <= 1e-4 * (1.0 + r.abs()), "{kernel:?} {m}x{k}x{n} [{i}]: {g} vs {r}");
+            assert!(
+                (g - r).abs() <= 1e-4 * (1.0 + r.abs()),
+                "{kernel:?} {m}x{k}x{n} [{i}]: {g} vs {r}"
+            );
         }
         // And int8 stays close to the f32 product (a relative error of ~1% of the output scale).
         let f = exact(&x, &w, &bias, m, k, n);
         let scale = f.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let worst = got.iter().zip(&f).fold(0f32, |a, (g, e)| a.max((g - e).abs()));
-        assert!(worst < 0.03 * scale, "{m}x{k}x{n}: int8 off by {worst} of {scale}");
+        let worst = got
+            .iter()
+            .zip(&f)
+            .fold(0f32, |a, (g, e)| a.max((g - e).abs()));
+        assert!(
+            worst < 0.03 * scale,
+            "{m}x{k}x{n}: int8 off by {worst} of {scale}"
+        );
     }
 
     #[test]
     fn portable_kernel_matches_the_scalar_reference_on_ragged_shapes() {
-        for &(m, k, n) in &[(1, 1, 1), (5, 7, 3), (13, 33, 40), (50, 64, 65), (12, 384, 32)] {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (5, 7, 3),
+            (13, 33, 40),
+            (50, 64, 65),
+            (12, 384, 32),
+        ] {
             check(Kernel::Portable, m, k, n);
         }
     }
@@ -364,7 +382,13 @@ mod tests {
         // On a CPU without VNNI this is the portable kernel again; the name says which ran.
         let kernel = Kernel::detect();
         eprintln!("int8 kernel: {}", kernel.name());
-        for &(m, k, n) in &[(1, 1, 1), (5, 7, 3), (13, 33, 40), (50, 64, 65), (100, 384, 96)] {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (5, 7, 3),
+            (13, 33, 40),
+            (50, 64, 65),
+            (100, 384, 96),
+        ] {
             check(kernel, m, k, n);
         }
     }

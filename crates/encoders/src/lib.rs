@@ -24,9 +24,9 @@ pub use bert::{BertConfig, BertModel};
 pub use common::Activation;
 pub use distilbert::{DistilBertConfig, DistilBertModel};
 pub use family::{Backbone, CheckpointKeys, Family, Inputs};
-pub use quant::{Int8Linears, Precision};
 pub use longformer::{LongformerConfig, LongformerModel};
 pub use modernbert::{ModernBertConfig, ModernBertModel};
+pub use quant::{Int8Linears, Precision};
 pub use roberta::{RobertaConfig, RobertaModel};
 
 /// Errors raised when a configuration cannot build a model.

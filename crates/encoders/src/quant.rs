@@ -134,5 +134,8 @@ pub(crate) fn linear(layer: &Linear, x: Tensor<2>) -> Result<Tensor<2>, Tensor<2
     });
     let (rows, device) = (x.dims()[0], x.device());
     let y = q.matmul(*KERNEL, &floats(x), bias.as_deref());
-    Ok(Tensor::from_data(TensorData::new(y, [rows, q.n()]), &device))
+    Ok(Tensor::from_data(
+        TensorData::new(y, [rows, q.n()]),
+        &device,
+    ))
 }

@@ -8,9 +8,9 @@ use sequin_data::{Columns, EmptyText, FittedFeatures, LabelMap, Record, read_rec
 use sequin_heads::ProblemType;
 use sequin_hf::{HfConfig, LoadReport};
 
+pub use sequin_encoders::Precision;
 /// The model: an HF sequence classifier, with a fusion head when it takes metadata.
 pub use sequin_heads::Model;
-pub use sequin_encoders::Precision;
 use sequin_tokenize::{EncodeOptions, Tokenizer};
 use serde::{Deserialize, Serialize};
 
