@@ -141,8 +141,9 @@ pub(crate) fn peer() -> Result<PathBuf> {
             "pip",
             "install",
             "-q",
-            "onnxruntime==1.23.2",
-            "onnx==1.19.1",
+            "onnxruntime==1.32.0",
+            "onnx==1.23.2",
+            "onnxscript==0.7.2",
         ]))?;
     }
     Ok(py)
