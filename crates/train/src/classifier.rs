@@ -204,8 +204,8 @@ impl Classifier {
     /// Runs the encoder's linear layers at `precision` from now on: `Int8` quantizes their
     /// weights per output channel (once, at first use) and their inputs per row, as
     /// `torch.ao.quantization.quantize_dynamic` does; the embeddings, LayerNorms, softmax and
-    /// head stay `f32`. The int8 kernels run on the CPU: on a GPU device every marked layer's
-    /// input would travel to the host and back (the CLI refuses `--precision int8` there).
+    /// head stay `f32`. The int8 kernels run on the CPU backend only: on another device the
+    /// layers stay `f32` whatever this says (the CLI refuses `--precision int8` there).
     pub fn set_precision(&mut self, precision: Precision) {
         self.int8 = match precision {
             Precision::Int8 => Some(sequin_encoders::Int8Linears::mark(&self.model)),
