@@ -28,83 +28,13 @@ pub fn is_host(device: &Device) -> bool {
     }
 }
 
-/// A float tensor's values as `f32` (no copy when the tensor is contiguous and not shared).
-pub(crate) fn floats<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .try_into_vec_as()
-        .expect("a float tensor converts to f32")
-}
-
-/// A pad mask as `f32` (1 = padding).
-fn mask_floats(pad: Option<Tensor<2, burn::tensor::Bool>>) -> Option<Vec<f32>> {
-    pad.map(|m| floats(m.float()))
-}
-
-/// A matrix in memory for [`gemm_into`]: its first element and its strides, in elements.
-#[derive(Clone, Copy)]
-struct View {
-    ptr: *const f32,
-    col_stride: isize,
-    row_stride: isize,
-}
-
-impl View {
-    /// Row-major with rows `stride` apart.
-    fn rows(ptr: *const f32, stride: usize) -> Self {
-        Self {
-            ptr,
-            col_stride: 1,
-            row_stride: stride as isize,
-        }
-    }
-
-    /// The transpose of a row-major matrix with rows `stride` apart.
-    fn transposed(ptr: *const f32, stride: usize) -> Self {
-        Self {
-            ptr,
-            col_stride: stride as isize,
-            row_stride: 1,
-        }
-    }
-}
-
-/// `dst = lhs · rhs` for `[m, n, k]`, `dst` row-major with rows `dst_stride` apart, on this
-/// thread (the caller runs these in parallel).
-///
-/// # Safety
-/// Every element of the three `m×k`, `k×n` and `m×n` views lies in memory the caller owns.
-unsafe fn gemm_into(mnk: [usize; 3], dst: *mut f32, dst_stride: usize, lhs: View, rhs: View) {
-    let [m, n, k] = mnk;
-    // SAFETY: the caller's.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_stride as isize,
-            false,
-            lhs.ptr,
-            lhs.col_stride,
-            lhs.row_stride,
-            rhs.ptr,
-            rhs.col_stride,
-            rhs.row_stride,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-}
-
 /// `f` over every element of `x` in parallel chunks, as a new tensor of the same shape.
 pub fn map<const D: usize>(x: Tensor<D>, f: impl Fn(&mut [f32]) + Sync + Send) -> Tensor<D> {
     let (shape, device) = (x.shape(), x.device());
-    let mut v = floats(x);
+    let mut v: Vec<f32> = x
+        .into_data()
+        .try_into_vec_as()
+        .expect("a float tensor converts to f32");
     v.par_chunks_mut(CHUNK).for_each(f);
     Tensor::from_data(TensorData::new(v, shape), &device)
 }
@@ -179,10 +109,18 @@ pub fn masked_softmax(
     pad: Option<Tensor<2, burn::tensor::Bool>>,
 ) -> Tensor<4> {
     let [_, heads, seq_q, seq_k] = scores.dims();
-    let pad = mask_floats(pad);
+    let pad: Option<Vec<f32>> = pad.map(|m| {
+        m.float()
+            .into_data()
+            .try_into_vec_as()
+            .expect("a mask converts to f32")
+    });
     let rows_per_batch = heads * seq_q;
     let (shape, device) = (scores.shape(), scores.device());
-    let mut v = floats(scores);
+    let mut v: Vec<f32> = scores
+        .into_data()
+        .try_into_vec_as()
+        .expect("a float tensor converts to f32");
     let rows_per_chunk = (CHUNK / seq_k.max(1)).max(1);
     v.par_chunks_mut(rows_per_chunk * seq_k.max(1))
         .enumerate()
@@ -238,8 +176,17 @@ pub fn attention(
     let [q, k, v] = qkv;
     let ([b, sq, hd], sk, device) = (q.dims(), k.dims()[1], q.device());
     let d = hd / heads;
-    let pad = mask_floats(pad);
-    let [q, k, v] = [q, k, v].map(floats);
+    let pad: Option<Vec<f32>> = pad.map(|m| {
+        m.float()
+            .into_data()
+            .try_into_vec_as()
+            .expect("a mask converts to f32")
+    });
+    let [q, k, v] = [q, k, v].map(|t| -> Vec<f32> {
+        t.into_data()
+            .try_into_vec_as()
+            .expect("a float tensor converts to f32")
+    });
     let mut out = vec![0f32; b * sq * hd];
     let scale = 1.0 / (d as f32).sqrt();
     out.par_chunks_mut(sq * hd)
@@ -276,16 +223,55 @@ pub fn attention(
                 for (r0, m) in blocks.into_iter().filter(|&(_, m)| m > 0) {
                     let scores = &mut scores[..m * sk];
                     // SAFETY: every matrix lies inside its slice: rows of `hd` floats, head `h`'s
-                    // `d` columns from `h·d`, query rows from `r0`; `scores` is `m × sk`; the
-                    // output block is `m × d` at row `r0`, column `h·d`.
+                    // `d` columns from `h·d`, query rows from `r0`; `scores` is `m × sk`; strides
+                    // are in elements.
                     unsafe {
-                        let qh = q.as_ptr().add(r0 * hd + h * d);
-                        let kt = View::transposed(k.as_ptr().add(h * d), hd);
-                        gemm_into([m, sk, d], scores.as_mut_ptr(), sk, View::rows(qh, hd), kt);
-                        softmax_rows(scores, &at, mask);
-                        let dst = out.as_mut_ptr().add(r0 * hd + h * d);
-                        let vh = View::rows(v.as_ptr().add(h * d), hd);
-                        gemm_into([m, d, sk], dst, hd, View::rows(scores.as_ptr(), sk), vh);
+                        gemm::gemm(
+                            m,
+                            sk,
+                            d,
+                            scores.as_mut_ptr(),
+                            1,
+                            sk as isize,
+                            false,
+                            q.as_ptr().add(r0 * hd + h * d),
+                            1,
+                            hd as isize,
+                            k.as_ptr().add(h * d),
+                            hd as isize,
+                            1,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                    softmax_rows(scores, &at, mask);
+                    // SAFETY: as above; the output block is `m × d` at row `r0`, column `h·d`.
+                    unsafe {
+                        gemm::gemm(
+                            m,
+                            d,
+                            sk,
+                            out.as_mut_ptr().add(r0 * hd + h * d),
+                            1,
+                            hd as isize,
+                            false,
+                            scores.as_ptr(),
+                            1,
+                            sk as isize,
+                            v.as_ptr().add(h * d),
+                            1,
+                            hd as isize,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
                     }
                 }
             }

@@ -103,6 +103,12 @@ impl Drop for Int8Linears {
     }
 }
 
+fn floats<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .try_into_vec_as::<f32>()
+        .expect("a float tensor converts to f32")
+}
+
 /// `layer(x)` in int8 when `layer`'s weight is marked and `x` is on the host backend
 /// without autodiff;
 /// otherwise `x` back, for the caller to run in `f32`.
@@ -123,11 +129,11 @@ pub(crate) fn linear(layer: &Linear, x: Tensor<2>) -> Result<Tensor<2>, Tensor<2
     let (q, bias) = slot.get_or_init(|| {
         let w = layer.weight.val();
         let [k, n] = w.dims();
-        let bias = layer.bias.as_ref().map(|b| crate::host::floats(b.val()));
-        (QuantizedMatrix::new(&crate::host::floats(w), k, n), bias)
+        let bias = layer.bias.as_ref().map(|b| floats(b.val()));
+        (QuantizedMatrix::new(&floats(w), k, n), bias)
     });
     let (rows, device) = (x.dims()[0], x.device());
-    let y = q.matmul(*KERNEL, &crate::host::floats(x), bias.as_deref());
+    let y = q.matmul(*KERNEL, &floats(x), bias.as_deref());
     Ok(Tensor::from_data(
         TensorData::new(y, [rows, q.n()]),
         &device,
