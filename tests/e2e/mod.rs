@@ -2,6 +2,7 @@
 //! capability. Each test makes its own temp folder (`TestDir`, removed when it ends).
 
 mod augment;
+mod calibrate;
 mod config;
 mod long_text;
 mod pairs;

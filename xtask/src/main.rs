@@ -16,6 +16,7 @@
 //!   the llvm-config that burn-cuda's build script would otherwise download).
 
 mod bench;
+mod bench_serve;
 mod setup;
 mod test;
 
@@ -89,6 +90,18 @@ enum Cmd {
         /// Create .peer/ (transformers + PyTorch) first if it is missing.
         #[arg(long)]
         setup_peer: bool,
+    },
+    /// `sequin serve` under load (not a test): bounded bursts of 1, 8 and 64 concurrent clients,
+    /// one amazon-food test review per request; requests/s, texts/s, p50/p90/p99 latency,
+    /// errors and resident memory, beside `sequin predict` on the same texts. Writes
+    /// target/bench/serve.json and serve.md.
+    BenchServe {
+        /// The model folder [default: the main job's, runs/amazon-food-minilm].
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// How many test reviews.
+        #[arg(long, default_value_t = 1000)]
+        texts: usize,
     },
     /// Augmentation throughput on one thread (sentences/s per operation and for EDA); prints
     /// a JSON line. Not a test.
@@ -172,6 +185,8 @@ fn train(root: &Path, backend: Backend, args: &[String]) -> Result<()> {
         .arg(data.join("test.parquet"))
         .arg("--output")
         .arg(root.join(RUN_DIR))
+        // Calibrated scores (one temperature fitted on validation; predictions unchanged).
+        .args(["--calibrate", "temperature"])
         .args(args);
     run(&mut cmd)?;
     eprintln!("model folder: {RUN_DIR}");
@@ -194,10 +209,13 @@ fn main() -> Result<()> {
             ]))?;
         }
         Cmd::Train { backend, args } => train(&root, backend, &args)?,
+        Cmd::BenchServe { model, texts } => bench_serve::bench_serve(&root, model, texts)?,
         Cmd::Test { args } => {
             // The real-weights parity test needs the model: fetching it is part of the tests.
             fetch_model()
                 .context("cannot fetch all-MiniLM-L6-v2 for the real-weights parity test")?;
+            // The playground test drives a real headless Chromium.
+            crate::test::ensure_chromium()?;
             cargo_test(&root, &args)?;
             if args.is_empty() {
                 crate::test::wgpu_suite(&root)?;

@@ -98,3 +98,35 @@ fn vulkan_driver() -> bool {
         .iter()
         .any(|d| std::fs::read_dir(d).is_ok_and(|mut e| e.next().is_some()))
 }
+
+/// Chromium for the playground's browser test (`crates/cli/tests/process/playground.rs`):
+/// `$CHROME`, or one on the PATH, or Debian's `chromium` installed through apt (as root).
+/// Fails loudly when none can be had: the test must not be skipped.
+pub(crate) fn ensure_chromium() -> Result<()> {
+    let found = || {
+        std::env::var_os("CHROME").is_some()
+            || ["chromium", "chromium-browser", "google-chrome"]
+                .iter()
+                .any(|n| {
+                    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                        .any(|d| d.join(n).is_file())
+                })
+    };
+    if found() {
+        return Ok(());
+    }
+    eprintln!("no Chromium: installing Debian's chromium for the playground's browser test");
+    let installed = Command::new("sh")
+        .args([
+            "-c",
+            "(apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    ensure!(
+        installed && found(),
+        "THE PLAYGROUND BROWSER TEST CANNOT RUN: no Chromium, and Debian's chromium could not be \
+         installed (apt-get install chromium, as root). Install one (or set CHROME) and rerun."
+    );
+    Ok(())
+}

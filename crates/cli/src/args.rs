@@ -43,6 +43,64 @@ pub(crate) enum Cmd {
     /// augmentation pipeline (EDA by default), with provenance columns `source_row` and
     /// `augmentation` (the operations that fired, or `original`).
     Augment(AugmentArgs),
+    /// Serve a classifier over HTTP: TEI-compatible `POST /predict`, sequin's `POST /classify`
+    /// (named fields, metadata, top_k), `GET /health`, `/info`, `/metrics` (Prometheus) and a
+    /// playground page at `/`. Requests are batched by a token budget and run on a pool
+    /// sized to the cores. Binds to 127.0.0.1 unless --host says otherwise; SIGTERM drains
+    /// the requests in flight and exits 0.
+    Serve(ServeArgs),
+    /// Fit the score calibration of an existing single-label model folder on labelled data
+    /// (one temperature, minimum NLL; predictions unchanged), save it in its sequin.json and
+    /// plot the reliability diagram in its plots/; prints ECE, Brier and NLL before and after.
+    Calibrate(CalibrateArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    pub(crate) run: InferenceArgs,
+    /// Address to bind (loopback by default; 0.0.0.0 exposes the server to the network).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub(crate) host: String,
+    /// Port to bind (0: any free port; the address is printed on stderr).
+    #[arg(long, default_value_t = 8080)]
+    pub(crate) port: u16,
+    /// The most tokens in one batch of requests (as TEI's --max-batch-tokens).
+    #[arg(long, default_value_t = 16384, value_parser = at_least_one)]
+    pub(crate) max_batch_tokens: usize,
+    /// The most requests in one batch [default: no limit but the token budget].
+    #[arg(long, value_parser = at_least_one)]
+    pub(crate) max_batch_requests: Option<usize>,
+    /// Requests accepted at once; one more gets 429 (as TEI's --max-concurrent-requests).
+    #[arg(long, default_value_t = 512, value_parser = at_least_one)]
+    pub(crate) max_concurrent_requests: usize,
+    /// The most inputs in one request; more get 413 (as TEI's --max-client-batch-size).
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
+    pub(crate) max_client_batch_size: usize,
+    /// The largest request body in bytes; larger gets 413 (as TEI's --payload-limit).
+    #[arg(long, default_value_t = 2_000_000, value_parser = at_least_one)]
+    pub(crate) payload_limit: usize,
+    /// Require `Authorization: Bearer KEY` on every route but /health (401 without it).
+    #[arg(long, env = "SEQUIN_API_KEY", hide_env_values = true)]
+    pub(crate) api_key: Option<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct CalibrateArgs {
+    /// The model folder (sequin.json in it is updated).
+    #[arg(long)]
+    pub(crate) model: PathBuf,
+    /// Labelled held-out data (a validation split, not the test split).
+    #[arg(long)]
+    pub(crate) data: PathBuf,
+    #[command(flatten)]
+    pub(crate) columns: InputColumnArgs,
+    /// Column with the label [default: the model's label column, else label].
+    #[arg(long)]
+    pub(crate) label_column: Option<String>,
+    /// Rows per forward pass.
+    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
+    pub(crate) batch_size: usize,
 }
 
 #[derive(Args)]
@@ -240,6 +298,11 @@ pub(crate) struct TrainArgs {
     /// with the model and used by eval and predict.
     #[arg(long)]
     pub(crate) tune_thresholds: bool,
+    /// Single-label: after training, fit one temperature on --validation that makes the scores
+    /// calibrated (Guo et al. 2017: minimum NLL; every prediction unchanged), save it in
+    /// sequin.json, and plot the reliability diagram; eval, predict and serve apply it.
+    #[arg(long, value_parser = ["temperature"])]
+    pub(crate) calibrate: Option<String>,
     /// Train on rows whose text is empty or blank (encoded as `[CLS] [SEP]`, as transformers
     /// does) instead of stopping at the first one with an error naming its row.
     #[arg(long)]
@@ -321,7 +384,7 @@ pub(crate) struct TrainArgs {
 }
 
 /// How texts longer than --max-length are fitted.
-#[derive(Args, Default)]
+#[derive(Args, Default, Clone)]
 pub(crate) struct LongTextArgs {
     /// How to fit texts longer than --max-length: `truncate` (keep the start, the default),
     /// `head-tail` (keep the first --head-tokens and the last --tail-tokens), or `chunk`
@@ -381,7 +444,7 @@ impl LongTextArgs {
 }
 
 /// The flags `eval` and `predict` share: the model and how it runs.
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub(crate) struct InferenceArgs {
     /// Classifier: a folder saved by sequin or by transformers, or a Hugging Face Hub id
     /// (fetched through the hub cache; HF_HUB_OFFLINE=1 uses only the cache).
@@ -403,6 +466,9 @@ pub(crate) struct InferenceArgs {
     /// `sequin --version` names the int8 kernel this CPU runs.
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
     pub(crate) precision: PrecisionArg,
+    /// Ignore the folder's score calibration (sequin.json's temperature): raw softmax scores.
+    #[arg(long)]
+    pub(crate) no_calibration: bool,
     #[command(flatten)]
     pub(crate) long: LongTextArgs,
 }

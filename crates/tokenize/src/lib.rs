@@ -477,6 +477,17 @@ impl Tokenizer {
         Ok(tok)
     }
 
+    /// The number of tokens of a text (or text pair), special tokens included, before any
+    /// truncation: what a server counts against its token budget and its length limit.
+    pub fn token_count(&self, text: &str, pair: Option<&str>) -> Result<usize> {
+        let enc = match no_empty(pair) {
+            Some(p) => self.inner.encode((text, p), true),
+            None => self.inner.encode(text, true),
+        }
+        .map_err(|e| TokenizeError::Encode(e.to_string()))?;
+        Ok(enc.len())
+    }
+
     /// Encodes one text (or text pair), truncated but not padded.
     pub fn encode(&self, text: &str, pair: Option<&str>, opts: EncodeOptions) -> Result<Encoded> {
         let tok = self.configured(opts, false)?;

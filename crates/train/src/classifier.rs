@@ -134,6 +134,9 @@ pub struct Classifier {
     pub policy: InputPolicy,
     /// Row shards per batch run in parallel (see `shard`); 1 when loaded.
     pub shards: usize,
+    /// Whether scores use the folder's fitted temperature (on when loaded; see
+    /// [`Self::temperature`]).
+    pub calibrated: bool,
     device: Device,
     /// The encoder's linear layers in int8 while this lives (see [`Self::set_precision`]).
     int8: Option<sequin_encoders::Int8Linears>,
@@ -179,6 +182,7 @@ impl Classifier {
             dir: dir.to_path_buf(),
             policy,
             shards: 1,
+            calibrated: true,
             device: device.clone(),
             int8: None,
         })
@@ -196,6 +200,7 @@ impl Classifier {
             dir: parts.dir,
             policy: parts.policy,
             shards: 1,
+            calibrated: true,
             device: device.clone(),
             int8: None,
         }
@@ -262,7 +267,7 @@ impl Classifier {
     }
 
     /// The saved policy with `opts`' `max_length` (checked against the model).
-    fn policy_for(&self, opts: EncodeOptions) -> Result<InputPolicy> {
+    pub fn policy_for(&self, opts: EncodeOptions) -> Result<InputPolicy> {
         self.check_max_length(opts.max_length)?;
         Ok(InputPolicy {
             max_length: opts.max_length,
@@ -280,6 +285,7 @@ impl Classifier {
             batch_size,
             shards: self.shards,
             device: &self.device,
+            temperature: self.temperature(),
         }
     }
 
@@ -324,49 +330,94 @@ impl Classifier {
         function: Option<ScoreFunction>,
         top_k: Option<usize>,
     ) -> Result<Vec<Prediction>> {
-        let names = self.labels.names();
-        let function = function.unwrap_or_else(|| self.default_function());
-        let multi = self.problem_type() == ProblemType::MultiLabelClassification;
-        let thresholds = self.policy.thresholds.clone();
         let logits = self.logits(records, opts, batch_size)?;
-        Ok(logits
+        Ok(self.predictions(logits, function, top_k))
+    }
+
+    /// The temperature the scores are divided by: the folder's fitted one (`sequin.json`'s
+    /// `calibration`) for a single-label model unless [`Self::calibrated`] is off, else 1.
+    pub fn temperature(&self) -> f32 {
+        match (
+            &self.policy.calibration,
+            self.calibrated,
+            self.problem_type(),
+        ) {
+            (Some(c), true, ProblemType::SingleLabelClassification) => c.temperature,
+            _ => 1.0,
+        }
+    }
+
+    /// Predictions from logits (one row per record): the score function (default: the
+    /// folder's problem type), applied to the logits divided by [`Self::temperature`] for
+    /// softmax; the best `top_k` classes; and, for a multi-label model, the labels whose
+    /// sigmoid probability reaches its saved threshold. `logits` stay raw.
+    pub fn predictions(
+        &self,
+        logits: Vec<Vec<f32>>,
+        function: Option<ScoreFunction>,
+        top_k: Option<usize>,
+    ) -> Vec<Prediction> {
+        let function = function.unwrap_or_else(|| self.default_function());
+        let t = match function {
+            ScoreFunction::Softmax => self.temperature(),
+            _ => 1.0,
+        };
+        logits
             .into_iter()
-            .map(|l| {
-                let scores = function.apply(&l);
-                let mut order: Vec<usize> = (0..scores.len()).collect();
-                order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-                let best = order[0];
-                Prediction {
-                    label: names[best].clone(),
-                    score: scores[best],
-                    top_k: top_k.map(|k| {
-                        order
-                            .iter()
-                            .take(k)
-                            .map(|&i| LabelScore {
-                                label: names[i].clone(),
-                                score: scores[i],
-                            })
-                            .collect()
-                    }),
-                    labels: multi.then(|| {
-                        let probs = ScoreFunction::Sigmoid.apply(&l);
-                        probs
-                            .iter()
-                            .enumerate()
-                            .filter(|(j, p)| {
-                                **p >= thresholds
-                                    .as_ref()
-                                    .and_then(|t| t.get(*j).copied())
-                                    .unwrap_or(0.5)
-                            })
-                            .map(|(j, _)| names[j].clone())
-                            .collect()
-                    }),
-                    logits: l,
-                }
-            })
-            .collect())
+            .map(|l| self.prediction(l, function, t, top_k))
+            .collect()
+    }
+
+    /// One row of [`Self::predictions`].
+    fn prediction(
+        &self,
+        l: Vec<f32>,
+        function: ScoreFunction,
+        temperature: f32,
+        top_k: Option<usize>,
+    ) -> Prediction {
+        let names = self.labels.names();
+        let scores = if temperature == 1.0 {
+            function.apply(&l)
+        } else {
+            let scaled: Vec<f32> = l.iter().map(|x| x / temperature).collect();
+            function.apply(&scaled)
+        };
+        let mut order: Vec<usize> = (0..scores.len()).collect();
+        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+        let best = order[0];
+        let multi = self.problem_type() == ProblemType::MultiLabelClassification;
+        Prediction {
+            label: names[best].clone(),
+            score: scores[best],
+            top_k: top_k.map(|k| {
+                order
+                    .iter()
+                    .take(k)
+                    .map(|&i| LabelScore {
+                        label: names[i].clone(),
+                        score: scores[i],
+                    })
+                    .collect()
+            }),
+            labels: multi.then(|| {
+                let probs = ScoreFunction::Sigmoid.apply(&l);
+                (0..probs.len())
+                    .filter(|&j| probs[j] >= self.threshold(j))
+                    .map(|j| names[j].clone())
+                    .collect()
+            }),
+            logits: l,
+        }
+    }
+
+    /// The decision threshold of label `j` of a multi-label model (0.5 when none was saved).
+    pub fn threshold(&self, j: usize) -> f32 {
+        self.policy
+            .thresholds
+            .as_ref()
+            .and_then(|t| t.get(j).copied())
+            .unwrap_or(0.5)
     }
 
     /// Every metric on labelled records: accuracy, macro-F1, mean cross-entropy, micro and

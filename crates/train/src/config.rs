@@ -301,6 +301,10 @@ train_options! {
     /// Multi-label: choose each label's decision threshold on the validation data (for F1)
     /// instead of 0.5; the thresholds are saved with the model and used by eval and predict.
     tune_thresholds: bool => Ok(Default::default()),
+    /// Single-label: calibrate the scores after training, on the validation data
+    /// (`temperature`: one temperature fitted by minimising the NLL; predictions unchanged).
+    /// Saved in `sequin.json`; eval, predict and serve apply it.
+    calibrate: Option<crate::calibrate::CalibrationMethod> => Ok(Default::default()),
     /// Class weights in the loss (`pos_weight` for multi-label).
     class_weights: Option<ClassWeights> => Ok(Default::default()),
     /// The training loss.

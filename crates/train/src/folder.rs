@@ -47,6 +47,13 @@ pub struct InputPolicy {
     /// in folders transformers wrote).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<InputSchema>,
+    /// The fitted score calibration (single-label models), applied by eval, predict and serve
+    /// unless they are told `--no-calibration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<crate::calibrate::Calibration>,
+    /// A few example texts (the serve playground offers them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<String>,
 }
 
 /// The input schema of a trained model: the columns it reads and the labels it gives, saved
@@ -203,6 +210,8 @@ pub fn read_policy(dir: &Path, config: &HfConfig) -> Result<InputPolicy> {
                 aggregate: Aggregate::Mean,
                 thresholds: None,
                 schema: None,
+                calibration: None,
+                examples: Vec::new(),
             })
         }
     }
@@ -255,7 +264,7 @@ impl FolderWriter<'_> {
 }
 
 /// Writes `sequin.json`.
-pub(crate) fn write_policy(dir: &Path, policy: &InputPolicy) -> Result<()> {
+pub fn write_policy(dir: &Path, policy: &InputPolicy) -> Result<()> {
     write_json(&dir.join(POLICY_FILE), policy)
 }
 

@@ -72,6 +72,8 @@ pub struct Inference<'a> {
     pub shards: usize,
     /// The device the model is on.
     pub device: &'a Device,
+    /// The temperature of the scores (1: none), for the calibration part of a report.
+    pub temperature: f32,
 }
 
 impl Inference<'_> {
@@ -180,9 +182,15 @@ impl Inference<'_> {
                 .unwrap_or_else(|| vec![0.5; k]),
         );
         let mut reg = RegressionAccumulator::default();
+        // Single-label logits and ids, for the calibration measures.
+        let (mut all_logits, mut all_ids) = (Vec::new(), Vec::new());
         self.by_length(records, "evaluate", |chunk, logits| {
             match targets.select(chunk) {
-                Targets::Classes(ids) => add_classes(&mut conf, &mut roc, &logits, &ids, k),
+                Targets::Classes(ids) => {
+                    add_classes(&mut conf, &mut roc, &logits, &ids, k);
+                    all_logits.extend(logits);
+                    all_ids.extend(ids);
+                }
                 Targets::MultiHot(rows) => {
                     for (l, y) in logits.iter().zip(&rows) {
                         multi.add(l, y);
@@ -197,7 +205,14 @@ impl Inference<'_> {
             Ok(())
         })?;
         Ok(match targets {
-            Targets::Classes(_) => conf.report(labels, Some(&roc)),
+            Targets::Classes(_) => Report {
+                calibration: Some(crate::metrics::CalibrationReport::of(
+                    &all_logits,
+                    &all_ids,
+                    self.temperature,
+                )),
+                ..conf.report(labels, Some(&roc))
+            },
             Targets::MultiHot(_) => multi.report(labels),
             Targets::Values(_) => Report {
                 summary: reg.metrics(),
@@ -209,6 +224,7 @@ impl Inference<'_> {
                 auroc: None,
                 confusion: Vec::new(),
                 per_class: Vec::new(),
+                calibration: None,
             },
         })
     }

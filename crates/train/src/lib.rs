@@ -12,6 +12,7 @@
 //! - The model folder's format (`sequin.json`, `fusion.*`) is read and written in one module
 //!   (`folder`); every write goes through `sequin-fs`.
 
+pub mod calibrate;
 mod classifier;
 mod config;
 mod folder;
@@ -24,6 +25,7 @@ pub mod shard;
 mod trainer;
 pub mod tune;
 
+pub use calibrate::{Calibration, CalibrationMethod, CalibrationMetrics};
 pub use classifier::{
     Classifier, ClassifierParts, ColumnChoice, LabelScore, Model, Precision, Prediction,
     ScoreFunction, Targets,
@@ -34,10 +36,10 @@ pub use config::{
 pub use config::{BEST_METRICS, LrSchedule};
 pub use folder::{
     FUSION_FILE, FUSION_WEIGHTS, FusionFile, InputPolicy, InputSchema, POLICY_FILE, load_model,
-    read_fusion_file, read_policy,
+    read_fusion_file, read_policy, write_policy,
 };
 pub use inference::Inference;
-pub use metrics::{ClassReport, Confusion, EvalMetrics, Report, RocAccumulator};
+pub use metrics::{CalibrationReport, ClassReport, Confusion, EvalMetrics, Report, RocAccumulator};
 pub use trainer::{
     Best, CHECKPOINTS, CheckpointInfo, EpochReport, TrainSummary, TrainerState, data_fingerprint,
     latest_checkpoint, list_checkpoints, resume, train, train_model,

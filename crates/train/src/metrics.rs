@@ -152,6 +152,35 @@ pub struct Report {
     pub confusion: Vec<Vec<u64>>,
     /// Per-class figures, in id order.
     pub per_class: Vec<ClassReport>,
+    /// Single-label: how calibrated the scores are (ECE, Brier, NLL), with `T = 1` and with
+    /// the folder's temperature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationReport>,
+}
+
+/// The calibration part of a [`Report`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationReport {
+    /// The temperature applied to the scores (1 when the folder has none, or with
+    /// `--no-calibration`).
+    pub temperature: f32,
+    /// The measures of the raw softmax.
+    pub before: crate::calibrate::CalibrationMetrics,
+    /// The measures with the temperature (absent when it is 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<crate::calibrate::CalibrationMetrics>,
+}
+
+impl CalibrationReport {
+    /// The report of logits against class ids under temperature `t`.
+    pub fn of(logits: &[Vec<f32>], ids: &[usize], t: f32) -> Self {
+        Self {
+            temperature: t,
+            before: crate::calibrate::CalibrationMetrics::of(logits, ids, 1.0),
+            after: (t != 1.0)
+                .then(|| crate::calibrate::CalibrationMetrics::of(logits, ids, f64::from(t))),
+        }
+    }
 }
 
 fn f1_of(tp: u64, fp: u64, fn_: u64) -> (f64, f64, f64) {
@@ -269,6 +298,7 @@ impl MultiLabelAccumulator {
             auroc: None,
             confusion: Vec::new(),
             per_class,
+            calibration: None,
             summary,
         }
     }
@@ -465,6 +495,7 @@ impl Confusion {
                 .map(|t| (0..k).map(|p| self.get(t, p)).collect())
                 .collect(),
             per_class,
+            calibration: None,
         }
     }
 }

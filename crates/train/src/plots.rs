@@ -393,3 +393,42 @@ mod tests {
         }
     }
 }
+
+/// Writes `reliability.png` and `reliability.svg` in `dir`: the reliability diagram of
+/// single-label logits on `split` data, accuracy against confidence over the ECE bins, before
+/// and after the calibration's temperature, with the diagonal of perfect calibration.
+pub fn write_reliability(
+    dir: &Path,
+    logits: &[Vec<f32>],
+    ids: &[usize],
+    c: &crate::calibrate::Calibration,
+    split: &str,
+) -> Result<Vec<PathBuf>> {
+    let curve = |t: f64| -> Vec<(f64, f64)> {
+        crate::calibrate::reliability(logits, ids, t)
+            .into_iter()
+            .filter(|b| b.count > 0)
+            .map(|b| (b.confidence, b.accuracy))
+            .collect()
+    };
+    let chart = LineChart {
+        title: format!("Reliability ({split}, {} examples)", logits.len()),
+        x_label: "confidence of the top class".into(),
+        y_label: "accuracy".into(),
+        series: vec![
+            Series {
+                label: "perfect calibration".into(),
+                points: vec![(0.0, 0.0), (1.0, 1.0)],
+            },
+            Series {
+                label: format!("softmax (ECE {:.4})", c.before.ece),
+                points: curve(1.0),
+            },
+            Series {
+                label: format!("temperature {:.2} (ECE {:.4})", c.temperature, c.after.ece),
+                points: curve(f64::from(c.temperature)),
+            },
+        ],
+    };
+    write_lines(dir, "reliability", &chart)
+}

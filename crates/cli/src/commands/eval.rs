@@ -35,6 +35,7 @@ pub(crate) fn load(run: &InferenceArgs, device: &Device) -> Result<(Classifier, 
         .into());
     }
     c.set_precision(precision);
+    c.calibrated = !run.no_calibration;
     Ok((c, opts))
 }
 

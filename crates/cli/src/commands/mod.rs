@@ -1,8 +1,10 @@
 //! What each command does, one module per command (eval holds what eval and predict share).
 
 pub(crate) mod augment;
+pub(crate) mod calibrate;
 pub(crate) mod eval;
 pub(crate) mod predict;
+pub(crate) mod serve;
 pub(crate) mod train;
 
 use anyhow::Result;
@@ -19,6 +21,8 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Cmd::Augment(a) => augment::augment(a),
         Cmd::Eval(a) => eval::eval(a, &device),
         Cmd::Predict(a) => predict::predict(a, &device),
+        Cmd::Serve(a) => serve::serve(a, &device),
+        Cmd::Calibrate(a) => calibrate::calibrate(a, &device),
     }
 }
 

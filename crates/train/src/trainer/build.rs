@@ -40,6 +40,14 @@ pub(crate) fn build<'a>(
     };
     let tokenizer = Tokenizer::from_dir(&model_dir)?;
     let data = prepare(cfg, seeds)?;
+    // Calibration needs single-label validation data: said before training, not after.
+    if cfg.calibrate.is_some()
+        && (data.problem != ProblemType::SingleLabelClassification || data.val.is_none())
+    {
+        return Err(TrainError::Config(
+            "calibrate = temperature needs a single-label model and validation data (--validation or --validation-split); multi-label models are calibrated by their decision thresholds (--tune-thresholds)".into(),
+        ));
+    }
     let ad = device.clone().autodiff();
     // burn's backends draw parameter initialisation from one process-wide generator: the
     // seeded initialisation takes the process's turn (and nothing else does).
@@ -88,6 +96,8 @@ pub(crate) fn build<'a>(
         aggregate: cfg.aggregate,
         thresholds: None,
         schema: Some(InputSchema::new(&cfg.columns(), data.labels.names())),
+        calibration: None,
+        examples: examples(&data),
     };
     let clock = Clock {
         session: Instant::now(),
@@ -230,4 +240,34 @@ fn report_class_weights(data: &PreparedData) {
             .collect::<Vec<_>>()
             .join(", ")
     );
+}
+
+/// Up to three example texts for the serve playground: the first validation (else test, else
+/// training) texts of distinct labels, cut to 400 characters.
+fn examples(data: &PreparedData) -> Vec<String> {
+    let records = data
+        .val
+        .as_ref()
+        .or(data.test.as_ref())
+        .map_or(&data.train, |(r, _)| r);
+    let mut seen = Vec::new();
+    let mut out = Vec::new();
+    for r in records
+        .iter()
+        .filter(|r| !r.text.trim().is_empty() && r.text_pair.is_none())
+    {
+        let label = r
+            .label
+            .clone()
+            .or_else(|| r.labels.as_ref().map(|l| l.join(",")));
+        if seen.contains(&label) {
+            continue;
+        }
+        seen.push(label);
+        out.push(r.text.chars().take(400).collect());
+        if out.len() == 3 {
+            break;
+        }
+    }
+    out
 }

@@ -25,6 +25,7 @@ impl Trainer<'_> {
             crate::folder::load_model(&cfg.output, Some(self.data.labels.len()), self.device)?;
         let best = self.state.best.expect("at least one evaluation ran");
         self.tune_thresholds(&kept)?;
+        self.calibrate(&kept)?;
         let test_report = match &self.data.test {
             Some((r, t)) => Some(self.report(&kept, r, t)?),
             None => None,
@@ -101,6 +102,35 @@ impl Trainer<'_> {
                 .join(", ")
         );
         self.policy.thresholds = Some(t);
+        write_policy(&self.cfg.output, &self.policy)
+    }
+
+    /// Single-label with `calibrate`: one temperature fitted on the validation data, saved
+    /// with the model, and the reliability diagram before and after it in `plots/`.
+    fn calibrate(&mut self, kept: &Model) -> Result<()> {
+        let Some(method) = self.cfg.calibrate else {
+            return Ok(());
+        };
+        let Some((r, Targets::Classes(ids))) = &self.data.val else {
+            return Err(crate::TrainError::Config(format!(
+                "calibrate = {}: a single-label model with validation data is needed (multi-label models are calibrated by their tuned thresholds: tune_thresholds)",
+                serde_json::to_string(&method).expect("json")
+            )));
+        };
+        let logits = self.inference(kept).logits(r, "calibrate")?;
+        let c = crate::calibrate::Calibration::fit(&logits, ids, "validation".into());
+        eprintln!(
+            "calibrated on validation ({} examples): temperature {:.3}; ECE {:.4} -> {:.4}, NLL {:.4} -> {:.4}",
+            c.n, c.temperature, c.before.ece, c.after.ece, c.before.nll, c.after.nll
+        );
+        crate::plots::write_reliability(
+            &self.cfg.output.join("plots"),
+            &logits,
+            ids,
+            &c,
+            "validation",
+        )?;
+        self.policy.calibration = Some(c);
         write_policy(&self.cfg.output, &self.policy)
     }
 

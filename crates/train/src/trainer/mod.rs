@@ -223,6 +223,11 @@ impl Trainer<'_> {
             batch_size: self.cfg.eval_batch_size,
             shards: self.cfg.shards(),
             device: self.device,
+            temperature: self
+                .policy
+                .calibration
+                .as_ref()
+                .map_or(1.0, |c| c.temperature),
         }
     }
 }

@@ -7,6 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod playground;
+mod serve;
+
 /// A temp folder removed when the test ends, also when it panics.
 struct TestDir(PathBuf);
 
