@@ -4,6 +4,7 @@
 mod augment;
 mod calibrate;
 mod config;
+mod freeze;
 mod long_text;
 mod pairs;
 mod predict;

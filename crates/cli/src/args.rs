@@ -303,6 +303,14 @@ pub(crate) struct TrainArgs {
     /// sequin.json, and plot the reliability diagram; eval, predict and serve apply it.
     #[arg(long, value_parser = ["temperature"])]
     pub(crate) calibrate: Option<String>,
+    /// Train only the classification head (with the pooler and any fusion head) on the frozen
+    /// backbone: a linear probe. The head is always trained and saved.
+    #[arg(long, conflicts_with = "freeze_layers")]
+    pub(crate) freeze_backbone: bool,
+    /// Freeze the embeddings and the first N encoder layers; the layers above and the head
+    /// train.
+    #[arg(long, value_name = "N")]
+    pub(crate) freeze_layers: Option<usize>,
     /// Train on rows whose text is empty or blank (encoded as `[CLS] [SEP]`, as transformers
     /// does) instead of stopping at the first one with an error naming its row.
     #[arg(long)]

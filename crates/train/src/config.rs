@@ -305,6 +305,11 @@ train_options! {
     /// (`temperature`: one temperature fitted by minimising the NLL; predictions unchanged).
     /// Saved in `sequin.json`; eval, predict and serve apply it.
     calibrate: Option<crate::calibrate::CalibrationMethod> => Ok(Default::default()),
+    /// Train only the head (and the pooler, and any fusion head): a linear probe on the frozen
+    /// backbone.
+    freeze_backbone: bool => Ok(false),
+    /// Freeze the embeddings and the first N encoder layers; the rest, and the head, train.
+    freeze_layers: Option<usize> => Ok(Default::default()),
     /// Class weights in the loss (`pos_weight` for multi-label).
     class_weights: Option<ClassWeights> => Ok(Default::default()),
     /// The training loss.

@@ -75,48 +75,11 @@ pub fn lr_groups<M: Module>(
     layer_decay: Option<f64>,
     head_lr: Option<f64>,
 ) -> Vec<(Vec<ParamId>, f64)> {
-    #[derive(Default)]
-    struct Paths {
-        stack: Vec<String>,
-        params: Vec<(ParamId, String)>,
-    }
-    impl ModuleVisitor for Paths {
-        fn enter_module(&mut self, name: &str, _container_type: &str) {
-            self.stack.push(name.to_string());
-        }
-        fn exit_module(&mut self, _name: &str, _container_type: &str) {
-            self.stack.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            self.params.push((p.id, self.stack.join(".")));
-        }
-    }
-    let mut paths = Paths::default();
-    model.visit(&mut paths);
-    // The layer index of a parameter path: `...layer.N...` / `...layers.N...`.
-    let layer_of = |path: &str| -> Option<usize> {
-        let parts: Vec<&str> = path.split('.').collect();
-        parts
-            .windows(2)
-            .find(|w| w[0] == "layer" || w[0] == "layers")
-            .and_then(|w| w[1].parse().ok())
-    };
-    // The backbone's module name in every registered family (`bert`, `roberta`, ...).
-    let backbones = sequin_heads::backbone_prefixes();
-    let is_head = |path: &str| {
-        // Top-level fields other than the backbone, plus BERT's pooler. (The visitor may or
-        // may not name the root module: look at the first two components.)
-        let in_backbone = path.split('.').take(4).any(|c| backbones.contains(&c));
-        !in_backbone || path.contains("pooler")
-    };
-    let n_layers = paths
-        .params
-        .iter()
-        .filter_map(|(_, p)| layer_of(p))
-        .max()
-        .map_or(0, |m| m + 1);
+    let map = ParamMap::of(model);
+    let (paths, n_layers) = (&map, map.n_layers);
+    let (layer_of, is_head) = (ParamMap::layer_of, ParamMap::is_head);
     let mut groups: std::collections::BTreeMap<u64, (Vec<ParamId>, f64)> = Default::default();
-    for (id, path) in &paths.params {
+    for (id, path, _) in &paths.params {
         let mult = if is_head(path) {
             head_lr.map(|h| h / lr)
         } else if let Some(decay) = layer_decay {
@@ -139,6 +102,97 @@ pub fn lr_groups<M: Module>(
         }
     }
     groups.into_values().collect()
+}
+
+/// Every float parameter of a model with its path and size, placed in the encoder's structure:
+/// the head (every top-level field but the backbone, plus the pooler), the embeddings, or
+/// layer `N` (`...layer.N...` / `...layers.N...`). The backbone's field names come from the
+/// family registry (`sequin_heads::backbone_prefixes`).
+pub struct ParamMap {
+    /// `(id, path, elements)` in visiting order.
+    pub params: Vec<(ParamId, String, usize)>,
+    /// Encoder layers.
+    pub n_layers: usize,
+}
+
+impl ParamMap {
+    /// The map of a model.
+    pub fn of<M: Module>(model: &M) -> Self {
+        #[derive(Default)]
+        struct Paths {
+            stack: Vec<String>,
+            params: Vec<(ParamId, String, usize)>,
+        }
+        impl ModuleVisitor for Paths {
+            fn enter_module(&mut self, name: &str, _container_type: &str) {
+                self.stack.push(name.to_string());
+            }
+            fn exit_module(&mut self, _name: &str, _container_type: &str) {
+                self.stack.pop();
+            }
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                let n = p.val().dims().iter().product();
+                self.params.push((p.id, self.stack.join("."), n));
+            }
+        }
+        let mut paths = Paths::default();
+        model.visit(&mut paths);
+        let n_layers = paths
+            .params
+            .iter()
+            .filter_map(|(_, p, _)| Self::layer_of(p))
+            .max()
+            .map_or(0, |m| m + 1);
+        Self {
+            params: paths.params,
+            n_layers,
+        }
+    }
+
+    /// The layer index of a parameter path.
+    pub fn layer_of(path: &str) -> Option<usize> {
+        let parts: Vec<&str> = path.split('.').collect();
+        parts
+            .windows(2)
+            .find(|w| w[0] == "layer" || w[0] == "layers")
+            .and_then(|w| w[1].parse().ok())
+    }
+
+    /// Whether a path is the head's: a top-level field other than the backbone, or the
+    /// pooler. (The visitor may or may not name the root module: the first components are
+    /// looked at.)
+    pub fn is_head(path: &str) -> bool {
+        let backbones = sequin_heads::backbone_prefixes();
+        let in_backbone = path.split('.').take(4).any(|c| backbones.contains(&c));
+        !in_backbone || path.contains("pooler")
+    }
+
+    /// The parameters that `freeze` leaves untrained: with `backbone`, every one but the
+    /// head's (a linear probe); with `layers = N`, the embeddings and layers `0..N`. The head,
+    /// the pooler and a fusion head always train.
+    pub fn frozen(&self, backbone: bool, layers: Option<usize>) -> Vec<ParamId> {
+        self.params
+            .iter()
+            .filter(|(_, path, _)| {
+                !Self::is_head(path)
+                    && (backbone
+                        || layers.is_some_and(|n| Self::layer_of(path).is_none_or(|l| l < n)))
+            })
+            .map(|(id, _, _)| *id)
+            .collect()
+    }
+
+    /// `(trainable, total)` elements when `frozen` are not trained.
+    pub fn counts(&self, frozen: &[ParamId]) -> (usize, usize) {
+        let total = self.params.iter().map(|p| p.2).sum();
+        let fixed: usize = self
+            .params
+            .iter()
+            .filter(|p| frozen.contains(&p.0))
+            .map(|p| p.2)
+            .sum();
+        (total - fixed, total)
+    }
 }
 
 /// The per-group schedules: the base group plus one per [`lr_groups`] entry.

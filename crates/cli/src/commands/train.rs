@@ -67,6 +67,8 @@ fn flag_options(a: &TrainArgs) -> Result<TrainOptions> {
         label_columns: (!a.label_columns.is_empty()).then(|| a.label_columns.clone()),
         tune_thresholds: a.tune_thresholds.then_some(true),
         calibrate: enumerated("calibrate", &a.calibrate)?.map(Some),
+        freeze_backbone: a.freeze_backbone.then_some(true),
+        freeze_layers: a.freeze_layers.map(Some),
         allow_empty_text: a.allow_empty_text.then_some(true),
         class_weights: class_weights(a.class_weights.as_deref())?.map(Some),
         loss: enumerated("loss", &a.loss)?,

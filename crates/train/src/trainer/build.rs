@@ -21,7 +21,7 @@ use super::step::Objective;
 use super::{Base, Clock, Plan, Trainer};
 use crate::classifier::Model;
 use crate::folder::{InputPolicy, InputSchema};
-use crate::optim::{adamw, lr_groups, module_scheduler, stable_param_ids};
+use crate::optim::{ParamMap, adamw, lr_groups, module_scheduler, stable_param_ids};
 use crate::{Result, TrainConfig, TrainError};
 
 /// Builds a run: a [`Trainer`] and the model to train.
@@ -59,6 +59,7 @@ pub(crate) fn build<'a>(
     })?;
     // Ids by position: the optimizer state of a checkpoint applies to the reloaded model.
     let model = stable_param_ids(model.train());
+    let (model, parameters) = freeze(model, cfg)?;
     let mut optim = adamw(&model, cfg.weight_decay);
     let (state, dropout) = match resume {
         Some((dir, state)) => {
@@ -105,6 +106,7 @@ pub(crate) fn build<'a>(
     };
     let trainer = Trainer {
         cfg,
+        parameters,
         seeds,
         device,
         ad,
@@ -270,4 +272,42 @@ fn examples(data: &PreparedData) -> Vec<String> {
         }
     }
     out
+}
+
+/// Freezes what `freeze_backbone` / `freeze_layers` leave untrained (never the head, the
+/// pooler or a fusion head) and says how many parameters train. Returns the model and
+/// `(trainable, total)`.
+fn freeze(model: Model, cfg: &TrainConfig) -> Result<(Model, (usize, usize))> {
+    let map = ParamMap::of(&model);
+    match (cfg.freeze_backbone, cfg.freeze_layers) {
+        (true, Some(_)) => {
+            return Err(TrainError::Config(
+                "freeze_backbone and freeze_layers: choose one (the backbone is all the layers)"
+                    .into(),
+            ));
+        }
+        (_, Some(n)) if n > map.n_layers => {
+            return Err(TrainError::Config(format!(
+                "freeze_layers = {n}, but the model has {} encoder layers",
+                map.n_layers
+            )));
+        }
+        _ => {}
+    }
+    let frozen = map.frozen(cfg.freeze_backbone, cfg.freeze_layers);
+    let (trainable, total) = map.counts(&frozen);
+    eprintln!(
+        "trainable parameters: {trainable} of {total} ({:.2}%){}",
+        100.0 * trainable as f64 / total.max(1) as f64,
+        match (cfg.freeze_backbone, cfg.freeze_layers) {
+            (true, _) => " (backbone frozen: a linear probe)".to_string(),
+            (false, Some(n)) => format!(" (embeddings and layers 0..{n} frozen)"),
+            (false, None) => String::new(),
+        }
+    );
+    let model = match frozen.is_empty() {
+        true => model,
+        false => model.freeze_group(burn::module::ParamGroup::from_ids(frozen)),
+    };
+    Ok((model, (trainable, total)))
 }

@@ -58,6 +58,7 @@ impl Trainer<'_> {
         };
         let record = RunRecord {
             cfg,
+            parameters: self.parameters,
             state,
             summary: &summary,
             test_report: test_report.as_ref(),
@@ -166,6 +167,7 @@ impl Trainer<'_> {
 /// `run.json`: what ran, on what, and what came out.
 struct RunRecord<'a> {
     cfg: &'a TrainConfig,
+    parameters: (usize, usize),
     state: &'a TrainerState,
     summary: &'a TrainSummary,
     test_report: Option<&'a Report>,
@@ -182,6 +184,7 @@ impl RunRecord<'_> {
             "resolved_from": self.model_dir,
             "data_sha256": self.state.data_sha256,
             "seed": cfg.seed,
+            "parameters": {"trainable": self.parameters.0, "total": self.parameters.1},
             "sequin_version": env!("CARGO_PKG_VERSION"),
             "git_revision": option_env!("SEQUIN_GIT_REVISION").unwrap_or("unknown"),
             "crates": {"burn": "0.22.1"},

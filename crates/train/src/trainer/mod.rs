@@ -179,6 +179,8 @@ impl Clock {
 /// A run between `build` and `finish`: everything but the model, which the loop owns.
 pub(crate) struct Trainer<'a> {
     cfg: &'a TrainConfig,
+    /// `(trainable, total)` parameters.
+    parameters: (usize, usize),
     seeds: Seeds,
     /// The inference device (evaluation, the kept model).
     device: &'a Device,
