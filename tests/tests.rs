@@ -9,3 +9,4 @@ mod common;
 mod e2e;
 mod fusion;
 mod parity;
+mod peft;

@@ -53,6 +53,23 @@ pub(crate) enum Cmd {
     /// (one temperature, minimum NLL; predictions unchanged), save it in its sequin.json and
     /// plot the reliability diagram in its plots/; prints ECE, Brier and NLL before and after.
     Calibrate(CalibrateArgs),
+    /// Merge a PEFT LoRA adapter folder into its base model and write a plain Hugging Face
+    /// folder (W + (alpha/r)·B·A, the adapter's saved head), which transformers loads with the
+    /// same logits.
+    Merge(MergeArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct MergeArgs {
+    /// The adapter folder (adapter_config.json, adapter_model.safetensors).
+    #[arg(long)]
+    pub(crate) model: PathBuf,
+    /// Its base model, a folder or a hub id [default: the adapter's base_model_name_or_path].
+    #[arg(long)]
+    pub(crate) base: Option<String>,
+    /// The folder to write.
+    #[arg(long)]
+    pub(crate) output: PathBuf,
 }
 
 #[derive(Args)]
@@ -458,6 +475,10 @@ pub(crate) struct InferenceArgs {
     /// (fetched through the hub cache; HF_HUB_OFFLINE=1 uses only the cache).
     #[arg(long)]
     pub(crate) model: String,
+    /// For a PEFT adapter folder (adapter_config.json): its base model, a folder or a hub id
+    /// [default: the adapter's base_model_name_or_path].
+    #[arg(long)]
+    pub(crate) base: Option<String>,
     /// Maximum tokens per example [default: the folder's model_max_length, else 128].
     #[arg(long)]
     pub(crate) max_length: Option<usize>,

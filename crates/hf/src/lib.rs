@@ -10,13 +10,17 @@
 //! - [`resolve`]: a local folder, or a hub id through hf-hub (the only network access in
 //!   sequin).
 
+pub mod adapter;
 mod config;
 mod load;
 mod resolve;
 mod save;
 
+pub use adapter::{
+    ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterConfig, is_adapter, read_adapter_config,
+};
 pub use config::{ArchConfig, HfConfig, LabelNames, supported_model_types};
-pub use load::{LoadReport, load_classifier, load_fusion_weights};
+pub use load::{LoadReport, load_adapted_classifier, load_classifier, load_fusion_weights};
 pub use resolve::{ResolveOptions, resolve, resolve_with};
 pub use save::{save_classifier_folder, save_fusion_weights, write_atomic};
 

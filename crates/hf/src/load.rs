@@ -69,10 +69,20 @@ enum Weights {
 fn open_weights(
     dir: &Path,
     head_rows: &str,
+    adapter: Option<(&Path, &crate::AdapterConfig)>,
 ) -> Result<(Weights, PathBuf, Vec<String>, Option<usize>)> {
     let st_path = dir.join("model.safetensors");
     let pt_path = dir.join("pytorch_model.bin");
     if !st_path.is_file() && pt_path.is_file() {
+        if let Some((a, _)) = adapter {
+            return Err(HfError::Weights {
+                path: pt_path,
+                message: format!(
+                    "the adapter {} needs its base in model.safetensors (save the base with safe_serialization)",
+                    a.display()
+                ),
+            });
+        }
         let mut probe = PytorchStore::from_file(&pt_path);
         let wt_err = |e: burn_store::PytorchStoreError| HfError::Weights {
             path: pt_path.clone(),
@@ -101,6 +111,13 @@ fn open_weights(
     let st_err = |message: String| HfError::Weights {
         path: path.clone(),
         message,
+    };
+    let bytes = match adapter {
+        Some((adapter_dir, cfg)) => {
+            let base = SafeTensors::deserialize(&bytes).map_err(|e| st_err(e.to_string()))?;
+            crate::adapter::merge_adapter(&base, &path, adapter_dir, cfg, head_rows)?
+        }
+        None => bytes,
     };
     let tensors = SafeTensors::deserialize(&bytes).map_err(|e| st_err(e.to_string()))?;
     let mut keys: Vec<String> = tensors.names().into_iter().map(String::from).collect();
@@ -187,9 +204,22 @@ pub fn load_classifier(
     num_labels: Option<usize>,
     device: &Device,
 ) -> Result<(SequenceClassifier, HfConfig, LoadReport)> {
+    load_adapted_classifier(dir, None, num_labels, device)
+}
+
+/// As [`load_classifier`], with a PEFT LoRA adapter (its folder) merged into the base
+/// folder's weights first (see [`crate::adapter`]).
+pub fn load_adapted_classifier(
+    dir: &Path,
+    adapter: Option<&Path>,
+    num_labels: Option<usize>,
+    device: &Device,
+) -> Result<(SequenceClassifier, HfConfig, LoadReport)> {
     let config = HfConfig::from_dir(dir)?;
     let keys = config.arch.keys();
-    let (weights, path, names, ckpt_head) = open_weights(dir, keys.head_rows)?;
+    let adapter_cfg = adapter.map(crate::read_adapter_config).transpose()?;
+    let adapter = adapter.zip(adapter_cfg.as_ref());
+    let (weights, path, names, ckpt_head) = open_weights(dir, keys.head_rows, adapter)?;
     let n = label_count(dir, num_labels, ckpt_head, &config)?;
     let remap = Remap {
         keys,

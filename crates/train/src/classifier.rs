@@ -14,7 +14,7 @@ pub use sequin_heads::Model;
 use sequin_tokenize::{EncodeOptions, Tokenizer};
 use serde::{Deserialize, Serialize};
 
-use crate::folder::{InputPolicy, load_model, read_policy};
+use crate::folder::{InputPolicy, load_adapted_model, read_policy};
 use crate::inference::Inference;
 use crate::metrics::Report;
 use crate::{Result, TrainError};
@@ -163,15 +163,39 @@ pub struct ClassifierParts {
 impl Classifier {
     /// Loads a sequence-classification folder (as sequin or transformers saved it).
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        let (model, config, report, fusion) = load_model(dir, None, device)?;
-        let tokenizer = Tokenizer::from_dir(dir)?;
+        Self::load_with_base(dir, None, device)
+    }
+
+    /// Loads a classifier folder, or a PEFT LoRA adapter folder (`adapter_config.json`) merged
+    /// into its base model: `base` if given (a folder or a hub id), else the adapter's
+    /// `base_model_name_or_path`. The tokenizer and `sequin.json` are the adapter folder's when
+    /// it has them, else the base's.
+    pub fn load_with_base(dir: &Path, base: Option<&str>, device: &Device) -> Result<Self> {
+        let (model_dir, adapter) = match sequin_hf::is_adapter(dir) {
+            true => {
+                let cfg = sequin_hf::read_adapter_config(dir)?;
+                (sequin_hf::resolve(&cfg.base(dir, base)?)?, Some(dir))
+            }
+            false => (dir.to_path_buf(), None),
+        };
+        let (model, config, report, fusion) =
+            load_adapted_model(&model_dir, adapter, None, device)?;
+        let own = |file: &str| dir.join(file).is_file();
+        let tok_dir = match own("tokenizer.json") || own("vocab.txt") {
+            true => dir,
+            false => model_dir.as_path(),
+        };
+        let tokenizer = Tokenizer::from_dir(tok_dir)?;
         crate::check_vocab(&tokenizer, &config)?;
         let n = model.num_labels();
         let names = match &config.labels {
             Some(l) if l.len() == n => l.clone(),
             _ => (0..n).map(|i| format!("LABEL_{i}")).collect(),
         };
-        let policy = read_policy(dir, &config)?;
+        let policy = match own(crate::folder::POLICY_FILE) {
+            true => read_policy(dir, &config)?,
+            false => read_policy(tok_dir, &config)?,
+        };
         Ok(Self {
             model: model.valid(),
             features: fusion.map(|f| f.features),
@@ -186,6 +210,27 @@ impl Classifier {
             device: device.clone(),
             int8: None,
         })
+    }
+
+    /// Writes this classifier as a plain Hugging Face folder (`config.json`,
+    /// `model.safetensors`, the tokenizer, `sequin.json`), every file atomically: how an
+    /// adapter loaded with [`Self::load_with_base`] is merged into a standalone model.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        if self.model.fusion.is_some() {
+            return Err(TrainError::Config(
+                "writing a metadata (fusion) model as a merged folder is not supported yet".into(),
+            ));
+        }
+        sequin_hf::save_classifier_folder(
+            dir,
+            &self.model.text,
+            &self.config,
+            self.labels.names(),
+            self.problem_type(),
+            &self.tokenizer,
+            self.policy.max_length,
+        )?;
+        crate::folder::write_policy(dir, &self.policy)
     }
 
     /// Wraps an in-memory model.

@@ -19,8 +19,8 @@ use sequin_data::FittedFeatures;
 use sequin_encoders::common::{materialize, with_param_init};
 use sequin_heads::{Aggregate, FusionConfig, ProblemType};
 use sequin_hf::{
-    HfConfig, LoadReport, load_classifier, load_fusion_weights, save_classifier_folder,
-    save_fusion_weights, write_atomic,
+    HfConfig, LoadReport, load_fusion_weights, save_classifier_folder, save_fusion_weights,
+    write_atomic,
 };
 use sequin_tokenize::{LongText, Tokenizer};
 use serde::{Deserialize, Serialize};
@@ -170,7 +170,20 @@ pub fn load_model(
     num_labels: Option<usize>,
     device: &Device,
 ) -> Result<(Model, HfConfig, LoadReport, Option<FusionFile>)> {
-    let (text, config, report) = load_classifier(dir, num_labels, device)?;
+    load_adapted_model(dir, None, num_labels, device)
+}
+
+/// As [`load_model`], with a PEFT adapter folder merged into the base folder `dir` (the
+/// fusion files, when there are any, are the adapter's).
+pub fn load_adapted_model(
+    dir: &Path,
+    adapter: Option<&Path>,
+    num_labels: Option<usize>,
+    device: &Device,
+) -> Result<(Model, HfConfig, LoadReport, Option<FusionFile>)> {
+    let (text, config, report) =
+        sequin_hf::load_adapted_classifier(dir, adapter, num_labels, device)?;
+    let dir = adapter.unwrap_or(dir);
     let file = read_fusion_file(dir)?;
     let fusion = match &file {
         Some(f) => {

@@ -16,7 +16,15 @@ use crate::backend::default_shards;
 /// overriding the saved ones.
 pub(crate) fn load(run: &InferenceArgs, device: &Device) -> Result<(Classifier, EncodeOptions)> {
     let dir = sequin_hf::resolve(&run.model)?;
-    let mut c = Classifier::load(&dir, device)?;
+    if run.base.is_some() && !sequin_hf::is_adapter(&dir) {
+        return Err(crate::UsageError(format!(
+            "--base is for a PEFT adapter folder; {} has no {}",
+            run.model,
+            sequin_hf::ADAPTER_CONFIG
+        ))
+        .into());
+    }
+    let mut c = Classifier::load_with_base(&dir, run.base.as_deref(), device)?;
     let opts = c.checked_options(run.max_length)?;
     c.shards = run.shards.map_or_else(default_shards, |n| n as usize);
     if let Some(policy) = run.long.request().resolve(opts.max_length)? {

@@ -23,6 +23,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Cmd::Predict(a) => predict::predict(a, &device),
         Cmd::Serve(a) => serve::serve(a, &device),
         Cmd::Calibrate(a) => calibrate::calibrate(a, &device),
+        Cmd::Merge(a) => merge(a, &device),
     }
 }
 
@@ -39,5 +40,26 @@ pub(crate) fn refuse_same_file(
             input.display()
         );
     }
+    Ok(())
+}
+
+/// `sequin merge`: a PEFT adapter folded into its base, written as a plain HF folder.
+fn merge(a: crate::args::MergeArgs, device: &burn::tensor::Device) -> Result<()> {
+    if !sequin_hf::is_adapter(&a.model) {
+        anyhow::bail!(
+            "--model {}: not a PEFT adapter folder (no {})",
+            a.model.display(),
+            sequin_hf::ADAPTER_CONFIG
+        );
+    }
+    refuse_same_file(&a.model, &a.output)?;
+    let c = sequin_train::Classifier::load_with_base(&a.model, a.base.as_deref(), device)?;
+    c.save(&a.output)?;
+    eprintln!(
+        "merged {} into its base: {} ({})",
+        a.model.display(),
+        a.output.display(),
+        c.report
+    );
     Ok(())
 }
