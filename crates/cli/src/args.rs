@@ -328,6 +328,22 @@ pub(crate) struct TrainArgs {
     /// train.
     #[arg(long, value_name = "N")]
     pub(crate) freeze_layers: Option<usize>,
+    /// LoRA: train rank-R factors of the target modules and the head, not every weight; the
+    /// output is a PEFT adapter folder (adapter_config.json, adapter_model.safetensors) that
+    /// peft.PeftModel loads, and eval/predict/serve read.
+    #[arg(long, value_name = "R", help_heading = "LoRA")]
+    pub(crate) lora_rank: Option<usize>,
+    /// LoRA's alpha (the factors are scaled by alpha / R) [default: 8, as PEFT].
+    #[arg(long, help_heading = "LoRA")]
+    pub(crate) lora_alpha: Option<f64>,
+    /// LoRA dropout (only 0: burn's LoRA composes the weight).
+    #[arg(long, help_heading = "LoRA")]
+    pub(crate) lora_dropout: Option<f64>,
+    /// LoRA target modules by PEFT's names, comma-separated, or all-linear [default: the
+    /// family's: query,value for BERT, RoBERTa and Longformer; q_lin,v_lin for DistilBERT; Wqkv
+    /// for ModernBERT].
+    #[arg(long, value_delimiter = ',', help_heading = "LoRA")]
+    pub(crate) lora_targets: Vec<String>,
     /// Train on rows whose text is empty or blank (encoded as `[CLS] [SEP]`, as transformers
     /// does) instead of stopping at the first one with an error naming its row.
     #[arg(long)]

@@ -517,6 +517,7 @@ impl Family for BertForSequenceClassification {
         fresh_ok: &["bert.pooler."],
         ignored: &["cls."],
         bare_pooler_unused: false,
+        lora_targets: &["query", "value"],
     };
 
     fn init(config: &BertConfig, num_labels: usize, device: &Device) -> Result<Self, EncoderError> {

@@ -311,6 +311,7 @@ impl Family for DistilBertForSequenceClassification {
         fresh_ok: &[],
         ignored: &["vocab_transform.", "vocab_layer_norm.", "vocab_projector."],
         bare_pooler_unused: false,
+        lora_targets: &["q_lin", "v_lin"],
     };
 
     fn init(

@@ -33,6 +33,8 @@ pub struct CheckpointKeys {
     /// Whether a bare base-model checkpoint's `pooler.*` goes unused (the classifier has its
     /// own head on the first token).
     pub bare_pooler_unused: bool,
+    /// The modules LoRA adapts by default, by PEFT's names for this family.
+    pub lora_targets: &'static [&'static str],
 }
 
 /// A batch of token rows, as every family's backbone and classifier reads it.

@@ -419,6 +419,7 @@ impl Family for LongformerForSequenceClassification {
         fresh_ok: &[],
         ignored: &["lm_head.", "longformer.pooler."],
         bare_pooler_unused: true,
+        lora_targets: &["query", "value"],
     };
 
     fn init(

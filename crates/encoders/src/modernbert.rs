@@ -571,6 +571,7 @@ impl Family for ModernBertForSequenceClassification {
         fresh_ok: &["head."],
         ignored: &["decoder."],
         bare_pooler_unused: false,
+        lora_targets: &["Wqkv"],
     };
 
     fn init(

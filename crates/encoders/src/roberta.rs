@@ -136,6 +136,7 @@ impl Family for RobertaForSequenceClassification {
         fresh_ok: &[],
         ignored: &["lm_head.", "roberta.pooler."],
         bare_pooler_unused: true,
+        lora_targets: &["query", "value"],
     };
 
     fn init(config: &BertConfig, num_labels: usize, device: &Device) -> Result<Self, EncoderError> {

@@ -22,7 +22,9 @@ pub use adapter::{
 pub use config::{ArchConfig, HfConfig, LabelNames, supported_model_types};
 pub use load::{LoadReport, load_adapted_classifier, load_classifier, load_fusion_weights};
 pub use resolve::{ResolveOptions, resolve, resolve_with};
-pub use save::{save_classifier_folder, save_fusion_weights, write_atomic};
+pub use save::{
+    FolderMeta, save_adapter_folder, save_classifier_folder, save_fusion_weights, write_atomic,
+};
 
 use std::path::PathBuf;
 

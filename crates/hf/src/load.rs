@@ -215,7 +215,12 @@ pub fn load_adapted_classifier(
     num_labels: Option<usize>,
     device: &Device,
 ) -> Result<(SequenceClassifier, HfConfig, LoadReport)> {
-    let config = HfConfig::from_dir(dir)?;
+    // An adapter folder sequin wrote carries the classifier's config.json (labels, problem
+    // type); the architecture is the base's either way.
+    let config = match adapter.filter(|a| a.join("config.json").is_file()) {
+        Some(a) => HfConfig::from_dir(a)?,
+        None => HfConfig::from_dir(dir)?,
+    };
     let keys = config.arch.keys();
     let adapter_cfg = adapter.map(crate::read_adapter_config).transpose()?;
     let adapter = adapter.zip(adapter_cfg.as_ref());

@@ -73,6 +73,78 @@ pub fn save_classifier_folder(
         |store| save_any(model, store),
     )?;
 
+    save_config_and_tokenizer(dir, base, labels, problem_type, tokenizer, max_length)
+}
+
+/// Saves a PEFT LoRA adapter folder: `adapter_model.safetensors` (`tensors`: PEFT's keys,
+/// torch layout, float32), `adapter_config.json`, and beside them `config.json` (the
+/// classifier's, with its labels and problem type) and the tokenizer. Every file is written
+/// atomically.
+pub fn save_adapter_folder(
+    dir: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    adapter_config: &Value,
+    meta: &FolderMeta<'_>,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let path = dir.join(crate::ADAPTER_WEIGHTS);
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((n, s, _), b)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                .map(|v| (n.clone(), v))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| HfError::Weights {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+    let format = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    let data = safetensors::serialize(views, Some(format)).map_err(|e| HfError::Weights {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    write_atomic(&path, &data)?;
+    let text = serde_json::to_string_pretty(adapter_config).expect("json");
+    write_atomic(&dir.join(crate::ADAPTER_CONFIG), text.as_bytes())?;
+    save_config_and_tokenizer(
+        dir,
+        meta.base,
+        meta.labels,
+        meta.problem_type,
+        meta.tokenizer,
+        meta.max_length,
+    )
+}
+
+/// What a folder says besides its weights: the classifier's config and its tokenizer.
+pub struct FolderMeta<'a> {
+    /// The base model's config (updated with the labels and problem type).
+    pub base: &'a HfConfig,
+    /// Class names in id order.
+    pub labels: &'a [String],
+    /// The problem type.
+    pub problem_type: ProblemType,
+    /// The tokenizer.
+    pub tokenizer: &'a Tokenizer,
+    /// Tokens per row (`tokenizer_config.json`'s `model_max_length`).
+    pub max_length: usize,
+}
+
+/// `config.json` for the classifier and the tokenizer files.
+fn save_config_and_tokenizer(
+    dir: &Path,
+    base: &HfConfig,
+    labels: &[String],
+    problem_type: ProblemType,
+    tokenizer: &Tokenizer,
+    max_length: usize,
+) -> Result<()> {
     let config = base.for_classifier(labels, problem_type);
     let text = serde_json::to_string_pretty(&Value::Object(config)).expect("json");
     write_atomic(&dir.join("config.json"), text.as_bytes())?;

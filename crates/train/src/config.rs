@@ -310,6 +310,17 @@ train_options! {
     freeze_backbone: bool => Ok(false),
     /// Freeze the embeddings and the first N encoder layers; the rest, and the head, train.
     freeze_layers: Option<usize> => Ok(Default::default()),
+    /// LoRA: train rank-r factors of the target modules (and the head) instead of every weight;
+    /// the run writes a PEFT adapter folder. `None` = full fine-tuning.
+    lora_rank: Option<usize> => Ok(Default::default()),
+    /// LoRA's scaling numerator (`alpha / r`); `None` = 8, PEFT's default.
+    lora_alpha: Option<f64> => Ok(Default::default()),
+    /// LoRA dropout: only 0 (burn's LoRA composes the weight, so PEFT's input-side dropout
+    /// cannot be reproduced).
+    lora_dropout: f64 => Ok(0.0),
+    /// LoRA's target modules by PEFT's names (`query`, `value`; `q_lin`, `v_lin`; `Wqkv`), or
+    /// `all-linear`; empty = the family's default.
+    lora_targets: Vec<String> => Ok(Default::default()),
     /// Class weights in the loss (`pos_weight` for multi-label).
     class_weights: Option<ClassWeights> => Ok(Default::default()),
     /// The training loss.

@@ -170,6 +170,12 @@ pub fn load_model(
     num_labels: Option<usize>,
     device: &Device,
 ) -> Result<(Model, HfConfig, LoadReport, Option<FusionFile>)> {
+    if sequin_hf::is_adapter(dir) {
+        // A PEFT adapter folder (a LoRA run's output): merged onto its base.
+        let cfg = sequin_hf::read_adapter_config(dir)?;
+        let base = sequin_hf::resolve(&cfg.base(dir, None)?)?;
+        return load_adapted_model(&base, Some(dir), num_labels, device);
+    }
     load_adapted_model(dir, None, num_labels, device)
 }
 
@@ -245,6 +251,9 @@ pub(crate) struct FolderWriter<'a> {
     pub max_length: usize,
     /// The fusion head's config and fitted features, for a metadata model.
     pub fusion: Option<(&'a FusionConfig, &'a FittedFeatures)>,
+    /// A LoRA run: its settings and the base model's name, so that the folder is a PEFT
+    /// adapter.
+    pub lora: Option<(&'a crate::lora::LoraSpec, &'a str)>,
 }
 
 impl FolderWriter<'_> {
@@ -259,15 +268,29 @@ impl FolderWriter<'_> {
             };
             write_json(&dir.join(FUSION_FILE), &file)?;
         }
-        save_classifier_folder(
-            dir,
-            &model.text,
-            self.base_config,
-            self.labels,
-            self.problem,
-            self.tokenizer,
-            self.max_length,
-        )?;
+        match self.lora {
+            Some((spec, base)) => {
+                let (tensors, modules) = crate::lora::adapter_tensors(model);
+                let config = crate::lora::adapter_config(spec, base, &modules);
+                let meta = sequin_hf::FolderMeta {
+                    base: self.base_config,
+                    labels: self.labels,
+                    problem_type: self.problem,
+                    tokenizer: self.tokenizer,
+                    max_length: self.max_length,
+                };
+                sequin_hf::save_adapter_folder(dir, &tensors, &config, &meta)?;
+            }
+            None => save_classifier_folder(
+                dir,
+                &model.text,
+                self.base_config,
+                self.labels,
+                self.problem,
+                self.tokenizer,
+                self.max_length,
+            )?,
+        }
         write_policy(dir, policy)?;
         if let Some((fc, _)) = self.fusion {
             mark_fusion(dir, fc)?;

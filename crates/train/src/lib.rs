@@ -17,6 +17,7 @@ mod classifier;
 mod config;
 mod folder;
 mod inference;
+pub mod lora;
 pub mod metrics;
 pub mod optim;
 pub mod plots;

@@ -48,18 +48,64 @@ pub(crate) fn build<'a>(
             "calibrate = temperature needs a single-label model and validation data (--validation or --validation-split); multi-label models are calibrated by their decision thresholds (--tune-thresholds)".into(),
         ));
     }
+    check_lora(cfg, &data)?;
+    let lora_run = cfg.lora_rank.is_some();
+    // A LoRA checkpoint is an adapter: the run rebuilds the base and puts the adapter back.
+    let load_dir = match (&resume, lora_run) {
+        (Some(_), true) => resolve(&cfg.model)?,
+        _ => model_dir,
+    };
     let ad = device.clone().autodiff();
     // burn's backends draw parameter initialisation from one process-wide generator: the
-    // seeded initialisation takes the process's turn (and nothing else does).
-    let (model, base) = with_param_init(|| {
+    // seeded initialisation (LoRA's factors included) takes the process's turn.
+    let (model, base, lora) = with_param_init(|| {
         ad.seed(seeds.run());
-        let loaded = load(cfg, &data, model_dir, tokenizer, resume.is_some(), &ad)?;
-        materialize(&loaded.0);
-        Ok::<_, crate::TrainError>(loaded)
+        let (model, base) = load(cfg, &data, load_dir, tokenizer, resume.is_some(), &ad)?;
+        let (model, lora) = match cfg.lora_rank {
+            Some(rank) => {
+                let targets = match cfg.lora_targets.is_empty() {
+                    true => base
+                        .config
+                        .arch
+                        .keys()
+                        .lora_targets
+                        .iter()
+                        .map(|t| t.to_string())
+                        .collect(),
+                    false => cfg.lora_targets.clone(),
+                };
+                let (m, spec) =
+                    crate::lora::apply(model, rank, cfg.lora_alpha.unwrap_or(8.0), &targets)?;
+                (m, Some(spec))
+            }
+            None => (model, None),
+        };
+        materialize(&model);
+        Ok::<_, crate::TrainError>((model, base, lora))
     })?;
     // Ids by position: the optimizer state of a checkpoint applies to the reloaded model.
     let model = stable_param_ids(model.train());
-    let (model, parameters) = freeze(model, cfg)?;
+    let (model, parameters) = match (&resume, &lora) {
+        (Some((dir, _)), Some(_)) => {
+            let model = crate::lora::restore(model, &dir.join(sequin_hf::ADAPTER_WEIGHTS))?;
+            let counts = crate::lora::counts(&model);
+            report_lora(counts);
+            (model, counts)
+        }
+        (None, Some(_)) => {
+            let counts = crate::lora::counts(&model);
+            report_lora(counts);
+            (model, counts)
+        }
+        (_, None) => freeze(model, cfg)?,
+    };
+    let lora = lora.map(|spec| {
+        let base = match std::path::Path::new(&cfg.model).canonicalize() {
+            Ok(p) if p.is_dir() => p.to_string_lossy().into_owned(),
+            _ => cfg.model.clone(),
+        };
+        (spec, base)
+    });
     let mut optim = adamw(&model, cfg.weight_decay);
     let (state, dropout) = match resume {
         Some((dir, state)) => {
@@ -107,6 +153,7 @@ pub(crate) fn build<'a>(
     let trainer = Trainer {
         cfg,
         parameters,
+        lora,
         seeds,
         device,
         ad,
@@ -310,4 +357,37 @@ fn freeze(model: Model, cfg: &TrainConfig) -> Result<(Model, (usize, usize))> {
         false => model.freeze_group(burn::module::ParamGroup::from_ids(frozen)),
     };
     Ok((model, (trainable, total)))
+}
+
+/// The options LoRA cannot take, refused before any training.
+fn check_lora(cfg: &TrainConfig, data: &PreparedData) -> Result<()> {
+    let Some(rank) = cfg.lora_rank else {
+        return Ok(());
+    };
+    let refuse = |m: &str| Err(TrainError::Config(m.to_string()));
+    if rank == 0 {
+        return refuse("lora_rank must be at least 1");
+    }
+    if cfg.lora_dropout != 0.0 {
+        return refuse(
+            "lora_dropout: only 0 is supported (burn's LoRA composes the weight, W + (alpha/r)·A·B, so PEFT's dropout on the adapter's input cannot be reproduced)",
+        );
+    }
+    if cfg.freeze_backbone || cfg.freeze_layers.is_some() {
+        return refuse(
+            "lora_rank with freeze_backbone or freeze_layers: LoRA already freezes the backbone",
+        );
+    }
+    if data.features.is_some() {
+        return refuse("LoRA with metadata columns (a fusion head) is not supported yet");
+    }
+    Ok(())
+}
+
+/// Says how many parameters a LoRA run trains.
+fn report_lora((trainable, total): (usize, usize)) {
+    eprintln!(
+        "trainable parameters: {trainable} of {total} ({:.2}%) (LoRA factors and the head)",
+        100.0 * trainable as f64 / total.max(1) as f64
+    );
 }

@@ -181,6 +181,8 @@ pub(crate) struct Trainer<'a> {
     cfg: &'a TrainConfig,
     /// `(trainable, total)` parameters.
     parameters: (usize, usize),
+    /// A LoRA run: its settings and the base model's name for `adapter_config.json`.
+    lora: Option<(crate::lora::LoraSpec, String)>,
     seeds: Seeds,
     /// The inference device (evaluation, the kept model).
     device: &'a Device,
@@ -212,6 +214,7 @@ impl Trainer<'_> {
             tokenizer: &self.base.tokenizer,
             max_length: self.cfg.max_length,
             fusion: self.base.fusion.as_ref().zip(self.data.features.as_ref()),
+            lora: self.lora.as_ref().map(|(spec, base)| (spec, base.as_str())),
         }
     }
 
