@@ -209,3 +209,133 @@ fn adapters_that_cannot_be_reproduced_fail_closed_naming_what() {
         .err();
     assert!(e.contains("--base is for a PEFT adapter folder"), "{e}");
 }
+
+#[test]
+fn peft_loads_what_sequin_trains_with_the_same_logits() {
+    // sequin-bert-lora/ was written by `sequin train --lora-rank 4`; peft.json holds the logits
+    // Python's PEFT gives for it (tests/fixtures/make_peft_fixtures.py).
+    let fx = expected("sequin-bert-lora");
+    let c = Classifier::load(&fixture("sequin-bert-lora"), &Device::flex()).unwrap();
+    assert_eq!(
+        c.labels.names(),
+        ["great", "other"],
+        "labels from the adapter's config.json"
+    );
+    for (g, w) in logits(&c, &fx).iter().zip(fx["logits"].as_array().unwrap()) {
+        assert!(max_abs_diff(g, &flat_f32(w)) < 1e-4, "{g:?} vs PEFT {w}");
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// A LoRA run writes PEFT adapter folders (the run and every checkpoint); its head survives
+/// train → checkpoint → resume → save → reload → merge byte for byte, and a resumed run ends
+/// bit-identical to an uninterrupted one.
+#[test]
+fn a_lora_run_is_a_peft_adapter_whose_head_survives_every_path() {
+    let guard = TestDir::new("lora-run");
+    let run = guard.join("run");
+    let train = |out: &Path| {
+        sequin("train")
+            .arg("--model", tiny_bert())
+            .arg("--train", dataset("amazon-food", "train"))
+            .arg("--validation", dataset("amazon-food", "validation"))
+            .arg("--output", out)
+            .args(&[
+                "--max-train-samples",
+                "96",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "16",
+            ])
+            .args(&["--max-length", "32", "--lr", "1e-2", "--eval-steps", "3"])
+            .args(&[
+                "--save-total-limit",
+                "20",
+                "--lora-rank",
+                "4",
+                "--lora-alpha",
+                "16",
+            ])
+            .ok();
+    };
+    train(&run);
+    let cfg = read_json(&run.join("adapter_config.json"));
+    assert_eq!(
+        (cfg["peft_type"].as_str(), cfg["task_type"].as_str()),
+        (Some("LORA"), Some("SEQ_CLS"))
+    );
+    assert_eq!(cfg["r"], 4);
+    assert_eq!(cfg["target_modules"], serde_json::json!(["query", "value"]));
+    assert!(
+        !run.join("model.safetensors").exists(),
+        "an adapter, not a full model"
+    );
+    let record = read_json(&run.join("run.json"));
+    let trainable = record["parameters"]["trainable"].as_u64().unwrap();
+    assert!(trainable * 50 < record["parameters"]["total"].as_u64().unwrap());
+
+    // The head: the best checkpoint's = the run's = the merged folder's, byte for byte.
+    let head = |file: &Path| {
+        let t = tensors(file);
+        ["classifier.weight", "classifier.bias"].map(|k| {
+            t.get(&format!("base_model.model.{k}"))
+                .or_else(|| t.get(k))
+                .unwrap_or_else(|| panic!("{k} in {}", file.display()))
+                .clone()
+        })
+    };
+    let best = record["summary"]["best_step"].as_u64().unwrap();
+    let ckpt = run.join(format!("checkpoints/checkpoint-{best}"));
+    assert_eq!(
+        head(&run.join("adapter_model.safetensors")),
+        head(&ckpt.join("adapter_model.safetensors"))
+    );
+    let merged = guard.join("merged");
+    sequin("merge")
+        .arg("--model", &run)
+        .arg("--output", &merged)
+        .ok();
+    assert_eq!(
+        head(&run.join("adapter_model.safetensors")),
+        head(&merged.join("model.safetensors"))
+    );
+    let fx = expected("peft-bert-lora");
+    let a = Classifier::load(&run, &Device::flex()).unwrap();
+    let m = Classifier::load(&merged, &Device::flex()).unwrap();
+    for (x, y) in logits(&a, &fx).iter().zip(logits(&m, &fx)) {
+        assert!(max_abs_diff(x, &y) < 1e-5);
+    }
+
+    // Resume: the run cut back to its first checkpoint, resumed, ends where the whole run did.
+    let cut = guard.join("cut");
+    copy_dir(&run, &cut);
+    let steps = sequin_train::list_checkpoints(&cut);
+    assert!(steps.len() >= 3, "{steps:?}");
+    for (_, dir) in &steps[1..] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+    sequin("train").arg("--resume", &cut).ok();
+    for file in [
+        "adapter_model.safetensors",
+        &format!("checkpoints/checkpoint-{best}/adapter_model.safetensors"),
+    ] {
+        assert_eq!(
+            std::fs::read(cut.join(file)).unwrap(),
+            std::fs::read(run.join(file)).unwrap(),
+            "{file} differs after resume"
+        );
+    }
+}
