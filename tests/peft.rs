@@ -339,3 +339,36 @@ fn a_lora_run_is_a_peft_adapter_whose_head_survives_every_path() {
         );
     }
 }
+
+/// LoRA from a bare encoder checkpoint (keys without `bert.`, as all-MiniLM-L6-v2 ships): the
+/// adapter's head and pooler merge onto the bare keys.
+#[test]
+fn a_lora_run_from_a_bare_encoder_reloads_and_merges() {
+    let guard = TestDir::new("lora-bare");
+    let out = guard.join("run");
+    sequin("train")
+        .arg("--model", fixture("bert-tiny-base"))
+        .arg("--train", dataset("amazon-food", "train"))
+        .arg("--output", &out)
+        .args(&[
+            "--max-train-samples",
+            "64",
+            "--epochs",
+            "1",
+            "--max-length",
+            "32",
+        ])
+        .args(&["--lr", "1e-2", "--lora-rank", "2"])
+        .ok();
+    let fx = expected("peft-bert-lora");
+    let a = Classifier::load(&out, &Device::flex()).unwrap();
+    let merged = guard.join("merged");
+    sequin("merge")
+        .arg("--model", &out)
+        .arg("--output", &merged)
+        .ok();
+    let m = Classifier::load(&merged, &Device::flex()).unwrap();
+    for (x, y) in logits(&a, &fx).iter().zip(logits(&m, &fx)) {
+        assert!(max_abs_diff(x, &y) < 1e-5);
+    }
+}

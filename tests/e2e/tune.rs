@@ -70,3 +70,41 @@ fn tune_refuses_resume_and_a_metric_the_problem_does_not_have() {
         "{err}"
     );
 }
+
+/// LoRA settings are tunable: each trial is a PEFT adapter, and the table says its rank.
+#[test]
+fn tune_searches_lora_ranks_and_alphas() {
+    let guard = TestDir::new("tune-lora");
+    let tmp = guard.root();
+    sequin("tune")
+        .args(&["--grid"])
+        .arg("--model", tiny_bert())
+        .arg("--train", dataset("amazon-food", "train"))
+        .arg("--validation-split", "0.2")
+        .arg("--output", &tmp)
+        .arg("--max-train-samples", "96")
+        .arg("--max-length", "32")
+        .arg("--lr", "1e-2")
+        .arg("--lora-rank-values", "2,4")
+        .arg("--lora-alpha-values", "8")
+        .ok();
+    let results = read_json(&tmp.join("tune_results.json"));
+    let trials = results["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 2);
+    let mut ranks: Vec<u64> = trials
+        .iter()
+        .map(|t| t["lora_rank"].as_u64().unwrap())
+        .collect();
+    ranks.sort();
+    assert_eq!(ranks, [2, 4]);
+    for t in trials {
+        let dir = std::path::PathBuf::from(t["output"].as_str().unwrap());
+        let cfg = read_json(&dir.join("adapter_config.json"));
+        assert_eq!(cfg["r"], t["lora_rank"]);
+    }
+    let md = std::fs::read_to_string(tmp.join("tune_results.md")).unwrap();
+    assert!(
+        md.contains("| LoRA r / alpha |") && md.contains(" 4 / 8 |"),
+        "{md}"
+    );
+}

@@ -178,6 +178,12 @@ pub(crate) struct TuneArgs {
     /// Weight decays to try.
     #[arg(long, value_delimiter = ',')]
     pub(crate) weight_decay_values: Vec<f64>,
+    /// LoRA ranks to try (each trial writes a PEFT adapter).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) lora_rank_values: Vec<usize>,
+    /// LoRA alphas to try.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) lora_alpha_values: Vec<f64>,
     /// Validation metric that ranks the trials [default: --metric-for-best-model, else
     /// accuracy].
     #[arg(long, value_parser = ["accuracy", "macro_f1", "micro_f1", "loss", "r2"])]

@@ -262,7 +262,10 @@ pub fn merge_adapter(
         }
         // A saved module's tensor (the head): it replaces the base's, whose shape it may change
         // (another label count) only for the head.
-        let key = name.strip_prefix(PEFT_PREFIX).unwrap_or(name).to_string();
+        // (On a bare encoder checkpoint, `bert.pooler.…` is the base's `pooler.…`; a head the
+        // base lacks keeps its name.)
+        let key = base_key(&tensors, name)
+            .unwrap_or_else(|| name.strip_prefix(PEFT_PREFIX).unwrap_or(name).to_string());
         let dense = floats(&path, name, &t)?;
         if let Some((shape, _)) = tensors.get(&key) {
             if *shape != dense.0

@@ -24,6 +24,29 @@ pub struct SearchSpace {
     pub warmup_ratio: Vec<f64>,
     /// Weight decays.
     pub weight_decay: Vec<f64>,
+    /// LoRA ranks (a LoRA search; empty: the base config's).
+    pub lora_rank: Vec<usize>,
+    /// LoRA alphas.
+    pub lora_alpha: Vec<f64>,
+}
+
+/// One point of the grid.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Point {
+    /// Learning rate.
+    pub lr: f64,
+    /// Batch size.
+    pub batch_size: usize,
+    /// Epochs.
+    pub epochs: usize,
+    /// Warmup ratio.
+    pub warmup_ratio: f64,
+    /// Weight decay.
+    pub weight_decay: f64,
+    /// LoRA rank (`None`: full fine-tuning).
+    pub lora_rank: Option<usize>,
+    /// LoRA alpha.
+    pub lora_alpha: Option<f64>,
 }
 
 /// One trial's settings and results.
@@ -43,6 +66,12 @@ pub struct Trial {
     pub warmup_ratio: f64,
     /// Weight decay.
     pub weight_decay: f64,
+    /// LoRA rank (absent: full fine-tuning).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora_rank: Option<usize>,
+    /// LoRA alpha.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora_alpha: Option<f64>,
     /// Validation metrics of the kept model.
     pub validation: Option<EvalMetrics>,
     /// Test metrics of the kept model.
@@ -55,16 +84,36 @@ pub struct Trial {
 
 impl SearchSpace {
     /// Every combination, in a fixed order.
-    pub fn grid(&self, base: &TrainConfig) -> Vec<(f64, usize, usize, f64, f64)> {
+    pub fn grid(&self, base: &TrainConfig) -> Vec<Point> {
         let or = |v: &Vec<f64>, d: f64| if v.is_empty() { vec![d] } else { v.clone() };
         let oru = |v: &Vec<usize>, d: usize| if v.is_empty() { vec![d] } else { v.clone() };
+        let ranks: Vec<Option<usize>> = match self.lora_rank.is_empty() {
+            true => vec![base.lora_rank],
+            false => self.lora_rank.iter().copied().map(Some).collect(),
+        };
+        let alphas: Vec<Option<f64>> = match self.lora_alpha.is_empty() {
+            true => vec![base.lora_alpha],
+            false => self.lora_alpha.iter().copied().map(Some).collect(),
+        };
         let mut out = Vec::new();
         for &lr in &or(&self.lr, base.lr) {
-            for &bs in &oru(&self.batch_size, base.batch_size) {
-                for &ep in &oru(&self.epochs, base.epochs) {
-                    for &wu in &or(&self.warmup_ratio, base.warmup_ratio) {
-                        for &wd in &or(&self.weight_decay, base.weight_decay) {
-                            out.push((lr, bs, ep, wu, wd));
+            for &batch_size in &oru(&self.batch_size, base.batch_size) {
+                for &epochs in &oru(&self.epochs, base.epochs) {
+                    for &warmup_ratio in &or(&self.warmup_ratio, base.warmup_ratio) {
+                        for &weight_decay in &or(&self.weight_decay, base.weight_decay) {
+                            for &lora_rank in &ranks {
+                                for &lora_alpha in &alphas {
+                                    out.push(Point {
+                                        lr,
+                                        batch_size,
+                                        epochs,
+                                        warmup_ratio,
+                                        weight_decay,
+                                        lora_rank,
+                                        lora_alpha,
+                                    });
+                                }
+                            }
                         }
                     }
                 }
@@ -121,19 +170,33 @@ pub fn tune(
         source,
     })?;
     let mut trials = Vec::with_capacity(points.len());
-    for (i, (lr, batch_size, epochs, warmup_ratio, weight_decay)) in points.into_iter().enumerate()
-    {
+    for (i, point) in points.into_iter().enumerate() {
+        let Point {
+            lr,
+            batch_size,
+            epochs,
+            warmup_ratio,
+            weight_decay,
+            lora_rank,
+            lora_alpha,
+        } = point;
         let mut cfg = base.clone();
         cfg.lr = lr;
         cfg.batch_size = batch_size;
         cfg.epochs = epochs;
         cfg.warmup_ratio = warmup_ratio;
         cfg.weight_decay = weight_decay;
+        cfg.lora_rank = lora_rank;
+        cfg.lora_alpha = lora_alpha;
         cfg.output = root.join(format!("trial-{:03}", i + 1));
         cfg.metric_for_best_model = metric.to_string();
         eprintln!(
-            "trial {}: lr {lr}, batch size {batch_size}, epochs {epochs}, warmup {warmup_ratio}, weight decay {weight_decay}",
-            i + 1
+            "trial {}: lr {lr}, batch size {batch_size}, epochs {epochs}, warmup {warmup_ratio}, weight decay {weight_decay}{}",
+            i + 1,
+            lora_rank.map_or(String::new(), |r| format!(
+                ", LoRA rank {r} alpha {}",
+                lora_alpha.unwrap_or(8.0)
+            ))
         );
         let (summary, _) = train_model(&cfg, device)?;
         if !opts.keep_checkpoints {
@@ -154,6 +217,8 @@ pub fn tune(
             epochs,
             warmup_ratio,
             weight_decay,
+            lora_rank,
+            lora_alpha: lora_rank.map(|_| lora_alpha.unwrap_or(8.0)),
             validation: summary.best_validation,
             test: summary.test,
             score,
@@ -197,25 +262,28 @@ fn write_results(root: &Path, trials: &[Trial], metric: &str) -> Result<()> {
     let f = |x: Option<f64>| x.map_or("—".to_string(), |v| format!("{v:.4}"));
     // The ranking metric gets its own column unless the table has it already.
     let own = !matches!(metric, "accuracy" | "macro_f1");
+    let lora = trials.iter().any(|t| t.lora_rank.is_some());
     let mut md = format!(
         "# Hyperparameter search\n\nSorted by validation `{metric}` ({}); the best run is marked ★.\n\n\
-         | | trial | lr | batch | epochs | warmup | weight decay |{} val accuracy | val macro-F1 | test accuracy | test macro-F1 | train s | folder |\n\
-         |---|---:|---:|---:|---:|---:|---:|{}---:|---:|---:|---:|---:|---|\n",
+         | | trial | lr | batch | epochs | warmup | weight decay |{}{} val accuracy | val macro-F1 | test accuracy | test macro-F1 | train s | folder |\n\
+         |---|---:|---:|---:|---:|---:|---:|{}{}---:|---:|---:|---:|---:|---|\n",
         if metric == "loss" {
             "lower is better"
         } else {
             "higher is better"
         },
+        if lora { " LoRA r / alpha |" } else { "" },
         if own {
             format!(" val {metric} |")
         } else {
             String::new()
         },
+        if lora { "---:|" } else { "" },
         if own { "---:|" } else { "" }
     );
     for (i, t) in trials.iter().enumerate() {
         md.push_str(&format!(
-            "| {} | {} | {:e} | {} | {} | {} | {} |{} {} | {} | {} | {} | {:.0} | `{}` |\n",
+            "| {} | {} | {:e} | {} | {} | {} | {} |{}{} {} | {} | {} | {} | {:.0} | `{}` |\n",
             if i == 0 { "★" } else { "" },
             t.trial,
             t.lr,
@@ -223,6 +291,11 @@ fn write_results(root: &Path, trials: &[Trial], metric: &str) -> Result<()> {
             t.epochs,
             t.warmup_ratio,
             t.weight_decay,
+            match (lora, t.lora_rank, t.lora_alpha) {
+                (false, _, _) => String::new(),
+                (true, Some(r), Some(a)) => format!(" {r} / {a} |"),
+                (true, _, _) => " full |".to_string(),
+            },
             if own {
                 format!(" {} |", f(t.score))
             } else {

@@ -327,6 +327,8 @@ pub(crate) fn tune(a: TuneArgs, device: &Device) -> Result<()> {
         epochs: a.epochs_values,
         warmup_ratio: a.warmup_ratio_values,
         weight_decay: a.weight_decay_values,
+        lora_rank: a.lora_rank_values,
+        lora_alpha: a.lora_alpha_values,
     };
     let metric = a
         .metric
