@@ -73,7 +73,14 @@ pub fn save_classifier_folder(
         |store| save_any(model, store),
     )?;
 
-    save_config_and_tokenizer(dir, base, labels, problem_type, tokenizer, max_length)
+    let meta = FolderMeta {
+        base,
+        labels,
+        problem_type,
+        tokenizer,
+        max_length,
+    };
+    save_config_and_tokenizer(dir, &meta)
 }
 
 /// Saves a PEFT LoRA adapter folder: `adapter_model.safetensors` (`tensors`: PEFT's keys,
@@ -112,14 +119,7 @@ pub fn save_adapter_folder(
     write_atomic(&path, &data)?;
     let text = serde_json::to_string_pretty(adapter_config).expect("json");
     write_atomic(&dir.join(crate::ADAPTER_CONFIG), text.as_bytes())?;
-    save_config_and_tokenizer(
-        dir,
-        meta.base,
-        meta.labels,
-        meta.problem_type,
-        meta.tokenizer,
-        meta.max_length,
-    )
+    save_config_and_tokenizer(dir, meta)
 }
 
 /// What a folder says besides its weights: the classifier's config and its tokenizer.
@@ -137,14 +137,14 @@ pub struct FolderMeta<'a> {
 }
 
 /// `config.json` for the classifier and the tokenizer files.
-fn save_config_and_tokenizer(
-    dir: &Path,
-    base: &HfConfig,
-    labels: &[String],
-    problem_type: ProblemType,
-    tokenizer: &Tokenizer,
-    max_length: usize,
-) -> Result<()> {
+fn save_config_and_tokenizer(dir: &Path, meta: &FolderMeta<'_>) -> Result<()> {
+    let FolderMeta {
+        base,
+        labels,
+        problem_type,
+        tokenizer,
+        max_length,
+    } = *meta;
     let config = base.for_classifier(labels, problem_type);
     let text = serde_json::to_string_pretty(&Value::Object(config)).expect("json");
     write_atomic(&dir.join("config.json"), text.as_bytes())?;
