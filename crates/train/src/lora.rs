@@ -186,6 +186,7 @@ fn transpose(shape: &[usize], v: &[f32]) -> (Vec<usize>, Vec<f32>) {
 pub fn adapter_tensors(model: &Model) -> (Vec<(String, Vec<usize>, Vec<f32>)>, Vec<String>) {
     let mut out = Vec::new();
     let mut modules: Vec<String> = Vec::new();
+    let backbones = sequin_heads::backbone_prefixes();
     for (path, shape, values) in floats(model) {
         if !in_text(&path) {
             continue;
@@ -203,15 +204,10 @@ pub fn adapter_tensors(model: &Model) -> (Vec<(String, Vec<usize>, Vec<f32>)>, V
                 _ => (shape, values),
             };
             // The module's own name (`classifier`, `pre_classifier`, `pooler`, `head`).
+            // (The backbone's own prefix, `bert.` of `bert.pooler`, comes from the registry.)
             let root = key
                 .split('.')
-                .find(|c| {
-                    *c != "bert"
-                        && *c != "roberta"
-                        && *c != "model"
-                        && *c != "longformer"
-                        && *c != "distilbert"
-                })
+                .find(|c| !backbones.contains(c))
                 .unwrap_or("classifier");
             if !modules.iter().any(|m| m == root) {
                 modules.push(root.to_string());
