@@ -391,8 +391,85 @@ fn killed_fusion_run_resumes_bit_identically() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
+    killed_run_resumes(
+        tmp.path(),
+        ("fusion::killed_fusion_run_resumes_bit_identically", CHILD),
+        &[],
+        &["model.safetensors", "fusion.safetensors"],
+    );
+}
+
+/// LoRA with a fusion head: the adapter and the fusion head resume bit-identically after
+/// SIGKILL, the folder reloads with the head, and `sequin merge` writes a plain folder
+/// (fusion files beside it) with the same predictions.
+#[test]
+fn killed_lora_fusion_run_resumes_bit_identically_and_merges() {
+    const CHILD: &str = "SEQUIN_LORA_FUSION_KILL_CHILD";
+    if run_as_child(CHILD) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let whole = killed_run_resumes(
+        tmp.path(),
+        (
+            "fusion::killed_lora_fusion_run_resumes_bit_identically_and_merges",
+            CHILD,
+        ),
+        &["--lora-rank", "4", "--lora-alpha", "8"],
+        &["adapter_model.safetensors", "fusion.safetensors"],
+    );
+    assert!(whole.join("adapter_config.json").exists());
+    assert!(!whole.join("model.safetensors").exists());
+    let merged = tmp.path().join("merged");
+    sequin_ok(&[
+        "merge",
+        "--model",
+        whole.to_str().unwrap(),
+        "--output",
+        merged.to_str().unwrap(),
+    ]);
+    same_tensors(
+        &whole.join("fusion.safetensors"),
+        &merged.join("fusion.safetensors"),
+    );
+    let test = dataset("drug-reviews", "test");
+    let predict = |model: &Path, out: &Path| -> Vec<Vec<f32>> {
+        sequin_ok(&[
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            test.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        std::fs::read_to_string(out)
+            .unwrap()
+            .lines()
+            .map(|l| flat_f32(&serde_json::from_str::<serde_json::Value>(l).unwrap()["logits"]))
+            .collect()
+    };
+    let a = predict(&whole, &tmp.path().join("a.jsonl"));
+    let b = predict(&merged, &tmp.path().join("b.jsonl"));
+    assert_eq!(a.len(), 379);
+    for (x, y) in a.iter().zip(&b) {
+        for (u, v) in x.iter().zip(y) {
+            assert!((u - v).abs() < 1e-4, "merged logits differ: {u} vs {v}");
+        }
+    }
+}
+
+/// Trains the drug-reviews fusion run whole, and again killed after its 20th step and
+/// resumed; `files` of both folders must hold the same bytes tensor by tensor. Returns the
+/// whole run's folder.
+fn killed_run_resumes(
+    tmp: &Path,
+    (test, child_var): (&str, &str),
+    extra: &[&str],
+    files: &[&str],
+) -> PathBuf {
     let args = |out: &Path| -> Vec<String> {
-        [
+        let mut v: Vec<String> = [
             "train",
             "--model",
             fixture("bert-tiny-cls").to_str().unwrap(),
@@ -423,18 +500,16 @@ fn killed_fusion_run_resumes_bit_identically() {
         ]
         .iter()
         .map(|s| s.to_string())
-        .collect()
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
     };
-    let whole = tmp.path().join("whole");
+    let whole = tmp.join("whole");
     let mut all = vec!["sequin".to_string()];
     all.extend(args(&whole));
     sequin_cli::run_args(all).unwrap();
-    let cut = tmp.path().join("cut");
-    let mut child = spawn_self(
-        "fusion::killed_fusion_run_resumes_bit_identically",
-        CHILD,
-        &args(&cut),
-    );
+    let cut = tmp.join("cut");
+    let mut child = spawn_self(test, child_var, &args(&cut));
     let t0 = std::time::Instant::now();
     while sequin_train::list_checkpoints(&cut)
         .last()
@@ -454,23 +529,37 @@ fn killed_fusion_run_resumes_bit_identically() {
         "the child finished before it was killed"
     );
     sequin_ok(&["train", "--resume", cut.to_str().unwrap()]);
-    for file in ["model.safetensors", "fusion.safetensors"] {
-        let (a, b) = (
-            std::fs::read(whole.join(file)).unwrap(),
-            std::fs::read(cut.join(file)).unwrap(),
+    for file in files {
+        same_tensors(&whole.join(file), &cut.join(file));
+    }
+    whole
+}
+
+/// Two safetensors files hold the same tensors, name by name and byte by byte.
+fn same_tensors(a: &Path, b: &Path) {
+    let (a_bytes, b_bytes) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    let (sa, sb) = (
+        safetensors::SafeTensors::deserialize(&a_bytes).unwrap(),
+        safetensors::SafeTensors::deserialize(&b_bytes).unwrap(),
+    );
+    let (mut na, mut nb) = (sa.names(), sb.names());
+    na.sort();
+    nb.sort();
+    assert!(!na.is_empty(), "{} holds no tensor", a.display());
+    assert_eq!(
+        na,
+        nb,
+        "{} and {} name different tensors",
+        a.display(),
+        b.display()
+    );
+    for n in na {
+        let (x, y) = (sa.tensor(n).unwrap(), sb.tensor(n).unwrap());
+        assert!(
+            x.shape() == y.shape() && x.data() == y.data(),
+            "{n} differs between {} and {}",
+            a.display(),
+            b.display()
         );
-        let (sa, sb) = (
-            safetensors::SafeTensors::deserialize(&a).unwrap(),
-            safetensors::SafeTensors::deserialize(&b).unwrap(),
-        );
-        let mut names = sa.names();
-        names.sort();
-        for n in names {
-            assert_eq!(
-                sa.tensor(n).unwrap().data(),
-                sb.tensor(n).unwrap().data(),
-                "{file}: {n} differs after resume"
-            );
-        }
     }
 }

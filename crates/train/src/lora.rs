@@ -317,6 +317,5 @@ pub fn adapter_config(
         "rank_pattern": {},
         "alpha_pattern": {},
         "revision": null,
-        "library": "sequin",
     })
 }

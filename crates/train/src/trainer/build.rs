@@ -2,7 +2,7 @@
 //! fresh fusion head, or the checkpoint's), the optimizer and learning-rate schedule, and the
 //! run state, new or restored from a checkpoint.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Module;
@@ -48,7 +48,7 @@ pub(crate) fn build<'a>(
             "calibrate = temperature needs a single-label model and validation data (--validation or --validation-split); multi-label models are calibrated by their decision thresholds (--tune-thresholds)".into(),
         ));
     }
-    check_lora(cfg, &data)?;
+    check_lora(cfg)?;
     let lora_run = cfg.lora_rank.is_some();
     // A LoRA checkpoint is an adapter: the run rebuilds the base and puts the adapter back.
     let load_dir = match (&resume, lora_run) {
@@ -60,7 +60,9 @@ pub(crate) fn build<'a>(
     // seeded initialisation (LoRA's factors included) takes the process's turn.
     let (model, base, lora) = with_param_init(|| {
         ad.seed(seeds.run());
-        let (model, base) = load(cfg, &data, load_dir, tokenizer, resume.is_some(), &ad)?;
+        // A LoRA checkpoint's fusion head is put back with its factors, below.
+        let resumed_full = resume.is_some() && !lora_run;
+        let (model, base) = load(cfg, &data, load_dir, tokenizer, resumed_full, &ad)?;
         let (model, lora) = match cfg.lora_rank {
             Some(rank) => {
                 let targets = match cfg.lora_targets.is_empty() {
@@ -88,6 +90,7 @@ pub(crate) fn build<'a>(
     let (model, parameters) = match (&resume, &lora) {
         (Some((dir, _)), Some(_)) => {
             let model = crate::lora::restore(model, &dir.join(sequin_hf::ADAPTER_WEIGHTS))?;
+            let model = restore_fusion(model, dir, base.fusion.as_ref())?;
             let counts = crate::lora::counts(&model);
             report_lora(counts);
             (model, counts)
@@ -360,7 +363,7 @@ fn freeze(model: Model, cfg: &TrainConfig) -> Result<(Model, (usize, usize))> {
 }
 
 /// The options LoRA cannot take, refused before any training.
-fn check_lora(cfg: &TrainConfig, data: &PreparedData) -> Result<()> {
+fn check_lora(cfg: &TrainConfig) -> Result<()> {
     let Some(rank) = cfg.lora_rank else {
         return Ok(());
     };
@@ -378,10 +381,28 @@ fn check_lora(cfg: &TrainConfig, data: &PreparedData) -> Result<()> {
             "lora_rank with freeze_backbone or freeze_layers: LoRA already freezes the backbone",
         );
     }
-    if data.features.is_some() {
-        return refuse("LoRA with metadata columns (a fusion head) is not supported yet");
-    }
     Ok(())
+}
+
+/// Puts a LoRA checkpoint's fusion head back (its factors and text head are put back by
+/// [`crate::lora::restore`]); the head stays trainable.
+fn restore_fusion(model: Model, dir: &Path, fusion: Option<&FusionConfig>) -> Result<Model> {
+    let Model { text, fusion: head } = model;
+    let (Some(head), Some(fc)) = (head, fusion) else {
+        return Ok(Model { text, fusion: None });
+    };
+    let saved = crate::folder::read_fusion_file(dir)?;
+    if saved.as_ref().map(|f| &f.fusion) != Some(fc) {
+        return Err(TrainError::Resume(format!(
+            "{}: the checkpoint's fusion head does not match the run's options",
+            dir.display()
+        )));
+    }
+    let head = sequin_hf::load_fusion_weights(&dir.join(crate::folder::FUSION_WEIGHTS), head)?;
+    Ok(Model {
+        text,
+        fusion: Some(head),
+    })
 }
 
 /// Says how many parameters a LoRA run trains.
