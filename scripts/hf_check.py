@@ -3,7 +3,8 @@
 (AutoModelForSequenceClassification.from_pretrained) and gives the logits `sequin predict`
 gives, within 1e-4. A LoRA run's folder (a PEFT adapter: adapter_config.json) is loaded the
 way PEFT users do: PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(
-base), DIR), the base from --base or the adapter's base_model_name_or_path. Usage (from the
+base), DIR), the base from --base or the adapter's base_model_name_or_path. A SetFit folder
+(setfit.json) is loaded with sentence-transformers, its head applied to the embeddings. Usage (from the
 repo root; `cargo xtask hf-check DIR` runs it):
 
     .peer/venv/bin/python scripts/hf_check.py DIR DATA.parquet [--n 64] [--base BASE]
@@ -39,6 +40,25 @@ with tempfile.TemporaryDirectory() as tmp:
     subprocess.run(cmd, check=True)
     ours = [json.loads(l) for l in open(out)]
 
+if os.path.exists(os.path.join(a.dir, "setfit.json")):
+    # A SetFit folder: sentence-transformers loads the body; the head is model_head.safetensors.
+    from safetensors.torch import load_file
+    from sentence_transformers import SentenceTransformer
+    st = SentenceTransformer(a.dir, device="cpu")
+    st.max_seq_length = a.max_length
+    head = load_file(os.path.join(a.dir, "model_head.safetensors"))
+    labels = json.load(open(os.path.join(a.dir, "config.json")))["id2label"]
+    texts = [(r["text"], r[pair]) if pair else r["text"] for _, r in df.iterrows()]
+    if pair:
+        sys.exit("hf_check: SetFit folders of text pairs are checked by cargo test only")
+    with torch.no_grad():
+        logits = st.encode(texts, convert_to_tensor=True) @ head["weight"].T + head["bias"]
+    diffs = [float((l - torch.tensor(o["logits"])).abs().max()) for l, o in zip(logits, ours)]
+    agree = sum(labels[str(int(l.argmax()))] == o["label"] for l, o in zip(logits, ours))
+    res = {"check": "sentence_transformers_load_and_logits", "dir": a.dir, "n": len(ours),
+           "max_abs_diff": max(diffs), "labels_agree": agree}
+    print(json.dumps(res))
+    sys.exit(0 if max(diffs) <= 1e-4 and agree == len(ours) else 1)
 if adapter:
     from peft import PeftModel
     acfg = json.load(open(os.path.join(a.dir, "adapter_config.json")))

@@ -10,3 +10,4 @@ mod e2e;
 mod fusion;
 mod parity;
 mod peft;
+mod setfit;

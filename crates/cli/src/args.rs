@@ -53,10 +53,73 @@ pub(crate) enum Cmd {
     /// (one temperature, minimum NLL; predictions unchanged), save it in its sequin.json and
     /// plot the reliability diagram in its plots/; prints ECE, Brier and NLL before and after.
     Calibrate(CalibrateArgs),
+    /// Few-shot training with SetFit: fine-tune a sentence-transformer body contrastively on
+    /// pairs built from a handful of labelled examples (same label: cosine similarity 1,
+    /// different: 0), then fit a logistic-regression head on its embeddings. Writes a model
+    /// folder that eval, predict and serve load, and that sentence-transformers loads as the
+    /// body. Use it with about 8-64 examples per class; with hundreds, `train` does better.
+    Setfit(SetFitArgs),
     /// Merge a PEFT LoRA adapter folder into its base model and write a plain Hugging Face
     /// folder (W + (alpha/r)·B·A, the adapter's saved head), which transformers loads with the
     /// same logits.
     Merge(MergeArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct SetFitArgs {
+    /// The body: a model folder or hub id, ideally a sentence-transformer (its modules.json
+    /// pooling is used; a plain encoder gets mean pooling).
+    #[arg(long, default_value = "sentence-transformers/all-MiniLM-L6-v2")]
+    pub(crate) model: String,
+    /// Labelled training examples (.parquet, .csv, .tsv, .jsonl): a few per class, at least 2.
+    #[arg(long)]
+    pub(crate) train: PathBuf,
+    /// Labelled data evaluated after training.
+    #[arg(long)]
+    pub(crate) validation: Option<PathBuf>,
+    /// Labelled data evaluated after training (the report's test figures).
+    #[arg(long)]
+    pub(crate) test: Option<PathBuf>,
+    /// The model folder to write.
+    #[arg(long)]
+    pub(crate) output: PathBuf,
+    /// Column with the text.
+    #[arg(long, default_value = "text")]
+    pub(crate) text_column: String,
+    /// Column with the second text of a pair (pair tasks: both texts are embedded together).
+    #[arg(long)]
+    pub(crate) text_pair_column: Option<String>,
+    /// Column with the label (a list column for multi-label data).
+    #[arg(long, default_value = "label")]
+    pub(crate) label_column: String,
+    /// Contrastive pairs of each kind (positive, negative) per training example; when the
+    /// data has fewer distinct pairs, they are reused in turn (and the run says so).
+    #[arg(long, default_value_t = 20, value_parser = at_least_one)]
+    pub(crate) num_iterations: usize,
+    /// Pairs per body step.
+    #[arg(long, default_value_t = 16, value_parser = at_least_one)]
+    pub(crate) batch_size: usize,
+    /// Passes over the pairs.
+    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
+    pub(crate) epochs: usize,
+    /// The body's peak learning rate (linear warmup, then linear decay).
+    #[arg(long, default_value_t = 2e-5)]
+    pub(crate) lr: f64,
+    /// AdamW weight decay of the body.
+    #[arg(long, default_value_t = 0.01)]
+    pub(crate) weight_decay: f64,
+    /// Fraction of body steps of warmup.
+    #[arg(long, default_value_t = 0.1)]
+    pub(crate) warmup_ratio: f64,
+    /// Tokens per text (pairs: both texts together), special tokens included.
+    #[arg(long, default_value_t = 128)]
+    pub(crate) max_length: usize,
+    /// Seed of the pairs, their order, dropout and initialisation.
+    #[arg(long, default_value_t = 42)]
+    pub(crate) seed: u64,
+    /// The head's inverse L2 strength (scikit-learn's C).
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) head_c: f64,
 }
 
 #[derive(Args)]

@@ -526,6 +526,10 @@ impl Family for BertForSequenceClassification {
     fn num_labels(&self) -> usize {
         self.classifier.weight.dims()[1]
     }
+
+    fn backbone(&self) -> &Self::Backbone {
+        &self.bert
+    }
     fn pooled_size(&self) -> usize {
         self.classifier.weight.dims()[0]
     }

@@ -330,6 +330,10 @@ impl Family for DistilBertForSequenceClassification {
     fn num_labels(&self) -> usize {
         self.classifier.weight.dims()[1]
     }
+
+    fn backbone(&self) -> &Self::Backbone {
+        &self.distilbert
+    }
     fn pooled_size(&self) -> usize {
         self.classifier.weight.dims()[0]
     }

@@ -121,6 +121,8 @@ pub trait Family: Module + Sized {
     ) -> Result<Self, EncoderError>;
     /// Number of output logits.
     fn num_labels(&self) -> usize;
+    /// The base model under the head (what a sentence embedding pools).
+    fn backbone(&self) -> &Self::Backbone;
     /// Width of [`Family::pooled`].
     fn pooled_size(&self) -> usize;
     /// The vector the final layer reads: `[batch, seq]` inputs → `[batch, pooled_size]`.

@@ -435,6 +435,10 @@ impl Family for LongformerForSequenceClassification {
     fn num_labels(&self) -> usize {
         self.classifier.out_proj.weight.dims()[1]
     }
+
+    fn backbone(&self) -> &Self::Backbone {
+        &self.longformer
+    }
     fn pooled_size(&self) -> usize {
         self.classifier.out_proj.weight.dims()[0]
     }

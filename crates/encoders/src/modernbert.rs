@@ -599,6 +599,10 @@ impl Family for ModernBertForSequenceClassification {
     fn num_labels(&self) -> usize {
         self.classifier.weight.dims()[1]
     }
+
+    fn backbone(&self) -> &Self::Backbone {
+        &self.model
+    }
     fn pooled_size(&self) -> usize {
         self.classifier.weight.dims()[0]
     }

@@ -148,6 +148,10 @@ impl Family for RobertaForSequenceClassification {
     fn num_labels(&self) -> usize {
         self.classifier.out_proj.weight.dims()[1]
     }
+
+    fn backbone(&self) -> &Self::Backbone {
+        &self.roberta
+    }
     fn pooled_size(&self) -> usize {
         self.classifier.out_proj.weight.dims()[0]
     }

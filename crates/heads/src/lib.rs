@@ -9,6 +9,7 @@
 pub mod fusion;
 pub mod loss;
 pub mod registry;
+pub mod sentence;
 
 pub use fusion::{FusionConfig, FusionHead, FusionMethod};
 pub use registry::{
@@ -17,6 +18,7 @@ pub use registry::{
     ModernBertForSequenceClassification, ModernBertPredictionHead, RobertaClassificationHead,
     RobertaForSequenceClassification, SequenceClassifier, backbone_prefixes, for_each_family,
 };
+pub use sentence::{SentenceEmbedding, SentenceHead, SentencePooling};
 
 use burn::module::Module;
 use burn::tensor::{Bool, Int, Tensor};
@@ -106,26 +108,35 @@ pub enum ProblemType {
 
 /// A text classifier with optional metadata fusion: without a fusion head it is exactly the
 /// HF model (`text`); with one, the fusion head reads `text`'s pooled vector and the metadata,
-/// and `text`'s own final layer is not used.
+/// and `text`'s own final layer is not used. A SetFit model has a sentence head instead: it
+/// reads a sentence embedding of `text`'s backbone, and `text`'s pooler and final layer are
+/// not used.
 #[derive(Module, Debug)]
 pub struct Model {
     /// The HF sequence classifier (saved in HF layout).
     pub text: SequenceClassifier,
     /// The fusion head, when the model takes metadata.
     pub fusion: Option<FusionHead>,
+    /// The sentence-embedding head of a SetFit model.
+    pub sentence: Option<SentenceHead>,
 }
 
 impl Model {
     /// A text-only classifier.
     pub fn text_only(text: SequenceClassifier) -> Self {
-        Self { text, fusion: None }
+        Self {
+            text,
+            fusion: None,
+            sentence: None,
+        }
     }
 
     /// Number of output logits.
     pub fn num_labels(&self) -> usize {
-        match &self.fusion {
-            Some(f) => f.num_labels(),
-            None => self.text.num_labels(),
+        match (&self.sentence, &self.fusion) {
+            (Some(s), _) => s.num_labels(),
+            (None, Some(f)) => f.num_labels(),
+            (None, None) => self.text.num_labels(),
         }
     }
 
@@ -144,6 +155,12 @@ impl Model {
         numeric: Option<Tensor<2>>,
         categorical: Option<Tensor<2, Int>>,
     ) -> Tensor<2> {
+        if let Some(s) = &self.sentence {
+            let hidden = self
+                .text
+                .hidden(input_ids, token_type_ids, pad_mask.clone());
+            return s.forward(hidden, pad_mask);
+        }
         match &self.fusion {
             None => self.text.forward(input_ids, token_type_ids, pad_mask),
             Some(f) => f.forward(

@@ -65,6 +65,23 @@ macro_rules! sequence_classifier {
                 }
             }
 
+            /// The backbone's last hidden state (what a sentence embedding pools).
+            ///
+            /// # Shapes
+            /// - input_ids, token_type_ids, pad_mask (true = pad): `[batch, seq]`
+            /// - output: `[batch, seq, hidden]`
+            pub fn hidden(
+                &self,
+                input_ids: Tensor<2, Int>,
+                token_type_ids: Option<Tensor<2, Int>>,
+                pad_mask: Option<Tensor<2, Bool>>,
+            ) -> Tensor<3> {
+                let x = Inputs::new(input_ids, token_type_ids, pad_mask);
+                match self {
+                    $(Self::$v(m) => Backbone::forward(Family::backbone(m), x),)*
+                }
+            }
+
             /// The final dropout and linear layer on a pooled vector.
             pub fn classify(&self, pooled: Tensor<2>) -> Tensor<2> {
                 match self {

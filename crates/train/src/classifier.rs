@@ -212,6 +212,31 @@ impl Classifier {
         })
     }
 
+    /// Sentence embeddings of `records`, one per record in order: a SetFit model's (the
+    /// pooling and normalisation its head reads), else the mean of the real tokens of the
+    /// body's last hidden state. Texts are truncated to `opts.max_length`.
+    pub fn embeddings(
+        &self,
+        records: &[Record],
+        opts: EncodeOptions,
+        batch_size: usize,
+    ) -> Result<Vec<Vec<f32>>> {
+        let embedding = self
+            .model
+            .sentence
+            .as_ref()
+            .map_or_else(Default::default, |s| s.embedding);
+        crate::setfit::embed_all(
+            &self.model.text,
+            &self.tokenizer,
+            records,
+            embedding,
+            opts,
+            batch_size,
+            &self.device,
+        )
+    }
+
     /// Writes this classifier as a plain Hugging Face folder (`config.json`,
     /// `model.safetensors`, the tokenizer, `sequin.json`, and a metadata model's fusion
     /// files), every file atomically: how an adapter loaded with [`Self::load_with_base`] is

@@ -190,6 +190,7 @@ pub fn load_adapted_model(
     let (text, config, report) =
         sequin_hf::load_adapted_classifier(dir, adapter, num_labels, device)?;
     let dir = adapter.unwrap_or(dir);
+    let sentence = crate::setfit::read_head(dir, text.pooled_size(), text.num_labels(), device)?;
     let file = read_fusion_file(dir)?;
     let fusion = match &file {
         Some(f) => {
@@ -205,7 +206,16 @@ pub fn load_adapted_model(
         }
         None => None,
     };
-    Ok((Model { text, fusion }, config, report, file))
+    Ok((
+        Model {
+            text,
+            fusion,
+            sentence,
+        },
+        config,
+        report,
+        file,
+    ))
 }
 
 /// Reads `sequin.json` (for a folder without one, the policy transformers would apply:
@@ -295,6 +305,17 @@ impl FolderWriter<'_> {
         if let Some((fc, _)) = self.fusion {
             mark_fusion(dir, fc)?;
         }
+        if let Some(head) = &model.sentence {
+            crate::setfit::write_head_files(dir, head, self.labels, self.max_length)?;
+            mark(
+                dir,
+                "sequin_setfit",
+                serde_json::json!({
+                    "note": "a SetFit model: the trained head is model_head.safetensors on the sentence embedding of modules.json, not this config's classifier (untrained); sentence-transformers loads the body",
+                    "head": crate::setfit::HEAD_WEIGHTS,
+                }),
+            )?;
+        }
         Ok(())
     }
 }
@@ -318,6 +339,19 @@ pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
 /// Tells a transformers user, in `config.json`, that this folder's classifier is not the
 /// trained one: the fusion head is.
 fn mark_fusion(dir: &Path, fc: &FusionConfig) -> Result<()> {
+    mark(
+        dir,
+        "sequin_fusion",
+        serde_json::json!({
+            "method": fc.method,
+            "files": [FUSION_FILE, FUSION_WEIGHTS],
+            "note": "This model fuses metadata with the text: its predictions come from the fusion head in the files above (load the folder with sequin). The encoder weights here are the fine-tuned ones; the `classifier` weights are not trained.",
+        }),
+    )
+}
+
+/// Adds `key: value` to a folder's `config.json` (a note for transformers users).
+fn mark(dir: &Path, key: &str, value: serde_json::Value) -> Result<()> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(|source| TrainError::Io {
         path: path.clone(),
@@ -325,13 +359,6 @@ fn mark_fusion(dir: &Path, fc: &FusionConfig) -> Result<()> {
     })?;
     let mut config: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
         .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
-    config.insert(
-        "sequin_fusion".into(),
-        serde_json::json!({
-            "method": fc.method,
-            "files": [FUSION_FILE, FUSION_WEIGHTS],
-            "note": "This model fuses metadata with the text: its predictions come from the fusion head in the files above (load the folder with sequin). The encoder weights here are the fine-tuned ones; the `classifier` weights are not trained.",
-        }),
-    );
+    config.insert(key.into(), value);
     write_json(&path, &config)
 }

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod optim;
 pub mod plots;
 mod progress;
+pub mod setfit;
 pub mod shard;
 mod trainer;
 pub mod tune;

@@ -5,6 +5,7 @@ pub(crate) mod calibrate;
 pub(crate) mod eval;
 pub(crate) mod predict;
 pub(crate) mod serve;
+pub(crate) mod setfit;
 pub(crate) mod train;
 
 use anyhow::Result;
@@ -23,6 +24,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Cmd::Predict(a) => predict::predict(a, &device),
         Cmd::Serve(a) => serve::serve(a, &device),
         Cmd::Calibrate(a) => calibrate::calibrate(a, &device),
+        Cmd::Setfit(a) => setfit::setfit(a, &device),
         Cmd::Merge(a) => merge(a, &device),
     }
 }

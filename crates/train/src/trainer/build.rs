@@ -247,10 +247,12 @@ fn load(
         (Some(fc), false) => Model {
             text: model.text,
             fusion: Some(fc.init(ad)),
+            sentence: None,
         },
         (None, _) => Model {
             text: model.text,
             fusion: None,
+            sentence: None,
         },
     };
     if cfg.max_length > config.arch.max_length() {
@@ -387,9 +389,17 @@ fn check_lora(cfg: &TrainConfig) -> Result<()> {
 /// Puts a LoRA checkpoint's fusion head back (its factors and text head are put back by
 /// [`crate::lora::restore`]); the head stays trainable.
 fn restore_fusion(model: Model, dir: &Path, fusion: Option<&FusionConfig>) -> Result<Model> {
-    let Model { text, fusion: head } = model;
+    let Model {
+        text,
+        fusion: head,
+        sentence,
+    } = model;
     let (Some(head), Some(fc)) = (head, fusion) else {
-        return Ok(Model { text, fusion: None });
+        return Ok(Model {
+            text,
+            fusion: None,
+            sentence,
+        });
     };
     let saved = crate::folder::read_fusion_file(dir)?;
     if saved.as_ref().map(|f| &f.fusion) != Some(fc) {
@@ -402,6 +412,7 @@ fn restore_fusion(model: Model, dir: &Path, fusion: Option<&FusionConfig>) -> Re
     Ok(Model {
         text,
         fusion: Some(head),
+        sentence,
     })
 }
 
