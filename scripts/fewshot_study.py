@@ -87,6 +87,7 @@ def run_setfit_py(dataset, train, seed, tmp, a):
     trainer = Trainer(model=model, args=args, train_dataset=ds)
     trainer.train()
     seconds = time.time() - t0
+    model.model_body.max_seq_length = a.max_length  # predict as trained (sequin: --max-length)
     pred = model.predict(te["text"].tolist(), batch_size=64)
     pred = [str(p) for p in pred]
     truth = te["label"].astype(str).tolist()

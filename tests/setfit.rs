@@ -68,6 +68,7 @@ fn config(body: &Path, train: PathBuf, out: PathBuf) -> SetFitConfig {
         batch_size: 8,
         max_length: 32,
         lr: 1e-3,
+        shards: 2,
         ..SetFitConfig::new(body.to_str().unwrap(), train, out)
     }
 }

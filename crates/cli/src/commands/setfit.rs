@@ -23,6 +23,7 @@ pub(crate) fn setfit(a: SetFitArgs, device: &Device) -> Result<()> {
         max_length: a.max_length,
         seed: a.seed,
         head_c: a.head_c,
+        shards: crate::backend::default_shards(),
         ..SetFitConfig::new(a.model, a.train, a.output)
     };
     crate::commands::refuse_same_file(&cfg.train, &cfg.output)?;

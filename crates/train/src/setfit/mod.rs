@@ -22,7 +22,6 @@ use std::time::Instant;
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
-use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use sequin_data::{Columns, EmptyText, EncodedBatch, LabelMap, Record, read_records_with};
 use sequin_encoders::common::{DropoutStream, materialize, with_dropout_stream, with_param_init};
@@ -84,6 +83,9 @@ pub struct SetFitConfig {
     pub head_c: f64,
     /// Texts per forward pass when embedding and evaluating.
     pub eval_batch_size: usize,
+    /// Shards of a step's pairs whose forward and backward passes run in parallel (see
+    /// [`crate::shard`]); the CLI picks 4 on the CPU backend, 1 on a GPU.
+    pub shards: usize,
 }
 
 impl SetFitConfig {
@@ -108,6 +110,7 @@ impl SetFitConfig {
             seed: 42,
             head_c: 1.0,
             eval_batch_size: 64,
+            shards: 1,
         }
     }
 
@@ -437,8 +440,12 @@ impl Body<'_> {
             let order = sequin_data::shuffled_indices(plan.pairs.len(), cfg.seed, epoch);
             for chunk in order.chunks(cfg.batch_size) {
                 let pairs: Vec<Pair> = chunk.iter().map(|&i| plan.pairs[i]).collect();
-                let (loss, grads) =
-                    with_dropout_stream(&mut dropout, || self.pair_grads(&model, &pairs))?;
+                let (losses_of_shards, grads) = with_dropout_stream(&mut dropout, || {
+                    crate::shard::sharded_step(&model, pairs.len(), cfg.shards, |m, rows, _| {
+                        self.pair_loss(m, &pairs[rows.clone()], rows.len() as f32 / pairs.len() as f32)
+                    })
+                })?;
+                let loss: f32 = losses_of_shards.iter().sum();
                 if !loss.is_finite() {
                     return Err(TrainError::Diverged {
                         step: losses.len(),
@@ -463,9 +470,10 @@ impl Body<'_> {
         Ok((model, losses))
     }
 
-    /// One batch of pairs: `MSE(cos(u, v), target)` and its gradients. Both sides of every
-    /// pair go through the body in one forward pass.
-    fn pair_grads(&self, model: &Model, pairs: &[Pair]) -> Result<(f32, GradientsParams)> {
+    /// Pairs of a step (or a shard of it): `MSE(cos(u, v), target)` times `weight` (the
+    /// shard's share of the step's pairs). Both sides of every pair go through the body in one
+    /// forward pass.
+    fn pair_loss(&self, model: &Model, pairs: &[Pair], weight: f32) -> Result<Tensor<1>> {
         let n = pairs.len();
         let texts: Vec<&Record> = pairs
             .iter()
@@ -487,9 +495,7 @@ impl Body<'_> {
         let targets: Vec<f32> = pairs.iter().map(|p| p.target).collect();
         let y = Tensor::<2>::from_data(TensorData::new(targets, [n, 1]), self.device);
         let diff = cos - y;
-        let loss = (diff.clone() * diff).mean();
-        let value: f32 = loss.clone().into_scalar();
-        Ok((value, GradientsParams::from_grads(loss.backward(), model)))
+        Ok((diff.clone() * diff).mean() * weight)
     }
 }
 
