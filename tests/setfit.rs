@@ -259,3 +259,75 @@ fn refusal(cfg: &SetFitConfig, device: &Device) -> String {
         Err(e) => e.to_string(),
     }
 }
+
+/// The first `n` rows of a dataset split (text, pair, label or label set) written as JSONL.
+fn head_rows(name: &str, cols: &Columns, n: usize, dir: &Path) -> PathBuf {
+    let recs = sequin_data::read_records(&dataset(name, "train"), cols).unwrap();
+    let path = dir.join(format!("{name}-{n}.jsonl"));
+    let lines: Vec<String> = recs[..n]
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "text": r.text,
+                "text_pair": r.text_pair,
+                "label": r.label,
+                "labels": r.labels,
+            })
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    path
+}
+
+/// Text pairs and multi-label data train too: pairs are embedded as one sequence, and a
+/// multi-label model gets one binary regression per label (sigmoid scores); both reload with
+/// the logits they were trained with.
+#[test]
+fn setfit_trains_on_pairs_and_multi_label_data_and_reloads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let body = sentence_body(tmp.path());
+    let device = Device::flex();
+    let cases = [
+        ("bbc-headline-pairs", "label", Some("text_pair"), 24),
+        ("movie-genres", "labels", None, 40),
+    ];
+    for (name, label, pair, n) in cases {
+        let read = Columns {
+            label: Some(label.into()),
+            text_pair: pair.map(String::from),
+            ..Columns::default()
+        };
+        let data = head_rows(name, &read, n, tmp.path());
+        let mut cfg = config(&body, data.clone(), tmp.path().join(name));
+        cfg.num_iterations = 2;
+        cfg.label_column = label.into();
+        cfg.text_pair_column = pair.map(String::from);
+        let (summary, trained) = train(&cfg, &device).unwrap();
+        assert_eq!(summary.examples, n, "{name}");
+        let cols = Columns {
+            label: None,
+            text_pair: cfg.text_pair_column.clone(),
+            ..Columns::default()
+        };
+        let recs = trained.read(&data, &cols).unwrap();
+        let opts = EncodeOptions {
+            max_length: 32,
+            pad_to_multiple_of: None,
+        };
+        let reloaded = Classifier::load(&cfg.output, &device).unwrap();
+        assert_eq!(reloaded.problem_type(), trained.problem_type(), "{name}");
+        assert_eq!(
+            trained.logits(&recs, opts, 16).unwrap(),
+            reloaded.logits(&recs, opts, 16).unwrap(),
+            "{name}"
+        );
+        if name == "movie-genres" {
+            assert_eq!(
+                trained.problem_type(),
+                sequin_heads::ProblemType::MultiLabelClassification
+            );
+            assert!(trained.labels.len() >= 3, "{:?}", trained.labels.names());
+        }
+    }
+}

@@ -186,30 +186,52 @@ pub struct SetFitSummary {
     pub test: Option<Report>,
 }
 
-/// Every class needs two examples (a pair of distinct examples sharing it) and there must be
-/// two classes (a negative pair). `sets`: each example's class ids.
-pub fn check_classes(sets: &[Vec<usize>], labels: &LabelMap, path: &Path) -> Result<()> {
+/// Single-label data: two classes at least (a negative pair joins two) and two examples of
+/// every class (a positive pair of distinct examples). Multi-label data: every label absent
+/// from some example (its one-vs-rest regression needs both kinds), and two examples with no
+/// label in common (a negative pair). `sets`: each example's class ids.
+pub fn check_classes(
+    sets: &[Vec<usize>],
+    labels: &LabelMap,
+    multi: bool,
+    path: &Path,
+) -> Result<()> {
     let mut counts = vec![0usize; labels.len()];
     for s in sets {
         for &c in s {
             counts[c] += 1;
         }
     }
+    let refuse = |m: String| Err(TrainError::Config(format!("{}: {m}", path.display())));
+    if multi {
+        if let Some(c) = counts.iter().position(|&n| n == sets.len()) {
+            return refuse(format!(
+                "label `{}` is on every example; SetFit's head needs examples without it too",
+                labels.names()[c]
+            ));
+        }
+        let disjoint = (0..sets.len())
+            .any(|a| (a + 1..sets.len()).any(|b| !sets[a].iter().any(|l| sets[b].contains(l))));
+        if !disjoint {
+            return refuse(
+                "no two examples have disjoint label sets, so SetFit has no negative pair".into(),
+            );
+        }
+        return Ok(());
+    }
     let present = counts.iter().filter(|&&n| n > 0).count();
     if present < 2 {
-        return Err(TrainError::Config(format!(
-            "{}: SetFit needs at least two classes (a negative pair joins two), and the data has only {}",
-            path.display(),
+        return refuse(format!(
+            "SetFit needs at least two classes (a negative pair joins two), and the data has only {}",
             labels.names().join(", ")
-        )));
+        ));
     }
     if let Some((c, n)) = counts.iter().enumerate().find(|(_, n)| **n < 2) {
-        return Err(TrainError::Config(format!(
-            "{}: class `{}` has {n} example{}; SetFit needs at least 2 per class (no positive pair of distinct examples can be built from fewer)",
-            path.display(),
+        return refuse(format!(
+            "class `{}` has {n} example{}; SetFit needs at least 2 per class (no positive pair of distinct examples can be built from fewer)",
             labels.names()[c],
             if *n == 1 { "" } else { "s" }
-        )));
+        ));
     }
     Ok(())
 }
@@ -287,7 +309,8 @@ pub fn train(cfg: &SetFitConfig, device: &Device) -> Result<(SetFitSummary, Clas
     let t0 = Instant::now();
     let records = read_records_with(&cfg.train, &cfg.columns(), EmptyText::Refuse)?;
     let (labels, problem, sets) = label_sets(&records, &cfg.train)?;
-    check_classes(&sets, &labels, &cfg.train)?;
+    let multi = problem == ProblemType::MultiLabelClassification;
+    check_classes(&sets, &labels, multi, &cfg.train)?;
     let dir = resolve(&cfg.model)?;
     let tokenizer = Tokenizer::from_dir(&dir)?;
     let embedding = read_embedding(&dir)?;
@@ -442,7 +465,11 @@ impl Body<'_> {
                 let pairs: Vec<Pair> = chunk.iter().map(|&i| plan.pairs[i]).collect();
                 let (losses_of_shards, grads) = with_dropout_stream(&mut dropout, || {
                     crate::shard::sharded_step(&model, pairs.len(), cfg.shards, |m, rows, _| {
-                        self.pair_loss(m, &pairs[rows.clone()], rows.len() as f32 / pairs.len() as f32)
+                        self.pair_loss(
+                            m,
+                            &pairs[rows.clone()],
+                            rows.len() as f32 / pairs.len() as f32,
+                        )
                     })
                 })?;
                 let loss: f32 = losses_of_shards.iter().sum();
