@@ -170,7 +170,7 @@ fn hf_key(path: &str) -> Option<String> {
 }
 
 /// `[rows, cols]` values transposed.
-fn transpose(shape: &[usize], v: &[f32]) -> (Vec<usize>, Vec<f32>) {
+pub(crate) fn transpose(shape: &[usize], v: &[f32]) -> (Vec<usize>, Vec<f32>) {
     let (r, c) = (shape[0], shape[1]);
     let mut out = vec![0f32; v.len()];
     for i in 0..r {

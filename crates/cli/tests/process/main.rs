@@ -78,6 +78,54 @@ fn assert_fails(o: &Output, code: i32, says: &str) {
 
 const THREE_ROWS: &str = "text,id\nhello there,1\na fine day,2\nnot good,3\n";
 
+/// `sequin setfit` on the real binary: more pairs asked for than four examples have is said on
+/// stderr (the pairs are reused in turn) and the run succeeds with one JSON summary; a class
+/// with one example is refused with exit 1, naming the class, and writes nothing.
+#[test]
+fn setfit_says_when_pairs_are_reused_and_refuses_a_lonely_class() {
+    let d = TestDir::new("setfit");
+    let four = d.file(
+        "four.csv",
+        "text,label\ngreat tea,good\nlovely taste,good\nstale and bland,bad\nbroken box,bad\n",
+    );
+    let out = d.join("model");
+    let run = |train: &Path, out: &Path| {
+        sequin(&[
+            "setfit".as_ref(),
+            "--model".as_ref(),
+            tiny_model().as_os_str(),
+            "--train".as_ref(),
+            train.as_os_str(),
+            "--output".as_ref(),
+            out.as_os_str(),
+            "--num-iterations".as_ref(),
+            "5".as_ref(),
+            "--max-length".as_ref(),
+            "16".as_ref(),
+        ] as &[&std::ffi::OsStr])
+    };
+    let o = run(&four, &out);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    // 4 examples: 10 pairs with self-pairs, 6 positive (3 per class) and 4 negative; 5
+    // iterations ask for 20 of each.
+    assert!(
+        err.contains("20 pairs of each kind asked for, but the data has 6 distinct positive and 4 distinct negative pairs: each is used in turn"),
+        "{err}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&o.stdout).expect("one JSON summary on stdout");
+    assert_eq!(summary["pairs"], 40);
+    assert!(out.join("model_head.safetensors").exists());
+    let lonely = d.file(
+        "lonely.csv",
+        "text,label\ngreat tea,good\nlovely taste,good\nstale and bland,bad\n",
+    );
+    let refused = d.join("refused");
+    assert_fails(&run(&lonely, &refused), 1, "class `bad` has 1 example");
+    assert!(!refused.exists(), "nothing written");
+}
+
 #[test]
 fn usage_errors_exit_with_2_and_write_nothing() {
     let d = TestDir::new("usage");

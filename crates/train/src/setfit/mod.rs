@@ -568,12 +568,7 @@ fn sentence_head(
     labels: usize,
     device: &Device,
 ) -> SentenceHead {
-    let mut burn_layout = vec![0f32; dim * labels];
-    for c in 0..labels {
-        for j in 0..dim {
-            burn_layout[j * labels + c] = fit.weight[c * dim + j];
-        }
-    }
+    let (_, burn_layout) = crate::lora::transpose(&[labels, dim], &fit.weight);
     let mut head = SentenceHead::init(embedding, dim, labels, device);
     head.linear = Linear {
         weight: Param::from_tensor(Tensor::from_data(
@@ -696,12 +691,7 @@ pub(crate) fn write_head_files(
         .convert::<f32>()
         .try_into_vec::<f32>()
         .expect("f32");
-    let mut torch = vec![0f32; dim * k];
-    for j in 0..dim {
-        for c in 0..k {
-            torch[c * dim + j] = wv[j * k + c];
-        }
-    }
+    let (_, torch) = crate::lora::transpose(&[dim, k], &wv);
     let bias: Vec<f32> = match &head.linear.bias {
         Some(b) => b
             .val()
