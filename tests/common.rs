@@ -165,3 +165,12 @@ impl Sequin {
         sequin_err(&args)
     }
 }
+
+/// The `logits` of every line of a predictions JSONL file, in order.
+pub fn jsonl_logits(path: &Path) -> Vec<Vec<f32>> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| flat_f32(&serde_json::from_str::<serde_json::Value>(l).unwrap()["logits"]))
+        .collect()
+}

@@ -282,14 +282,7 @@ fn fusion_model_reloads_in_a_fresh_process_with_identical_logits() {
     .wait()
     .unwrap();
     assert!(status.success());
-    let theirs: Vec<Vec<f32>> = std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            flat_f32(&v["logits"])
-        })
-        .collect();
+    let theirs = jsonl_logits(&out);
     assert_eq!(theirs.len(), 379);
     assert_eq!(
         mine, theirs,
@@ -443,11 +436,7 @@ fn killed_lora_fusion_run_resumes_bit_identically_and_merges() {
             "--output",
             out.to_str().unwrap(),
         ]);
-        std::fs::read_to_string(out)
-            .unwrap()
-            .lines()
-            .map(|l| flat_f32(&serde_json::from_str::<serde_json::Value>(l).unwrap()["logits"]))
-            .collect()
+        jsonl_logits(out)
     };
     let a = predict(&whole, &tmp.path().join("a.jsonl"));
     let b = predict(&merged, &tmp.path().join("b.jsonl"));

@@ -181,11 +181,7 @@ fn setfit_trains_end_to_end_and_a_fresh_process_gives_identical_logits() {
     .wait()
     .unwrap();
     assert!(status.success());
-    let theirs: Vec<Vec<f32>> = std::fs::read_to_string(&pred)
-        .unwrap()
-        .lines()
-        .map(|l| flat_f32(&serde_json::from_str::<serde_json::Value>(l).unwrap()["logits"]))
-        .collect();
+    let theirs = jsonl_logits(&pred);
     assert_eq!(theirs.len(), 1000);
     assert_eq!(
         mine, theirs,

@@ -156,11 +156,7 @@ fn int8_precision_predicts_close_to_fp32() {
             .arg("--output", &out)
             .arg("--precision", precision)
             .ok();
-        std::fs::read_to_string(&out)
-            .unwrap()
-            .lines()
-            .map(|l| flat_f32(&serde_json::from_str::<serde_json::Value>(l).unwrap()["logits"]))
-            .collect()
+        jsonl_logits(std::path::Path::new(&out))
     };
     let (fp32, int8) = (run("fp32"), run("int8"));
     assert_eq!(int8.len(), 4, "one output row per input row");
