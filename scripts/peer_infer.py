@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Inference peers beside `sequin-bench --mode infer`: PyTorch dynamic int8, and ONNX Runtime
-fp32 and int8, on the same shapes and threads as `../shared/bench/hf_bench.py`.
+"""Inference peers beside `sequin-bench --mode infer`: PyTorch dynamic int8 and bf16, and ONNX
+Runtime fp32 and int8, on the same shapes and threads as `../shared/bench/hf_bench.py`.
 
 Engines:
   torch-int8  torch.ao.quantization.quantize_dynamic on every nn.Linear (qint8 weights per
               tensor, activations quantized at run time), inference_mode forward.
+  torch-bf16  the whole model cast to torch.bfloat16 (oneDNN's AVX512-BF16 / AMX kernels where
+              the CPU has them), inference_mode forward, logits back in float32.
   ort-fp32    torch.onnx.export of the same model (eager attention, opset 17), ONNX Runtime's transformer
               optimizer (attention, LayerNorm, GELU and bias fusion for model_type bert), then
               an InferenceSession with ORT_ENABLE_ALL graph optimizations.
@@ -68,6 +70,18 @@ def torch_engine(m, threads):
     return step, {"torch": torch.__version__}
 
 
+def torch_bf16_engine(m, threads):
+    torch.set_num_threads(threads)
+    m = m.to(torch.bfloat16)
+
+    def step(b):
+        with torch.inference_mode():
+            out = m(**{k: torch.from_numpy(v) for k, v in b.items()}).logits
+            return out.float().numpy()
+
+    return step, {"torch": torch.__version__}
+
+
 def ort_engine(m, threads, int8, seq, tmp):
     import onnxruntime as ort
 
@@ -125,7 +139,7 @@ def ort_engine(m, threads, int8, seq, tmp):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--engine", choices=["torch-int8", "ort-fp32", "ort-int8"], required=True)
+    ap.add_argument("--engine", choices=["torch-int8", "torch-bf16", "ort-fp32", "ort-int8"], required=True)
     ap.add_argument("--model", default="minilm-l6", help="minilm-l6 | bert-base")
     ap.add_argument("--minilm", default=os.environ.get("MINILM_PATH", ".peer/minilm-l6"))
     ap.add_argument("--seq-len", type=int, default=128)
@@ -137,7 +151,7 @@ def main():
 
     # ONNX export from the eager attention: ORT's optimizer recognises that graph and fuses it
     # into its Attention op (it does not match the SDPA export).
-    m = build(a.model, a.minilm, None if a.engine == "torch-int8" else "eager")
+    m = build(a.model, a.minilm, None if a.engine.startswith("torch") else "eager")
     cfg = m.config
     n = params(m)
     L, H, S, B = cfg.num_hidden_layers, cfg.hidden_size, a.seq_len, a.batch
@@ -155,6 +169,8 @@ def main():
         t0 = time.perf_counter()
         if a.engine == "torch-int8":
             step, notes = torch_engine(m, a.threads)
+        elif a.engine == "torch-bf16":
+            step, notes = torch_bf16_engine(m, a.threads)
         else:
             step, notes = ort_engine(m, a.threads, a.engine == "ort-int8", S, tmp)
             del m

@@ -305,10 +305,21 @@ fn minilm_real_weights_match_hidden_states() {
 }
 
 /// `--precision int8` on the real MiniLM weights: every real token's hidden state keeps a
-/// cosine similarity above 0.985 (0.990 measured) with transformers' fp32 one (dynamic int8 changes the
-/// numbers, not what they say), and unmarking the weights gives fp32 back exactly.
+/// cosine similarity above 0.985 (0.990 measured) with transformers' fp32 one (dynamic int8
+/// changes the numbers, not what they say), and unmarking the weights gives fp32 back exactly.
 #[test]
 fn minilm_int8_hidden_states_stay_close_to_transformers() {
+    low_precision_stays_close(sequin_encoders::Precision::Int8, 0.985);
+}
+
+/// `--precision bf16` likewise, closer: bf16 keeps 8 bits of every operand's mantissa and
+/// accumulates in f32 (cosine 0.99996 measured).
+#[test]
+fn minilm_bf16_hidden_states_stay_close_to_transformers() {
+    low_precision_stays_close(sequin_encoders::Precision::Bf16, 0.999);
+}
+
+fn low_precision_stays_close(precision: sequin_encoders::Precision, min_cosine: f32) {
     use sequin_encoders::Backbone as _;
     let Some((fx, model, _)) = minilm() else {
         return;
@@ -319,12 +330,13 @@ fn minilm_int8_hidden_states_stay_close_to_transformers() {
         h.into_data().try_into_vec_as().unwrap()
     };
     let fp32 = hidden();
-    let guard = sequin_encoders::Int8Linears::mark(&model);
-    let int8 = hidden();
+    let guard = sequin_encoders::LowPrecisionLinears::mark(&model, precision);
+    let low = hidden();
     assert_eq!(
         guard.quantized(),
         6 * 6,
-        "every layer's 6 linear weights run in int8"
+        "every layer's 6 linear weights run in {}",
+        precision.name()
     );
     drop(guard);
     assert_eq!(hidden(), fp32, "unmarked weights run in fp32 again");
@@ -332,23 +344,26 @@ fn minilm_int8_hidden_states_stay_close_to_transformers() {
     let h = 384;
     let (mut worst, mut moved) = (1f32, 0f32);
     for pos in (0..mask.len()).filter(|&p| mask[p] == 1) {
-        let (a, b) = (&int8[pos * h..][..h], &want[pos * h..][..h]);
+        let (a, b) = (&low[pos * h..][..h], &want[pos * h..][..h]);
         let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
         let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
         worst = worst.min(dot / (norm(a) * norm(b)));
         moved = moved.max(max_abs_diff(a, b));
     }
     eprintln!(
-        "int8 ({}): worst token cosine {worst:.5}, max |Δ| {moved:.4}",
-        sequin_encoders::quant::int8_kernel().name()
+        "{} ({}): worst token cosine {worst:.5}, max |Δ| {moved:.4}",
+        precision.name(),
+        precision.kernel_name().unwrap_or("f32")
     );
     assert!(
-        worst > 0.985,
-        "an int8 hidden state drifted: cosine {worst}"
+        worst > min_cosine,
+        "a {} hidden state drifted: cosine {worst}",
+        precision.name()
     );
     assert!(
         moved > 0.0,
-        "int8 gave fp32's numbers: the layers were not quantized"
+        "{} gave fp32's numbers: the layers were not converted",
+        precision.name()
     );
 }
 

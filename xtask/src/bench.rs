@@ -211,7 +211,7 @@ impl Bench<'_> {
         };
         let mut m: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         let mut extra = Value::Null;
-        let mut kernel = Value::Null;
+        let (mut kernel, mut bf16_kernel) = (Value::Null, Value::Null);
         for _ in 0..self.repeats {
             for (mode, steps) in [("train", train_steps), ("infer", infer_steps)] {
                 // The same work and allocator settings on both sides.
@@ -242,11 +242,14 @@ impl Bench<'_> {
                     runs.push(("peer_", json_line(&mut c)?));
                 }
                 if mode == "infer" && backend == Backend::Cpu {
-                    runs.extend(self.int8_and_ort_runs(exe, shape, steps, &shared)?);
+                    runs.extend(self.low_precision_and_ort_runs(exe, shape, steps, &shared)?);
                 }
                 for (side, r) in runs {
                     if side == "int8_" {
                         kernel = r["int8_kernel"].clone();
+                    }
+                    if side == "bf16_" {
+                        bf16_kernel = r["bf16_kernel"].clone();
                     }
                     let mut push = |k: &str, field: &str| {
                         m.entry(format!("{side}{k}"))
@@ -267,7 +270,15 @@ impl Bench<'_> {
             }
         }
         let g = |k: &str| m.get(k).cloned().map(median);
-        Ok(json!({
+        let bf16 = json!({
+            "bf16_infer_samples_per_s": g("bf16_infer"),
+            "bf16_infer_peak_rss_mb": g("bf16_infer_rss"),
+            "bf16_kernel": bf16_kernel,
+            "torch_bf16_infer_samples_per_s": g("torch_bf16_infer"),
+            "bf16_ratio_torch_bf16": ratio(g("bf16_infer"), g("torch_bf16_infer")),
+            "bf16_over_fp32": ratio(g("bf16_infer"), g("infer")),
+        });
+        let mut row = json!({
             "shape": shape, "backend": backend.feature(), "cpu": self.cpu, "cpu_flags": cpu_flags(),
             "seq_len": 128, "batch": 32, "dtype": "fp32",
             "repeats": self.repeats, "train_steps": train_steps, "infer_steps": infer_steps,
@@ -292,29 +303,38 @@ impl Bench<'_> {
             "flops_formula": extra["flops_formula"],
             "threads": self.threads,
             "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-        }))
+        });
+        if let (Some(row), Value::Object(bf16)) = (row.as_object_mut(), bf16) {
+            row.extend(bf16);
+        }
+        Ok(row)
     }
 }
 
 impl Bench<'_> {
-    /// Inference beside the fp32 pair: sequin int8 and, with the peer set up, PyTorch dynamic
-    /// int8 and ONNX Runtime fp32 and int8 (`scripts/peer_infer.py`), with the same shape,
-    /// steps and threads. Each run is tagged with its column prefix.
-    fn int8_and_ort_runs(
+    /// Inference beside the fp32 pair: sequin int8 and bf16 and, with the peer set up,
+    /// PyTorch dynamic int8, PyTorch bf16 and ONNX Runtime fp32 and int8
+    /// (`scripts/peer_infer.py`), with the same shape, steps and threads. Each run is tagged
+    /// with its column prefix.
+    fn low_precision_and_ort_runs(
         &self,
         exe: &Path,
         shape: &str,
         steps: usize,
         shared: &dyn Fn(Command) -> Command,
     ) -> Result<Vec<(&'static str, Value)>> {
-        let mut c = shared(Command::new(exe));
-        c.args(["--precision", "int8"]);
-        let mut runs = vec![("int8_", json_line(&mut c)?)];
+        let mut runs = Vec::new();
+        for (side, precision) in [("int8_", "int8"), ("bf16_", "bf16")] {
+            let mut c = shared(Command::new(exe));
+            c.args(["--precision", precision]);
+            runs.push((side, json_line(&mut c)?));
+        }
         let Some(py) = &self.peer else {
             return Ok(runs);
         };
         for (side, engine) in [
             ("torch_int8_", "torch-int8"),
+            ("torch_bf16_", "torch-bf16"),
             ("ort_fp32_", "ort-fp32"),
             ("ort_int8_", "ort-int8"),
         ] {
@@ -373,6 +393,28 @@ fn inference_table(rows: &[Value]) -> String {
     if let Some(k) = rows.iter().find_map(|r| r["int8_kernel"].as_str()) {
         md += &format!("\nsequin int8 kernel: {k}\n");
     }
+    md += "\n| shape | infer bf16 samples/s | PyTorch bf16 | ratio | of sequin fp32 | peak RSS infer bf16 (MiB) |\n|---|---:|---:|---:|---:|---:|\n";
+    for r in rows
+        .iter()
+        .filter(|r| r.get("bf16_infer_samples_per_s").is_some())
+    {
+        let cells = [
+            "bf16_infer_samples_per_s",
+            "torch_bf16_infer_samples_per_s",
+            "bf16_ratio_torch_bf16",
+            "bf16_over_fp32",
+            "bf16_infer_peak_rss_mb",
+        ]
+        .map(|k| f(&r[k]));
+        md += &format!(
+            "| {} | {} |\n",
+            r["shape"].as_str().unwrap_or(""),
+            cells.join(" | ")
+        );
+    }
+    if let Some(k) = rows.iter().find_map(|r| r["bf16_kernel"].as_str()) {
+        md += &format!("\nsequin bf16 kernel: {k}\n");
+    }
     md
 }
 
@@ -425,14 +467,16 @@ fn targets_table(rows: &[Value], epoch: Option<&Value>) -> String {
         line("peak RSS inference fp32 ≤ PyTorch's", shape, v, h, "×");
     }
     if let Some(e) = epoch {
-        let d = e["int8_accuracy_change_points"].as_f64();
-        line(
-            "int8 test accuracy within 0.5 points of fp32 (amazon-food)",
-            "minilm-l6",
-            d,
-            d.map(|d| d.abs() <= 0.5),
-            " points",
-        );
+        for p in ["int8", "bf16"] {
+            let d = e[format!("{p}_accuracy_change_points")].as_f64();
+            line(
+                &format!("{p} test accuracy within 0.5 points of fp32 (amazon-food)"),
+                "minilm-l6",
+                d,
+                d.map(|d| d.abs() <= 0.5),
+                " points",
+            );
+        }
     }
     md
 }
@@ -445,6 +489,8 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 /// The results as Markdown: the table, the real-data epoch, the data pipeline.
 fn markdown(rows: &[Value], epoch: Option<&Value>, cpu: &str) -> String {
     let f = |v: &Value| v.as_f64().map_or("—".to_string(), |x| format!("{x:.2}"));
+    let f3 = |v: &Value| v.as_f64().map_or("—".to_string(), |x| format!("{x:.3}"));
+    let f4 = |v: &Value| v.as_f64().map_or("—".to_string(), |x| format!("{x:.4}"));
     let mut md = format!(
         "CPU: {cpu}\n\n| shape | backend | train samples/s | peer | ratio | infer samples/s | peer | ratio | peak RSS train (MiB) | peer | GFLOP/s train | of matmul peak |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
@@ -478,7 +524,7 @@ fn markdown(rows: &[Value], epoch: Option<&Value>, cpu: &str) -> String {
     md += &targets_table(rows, epoch);
     if let Some(e) = epoch {
         md += &format!(
-            "\namazon-food, 1 epoch (3,575 reviews, batch 32, max_length 128, dynamic padding): sequin {} s, Trainer {} s (ratio {}); test accuracy {} vs {}; sequin predict over the 1,000 test reviews {} s (int8: {} s); test accuracy fp32 {} vs int8 {} ({} points), max |Δprob| {}\n",
+            "\namazon-food, 1 epoch (3,575 reviews, batch 32, max_length 128, dynamic padding): sequin {} s, Trainer {} s (ratio {}); test accuracy {} vs {}; sequin predict over the 1,000 test reviews {} s (int8: {} s, bf16: {} s); test accuracy fp32 {} vs int8 {} ({} points, max |Δprob| {}) vs bf16 {} ({} points, max |Δprob| {})\n",
             f(&e["epoch_train_s"]),
             f(&e["peer_epoch_train_s"]),
             f(&e["epoch_speed_ratio"]),
@@ -486,16 +532,14 @@ fn markdown(rows: &[Value], epoch: Option<&Value>, cpu: &str) -> String {
             f(&e["peer_test_accuracy"]),
             f(&e["predict_test_s"]),
             f(&e["predict_test_int8_s"]),
-            e["test_accuracy_fp32_eval"]
-                .as_f64()
-                .map_or("—".into(), |x| format!("{x:.3}")),
-            e["test_accuracy_int8"]
-                .as_f64()
-                .map_or("—".into(), |x| format!("{x:.3}")),
+            f(&e["predict_test_bf16_s"]),
+            f3(&e["test_accuracy_fp32_eval"]),
+            f3(&e["test_accuracy_int8"]),
             f(&e["int8_accuracy_change_points"]),
-            e["int8_max_abs_prob_change"]
-                .as_f64()
-                .map_or("—".into(), |x| format!("{x:.4}")),
+            f4(&e["int8_max_abs_prob_change"]),
+            f3(&e["test_accuracy_bf16"]),
+            f(&e["bf16_accuracy_change_points"]),
+            f4(&e["bf16_max_abs_prob_change"]),
         );
     }
     for r in rows
@@ -562,6 +606,7 @@ fn real_data_epoch(root: &Path, model: &Path, py: Option<&Path>) -> Result<serde
     };
     let predict_s = predict("fp32")?;
     let predict_int8_s = predict("int8")?;
+    let predict_bf16_s = predict("bf16")?;
     let accuracy = |precision: &str| -> Result<Option<f64>> {
         let m = json_line(
             Command::new(&exe)
@@ -574,11 +619,18 @@ fn real_data_epoch(root: &Path, model: &Path, py: Option<&Path>) -> Result<serde
         )?;
         Ok(m["accuracy"].as_f64())
     };
-    let (acc_fp32, acc_int8) = (accuracy("fp32")?, accuracy("int8")?);
-    let max_dprob = max_prob_change(
-        &out.join("predictions-fp32.jsonl"),
-        &out.join("predictions-int8.jsonl"),
-    )?;
+    let (acc_fp32, acc_int8, acc_bf16) = (accuracy("fp32")?, accuracy("int8")?, accuracy("bf16")?);
+    let dprob = |p: &str| {
+        max_prob_change(
+            &out.join("predictions-fp32.jsonl"),
+            &out.join(format!("predictions-{p}.jsonl")),
+        )
+    };
+    let change = |low: Option<f64>| {
+        acc_fp32
+            .zip(low)
+            .map(|(f, i)| ((i - f) * 1000.0).round() / 10.0)
+    };
     let peer = match py {
         Some(py) => Some(json_line(
             Command::new(py)
@@ -601,9 +653,13 @@ fn real_data_epoch(root: &Path, model: &Path, py: Option<&Path>) -> Result<serde
         "peer_test_accuracy": peer.as_ref().map(|p| p["test_accuracy"].clone()),
         "predict_test_s": predict_s,
         "predict_test_int8_s": predict_int8_s,
+        "predict_test_bf16_s": predict_bf16_s,
         "test_accuracy_fp32_eval": acc_fp32, "test_accuracy_int8": acc_int8,
-        "int8_accuracy_change_points": acc_fp32.zip(acc_int8).map(|(f, i)| ((i - f) * 1000.0).round() / 10.0),
-        "int8_max_abs_prob_change": max_dprob,
+        "test_accuracy_bf16": acc_bf16,
+        "int8_accuracy_change_points": change(acc_int8),
+        "bf16_accuracy_change_points": change(acc_bf16),
+        "int8_max_abs_prob_change": dprob("int8")?,
+        "bf16_max_abs_prob_change": dprob("bf16")?,
     }))
 }
 

@@ -574,10 +574,11 @@ pub(crate) struct InferenceArgs {
     /// backend, 1 on GPUs]
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub(crate) shards: Option<u64>,
-    /// Arithmetic of the encoder's linear layers: fp32, or int8 (dynamic quantization, as
+    /// Arithmetic of the encoder's linear layers: fp32; int8 (dynamic quantization, as
     /// torch's quantize_dynamic and ONNX Runtime's: int8 weights per output channel, inputs
-    /// quantized per row at run time, AVX-512 VNNI where the CPU has it; CPU backend only).
-    /// `sequin --version` names the int8 kernel this CPU runs.
+    /// quantized per row at run time, AVX-512 VNNI where the CPU has it); or bf16 (weights and
+    /// inputs rounded to bfloat16, f32 accumulation, AVX512-BF16 where the CPU has it). CPU
+    /// backend only. `sequin --version` names the kernels this CPU runs.
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
     pub(crate) precision: PrecisionArg,
     /// Ignore the folder's score calibration (sequin.json's temperature): raw softmax scores.
@@ -592,6 +593,7 @@ pub(crate) struct InferenceArgs {
 pub(crate) enum PrecisionArg {
     Fp32,
     Int8,
+    Bf16,
 }
 
 impl From<PrecisionArg> for sequin_train::Precision {
@@ -599,6 +601,7 @@ impl From<PrecisionArg> for sequin_train::Precision {
         match p {
             PrecisionArg::Fp32 => Self::Fp32,
             PrecisionArg::Int8 => Self::Int8,
+            PrecisionArg::Bf16 => Self::Bf16,
         }
     }
 }

@@ -61,10 +61,11 @@ pub(crate) fn clap_line(e: &clap::Error) -> String {
 /// `sequin --version`: the version and the backend of this build.
 fn version() -> &'static str {
     let v = format!(
-        "{} (backend: {}; int8 kernel: {})",
+        "{} (backend: {}; int8 kernel: {}; bf16 kernel: {})",
         env!("CARGO_PKG_VERSION"),
         backend_name(),
-        sequin_encoders::quant::int8_kernel().name()
+        sequin_encoders::quant::int8_kernel().name(),
+        sequin_encoders::quant::bf16_kernel().name()
     );
     Box::leak(v.into_boxed_str())
 }

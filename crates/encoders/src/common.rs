@@ -275,8 +275,8 @@ fn fill_mask(mask: &mut [f32], seed: [u8; 32], start: u128, threshold: u64, scal
 /// the CPU each of those packs the weight again; one product packs it once and lets the matmul
 /// spread over the cores.
 ///
-/// A layer marked by [`crate::quant::Int8Linears`] runs in int8 on the CPU backend without
-/// autodiff.
+/// A layer marked by [`crate::quant::LowPrecisionLinears`] runs in int8 or bf16 on the CPU
+/// backend without autodiff.
 pub fn dense(layer: &burn::nn::Linear, x: Tensor<3>) -> Tensor<3> {
     let [b, s, d] = x.dims();
     let x = x.reshape([b * s, d]);

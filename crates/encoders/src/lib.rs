@@ -9,6 +9,7 @@
 //! caller fills (usually `sequin-hf` from `config.json`), inputs are tensors.
 
 pub mod bert;
+pub mod bf16;
 pub mod common;
 pub mod distilbert;
 pub mod family;
@@ -26,7 +27,7 @@ pub use distilbert::{DistilBertConfig, DistilBertModel};
 pub use family::{Backbone, CheckpointKeys, Family, Inputs};
 pub use longformer::{LongformerConfig, LongformerModel};
 pub use modernbert::{ModernBertConfig, ModernBertModel};
-pub use quant::{Int8Linears, Precision};
+pub use quant::{LowPrecisionLinears, Precision};
 pub use roberta::{RobertaConfig, RobertaModel};
 
 /// Errors raised when a configuration cannot build a model.

@@ -4,13 +4,14 @@
 //! (attention projections and feed-forward layers: nearly all of an encoder's FLOPs) with
 //! dynamic int8 quantization ([`crate::int8`]); embeddings, LayerNorms, attention's softmax and
 //! the classifier head stay in `f32`, as with `torch.ao.quantization.quantize_dynamic` applied
-//! to an encoder's `Linear` layers.
+//! to an encoder's `Linear` layers. [`Precision::Bf16`] runs the same layers with bf16
+//! operands and `f32` accumulation ([`crate::bf16`]).
 //!
-//! A module is switched to int8 by [`Int8Linears::mark`]: its weights' parameter ids are
-//! marked, and each marked weight is quantized once, at its first use on an inference device
+//! A module is switched by [`LowPrecisionLinears::mark`]: its weights' parameter ids are
+//! marked, and each marked weight is converted once, at its first use on an inference device
 //! (never on an autodiff device: training is always `f32`). Dropping the returned guard
-//! unmarks them and frees the int8 copies. Parameter ids are unique, so models of different
-//! precisions share a process freely.
+//! unmarks them and frees the converted copies. Parameter ids are unique, so models of
+//! different precisions share a process freely.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, OnceLock, RwLock};
@@ -20,7 +21,8 @@ use burn::nn::Linear;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::int8::{Kernel, QuantizedMatrix};
+use crate::bf16::{self, Bf16Matrix};
+use crate::int8::{self, QuantizedMatrix};
 
 /// The arithmetic of an inference pass.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +34,8 @@ pub enum Precision {
     /// Linear layers with int8 weights (per output channel) and int8 activations (per row,
     /// dynamic), accumulated in `i32`.
     Int8,
+    /// Linear layers with bf16 weights and activations, accumulated in `f32`.
+    Bf16,
 }
 
 impl Precision {
@@ -40,33 +44,59 @@ impl Precision {
         match self {
             Self::Fp32 => "fp32",
             Self::Int8 => "int8",
+            Self::Bf16 => "bf16",
+        }
+    }
+
+    /// The kernel this CPU runs the linear layers with at this precision, as `--version` and
+    /// `run.json` name it (`None` for `f32`, which is burn's own matmul).
+    pub fn kernel_name(self) -> Option<&'static str> {
+        match self {
+            Self::Fp32 => None,
+            Self::Int8 => Some(int8_kernel().name()),
+            Self::Bf16 => Some(bf16_kernel().name()),
         }
     }
 }
 
-/// A quantized weight and its bias, made at the weight's first int8 use.
-type Slot = Arc<OnceLock<(QuantizedMatrix, Option<Vec<f32>>)>>;
-
-static MARKED: LazyLock<RwLock<HashMap<ParamId, Slot>>> = LazyLock::new(Default::default);
-static KERNEL: LazyLock<Kernel> = LazyLock::new(Kernel::detect);
-
-/// The int8 kernel this process runs (see [`Kernel::detect`]).
-pub fn int8_kernel() -> Kernel {
-    *KERNEL
-}
-
-/// The weights of a module marked for int8 inference; unmarked when dropped.
+/// A weight converted for its precision.
 #[derive(Debug)]
-#[must_use = "the module runs in int8 only while this guard lives"]
-pub struct Int8Linears {
-    ids: Vec<ParamId>,
+enum Packed {
+    Int8(QuantizedMatrix),
+    Bf16(Bf16Matrix),
 }
 
-impl Int8Linears {
-    /// Marks every 2-D float parameter of `module`. Only those that reach
-    /// [`crate::common::dense`] as a `Linear`'s weight are ever quantized; the others (an
-    /// embedding table) are never looked up.
-    pub fn mark<M: Module>(module: &M) -> Self {
+/// A converted weight and its bias, made at the weight's first low-precision use.
+type Slot = Arc<OnceLock<(Packed, Option<Vec<f32>>)>>;
+
+static MARKED: LazyLock<RwLock<HashMap<ParamId, (Precision, Slot)>>> =
+    LazyLock::new(Default::default);
+static INT8: LazyLock<int8::Kernel> = LazyLock::new(int8::Kernel::detect);
+static BF16: LazyLock<bf16::Kernel> = LazyLock::new(bf16::Kernel::detect);
+
+/// The int8 kernel this process runs (see [`int8::Kernel::detect`]).
+pub fn int8_kernel() -> int8::Kernel {
+    *INT8
+}
+
+/// The bf16 kernel this process runs (see [`bf16::Kernel::detect`]).
+pub fn bf16_kernel() -> bf16::Kernel {
+    *BF16
+}
+
+/// The weights of a module marked for low-precision inference; unmarked when dropped.
+#[derive(Debug)]
+#[must_use = "the module runs at low precision only while this guard lives"]
+pub struct LowPrecisionLinears {
+    ids: Vec<ParamId>,
+    precision: Precision,
+}
+
+impl LowPrecisionLinears {
+    /// Marks every 2-D float parameter of `module` for `precision` (`Fp32` marks nothing).
+    /// Only those that reach [`crate::common::dense`] as a `Linear`'s weight are ever
+    /// converted; the others (an embedding table) are never looked up.
+    pub fn mark<M: Module>(module: &M, precision: Precision) -> Self {
         struct Collect(Vec<ParamId>);
         impl ModuleVisitor for Collect {
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
@@ -76,25 +106,35 @@ impl Int8Linears {
             }
         }
         let mut c = Collect(Vec::new());
-        module.visit(&mut c);
+        if precision != Precision::Fp32 {
+            module.visit(&mut c);
+        }
         let mut marked = MARKED.write().unwrap_or_else(|p| p.into_inner());
         for id in &c.0 {
-            marked.insert(*id, Slot::default());
+            marked.insert(*id, (precision, Slot::default()));
         }
-        Self { ids: c.0 }
+        Self {
+            ids: c.0,
+            precision,
+        }
     }
 
-    /// How many weights have been quantized so far.
+    /// The precision the marked layers run at.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// How many weights have been converted so far.
     pub fn quantized(&self) -> usize {
         let marked = MARKED.read().unwrap_or_else(|p| p.into_inner());
         self.ids
             .iter()
-            .filter(|id| marked.get(id).is_some_and(|s| s.get().is_some()))
+            .filter(|id| marked.get(id).is_some_and(|(_, s)| s.get().is_some()))
             .count()
     }
 }
 
-impl Drop for Int8Linears {
+impl Drop for LowPrecisionLinears {
     fn drop(&mut self) {
         let mut marked = MARKED.write().unwrap_or_else(|p| p.into_inner());
         for id in &self.ids {
@@ -109,9 +149,8 @@ fn floats<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .expect("a float tensor converts to f32")
 }
 
-/// `layer(x)` in int8 when `layer`'s weight is marked and `x` is on the host backend
-/// without autodiff;
-/// otherwise `x` back, for the caller to run in `f32`.
+/// `layer(x)` at its marked precision when `layer`'s weight is marked and `x` is on the host
+/// backend without autodiff; otherwise `x` back, for the caller to run in `f32`.
 ///
 /// # Shapes
 /// - x: `[rows, d_in]`; output: `[rows, d_out]`
@@ -119,23 +158,28 @@ pub(crate) fn linear(layer: &Linear, x: Tensor<2>) -> Result<Tensor<2>, Tensor<2
     if !crate::host::is_host(&x.device()) {
         return Err(x);
     }
-    let slot = {
+    let (precision, slot) = {
         let marked = MARKED.read().unwrap_or_else(|p| p.into_inner());
         match marked.get(&layer.weight.id) {
-            Some(slot) => slot.clone(),
+            Some((precision, slot)) => (*precision, slot.clone()),
             None => return Err(x),
         }
     };
-    let (q, bias) = slot.get_or_init(|| {
+    let (packed, bias) = slot.get_or_init(|| {
         let w = layer.weight.val();
         let [k, n] = w.dims();
         let bias = layer.bias.as_ref().map(|b| floats(b.val()));
-        (QuantizedMatrix::new(&floats(w), k, n), bias)
+        let w = floats(w);
+        let packed = match precision {
+            Precision::Bf16 => Packed::Bf16(Bf16Matrix::new(&w, k, n)),
+            _ => Packed::Int8(QuantizedMatrix::new(&w, k, n)),
+        };
+        (packed, bias)
     });
     let (rows, device) = (x.dims()[0], x.device());
-    let y = q.matmul(*KERNEL, &floats(x), bias.as_deref());
-    Ok(Tensor::from_data(
-        TensorData::new(y, [rows, q.n()]),
-        &device,
-    ))
+    let (y, n) = match packed {
+        Packed::Int8(q) => (q.matmul(*INT8, &floats(x), bias.as_deref()), q.n()),
+        Packed::Bf16(q) => (q.matmul(*BF16, &floats(x), bias.as_deref()), q.n()),
+    };
+    Ok(Tensor::from_data(TensorData::new(y, [rows, n]), &device))
 }

@@ -138,8 +138,9 @@ pub struct Classifier {
     /// [`Self::temperature`]).
     pub calibrated: bool,
     device: Device,
-    /// The encoder's linear layers in int8 while this lives (see [`Self::set_precision`]).
-    int8: Option<sequin_encoders::Int8Linears>,
+    /// The encoder's linear layers in int8 or bf16 while this lives (see
+    /// [`Self::set_precision`]).
+    low_precision: Option<sequin_encoders::LowPrecisionLinears>,
 }
 
 /// What [`Classifier::from_parts`] wraps: an in-memory model and what it was trained with.
@@ -208,7 +209,7 @@ impl Classifier {
             shards: 1,
             calibrated: true,
             device: device.clone(),
-            int8: None,
+            low_precision: None,
         })
     }
 
@@ -283,29 +284,26 @@ impl Classifier {
             shards: 1,
             calibrated: true,
             device: device.clone(),
-            int8: None,
+            low_precision: None,
         }
     }
 
     /// Runs the encoder's linear layers at `precision` from now on: `Int8` quantizes their
     /// weights per output channel (once, at first use) and their inputs per row, as
-    /// `torch.ao.quantization.quantize_dynamic` does; the embeddings, LayerNorms, softmax and
-    /// head stay `f32`. The int8 kernels run on the CPU backend only: on another device the
-    /// layers stay `f32` whatever this says (the CLI refuses `--precision int8` there).
+    /// `torch.ao.quantization.quantize_dynamic` does; `Bf16` rounds weights and inputs to
+    /// bfloat16 and accumulates in `f32`. The embeddings, LayerNorms, softmax and head stay
+    /// `f32`. These kernels run on the CPU backend only: on another device the layers stay
+    /// `f32` whatever this says (the CLI refuses `--precision int8|bf16` there).
     pub fn set_precision(&mut self, precision: Precision) {
-        self.int8 = match precision {
-            Precision::Int8 => Some(sequin_encoders::Int8Linears::mark(&self.model)),
-            Precision::Fp32 => None,
-        };
+        self.low_precision = (precision != Precision::Fp32)
+            .then(|| sequin_encoders::LowPrecisionLinears::mark(&self.model, precision));
     }
 
     /// The precision set by [`Self::set_precision`].
     pub fn precision(&self) -> Precision {
-        if self.int8.is_some() {
-            Precision::Int8
-        } else {
-            Precision::Fp32
-        }
+        self.low_precision
+            .as_ref()
+            .map_or(Precision::Fp32, |l| l.precision())
     }
 
     /// Encoding options from the policy, with an optional `max_length` override (not

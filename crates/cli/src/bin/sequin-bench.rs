@@ -58,7 +58,7 @@ struct Args {
     #[arg(long)]
     shards: Option<usize>,
     /// `--mode infer`: the linear layers' arithmetic (as `sequin predict --precision`).
-    #[arg(long, value_parser = ["fp32", "int8"], default_value = "fp32")]
+    #[arg(long, value_parser = ["fp32", "int8", "bf16"], default_value = "fp32")]
     precision: String,
 }
 
@@ -162,7 +162,12 @@ fn main() -> Result<()> {
         }
     } else {
         let model = model.valid();
-        let _int8 = (a.precision == "int8").then(|| sequin_encoders::Int8Linears::mark(&model));
+        let precision = match a.precision.as_str() {
+            "int8" => sequin_encoders::Precision::Int8,
+            "bf16" => sequin_encoders::Precision::Bf16,
+            _ => sequin_encoders::Precision::Fp32,
+        };
+        let _low = sequin_encoders::LowPrecisionLinears::mark(&model, precision);
         let types = types.clone();
         for i in 0..a.warmup + a.steps {
             let t0 = Instant::now();
@@ -202,6 +207,7 @@ fn main() -> Result<()> {
             "shards": shards,
             "precision": if a.mode == "infer" { a.precision.as_str() } else { "fp32" },
             "int8_kernel": sequin_encoders::quant::int8_kernel().name(),
+            "bf16_kernel": sequin_encoders::quant::bf16_kernel().name(),
         })
     );
     Ok(())

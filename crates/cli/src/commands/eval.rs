@@ -65,10 +65,10 @@ pub(crate) fn eval(a: EvalArgs, device: &Device) -> Result<()> {
     let m = c.evaluate(&recs, &a.data, opts, a.run.batch_size)?;
     bar.finish_and_clear();
     let mut m = serde_json::to_value(&m)?;
-    if let (sequin_train::Precision::Int8, Some(o)) = (c.precision(), m.as_object_mut()) {
-        o.insert("precision".into(), "int8".into());
-        let kernel = sequin_encoders::quant::int8_kernel().name();
-        o.insert("int8_kernel".into(), kernel.into());
+    let precision = c.precision();
+    if let (Some(kernel), Some(o)) = (precision.kernel_name(), m.as_object_mut()) {
+        o.insert("precision".into(), precision.name().into());
+        o.insert(format!("{}_kernel", precision.name()), kernel.into());
     }
     println!("{}", serde_json::to_string(&m)?);
     Ok(())

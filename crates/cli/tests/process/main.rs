@@ -548,36 +548,41 @@ fn a_missing_file_and_a_bad_csv_record_are_each_said_once_and_exactly() {
     );
 }
 
-/// `--precision int8`: `--version` names the int8 kernel this CPU runs, `eval` reports the
-/// precision and kernel with its metrics, and an unknown precision is a usage error.
+/// `--precision int8|bf16`: `--version` names the kernel this CPU runs for each, `eval`
+/// reports the precision and kernel with its metrics, and an unknown precision is a usage
+/// error.
 #[test]
-fn int8_precision_is_reported_by_version_and_eval() {
+fn low_precision_is_reported_by_version_and_eval() {
     let v = sequin(&["--version"]);
     let line = String::from_utf8_lossy(&v.stdout).into_owned();
     assert!(line.contains("int8 kernel: "), "{line}");
+    assert!(line.contains("bf16 kernel: "), "{line}");
     let d = TestDir::new("int8");
     let data = d.file(
         "eval.csv",
         "text,label\ngreat tea,positive\nawful,negative\n",
     );
     let model = tiny_model();
-    let args: Vec<std::ffi::OsString> = vec![
-        "eval".into(),
-        "--model".into(),
-        model.into(),
-        "--data".into(),
-        data.clone().into(),
-        "--precision".into(),
-        "int8".into(),
-    ];
-    let o = sequin(&args);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(m["precision"], "int8");
-    assert!(
-        line.contains(m["int8_kernel"].as_str().unwrap()),
-        "{m} vs {line}"
-    );
+    for precision in ["int8", "bf16"] {
+        let args: Vec<std::ffi::OsString> = vec![
+            "eval".into(),
+            "--model".into(),
+            model.clone().into(),
+            "--data".into(),
+            data.clone().into(),
+            "--precision".into(),
+            precision.into(),
+        ];
+        let o = sequin(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(m["precision"], precision);
+        let kernel = m[format!("{precision}_kernel")].as_str().unwrap();
+        assert!(
+            line.contains(&format!("{precision} kernel: {kernel}")),
+            "{m} vs {line}"
+        );
+    }
     let o = predict(&data, &d.join("out.jsonl"), &["--precision", "int4"]);
     assert_fails(&o, 2, "int4");
     assert!(!d.join("out.jsonl").exists());

@@ -215,6 +215,7 @@ fn card(c: &Classifier, max_length: usize, model_id: &str, limits: Value) -> Car
     let multi_label = c.problem_type() == ProblemType::MultiLabelClassification;
     let precision = match c.precision() {
         sequin_train::Precision::Int8 => "int8",
+        sequin_train::Precision::Bf16 => "bfloat16",
         sequin_train::Precision::Fp32 => "float32",
     };
     let mut info = json!({
