@@ -229,6 +229,13 @@ pub fn restore(model: Model, file: &Path) -> Result<Model> {
         .map_err(|e| TrainError::Config(format!("{}: {e}", file.display())))?;
     let mut saved: BTreeMap<String, (Vec<usize>, Vec<f32>)> = BTreeMap::new();
     for (name, view) in st.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(TrainError::Config(format!(
+                "{}: tensor `{name}` is {:?}; a sequin adapter checkpoint holds F32 tensors",
+                file.display(),
+                view.dtype()
+            )));
+        }
         let v: Vec<f32> = view
             .data()
             .chunks_exact(4)
