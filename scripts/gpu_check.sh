@@ -50,7 +50,11 @@ mkdir -p "$OUT" .gpu/bin
 LOG="$OUT/log.txt"
 log() { echo "[$(date +%T)] $*" | tee -a "$LOG" >&2; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$LOG"
-for f in sequin sequin-bench; do xz -dc ".gpu/$f.xz" > ".gpu/bin/$f"; chmod +x ".gpu/bin/$f"; done
+for f in sequin sequin-bench; do
+  xz -dc ".gpu/$f.xz" > ".gpu/bin/$f" 2>/dev/null || python3 -c 'import lzma, shutil, sys
+shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' ".gpu/$f.xz" ".gpu/bin/$f"
+  chmod +x ".gpu/bin/$f"
+done
 # cudarc loads libcuda and libnvrtc at run time: the driver's folder and the CUDA toolkit's.
 for lib in libcuda.so.1 libnvrtc.so; do
   d=$(dirname "$(find /usr/local/nvidia /usr/local/cuda* /usr/lib /opt -name "$lib*" 2>/dev/null | head -1)")
