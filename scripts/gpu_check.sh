@@ -94,4 +94,7 @@ for shape in minilm-l6 bert-base; do
     done
   done
 done
+log "3. sequin cuda minilm-l6 train, dropout off (what the host-drawn masks cost)"
+timeout "${BENCH_S:-100}" .gpu/bin/sequin-bench --model minilm-l6 --mode train --no-dropout --seq-len 128 \
+  --batch 32 --steps 20 --warmup 5 2>>"$LOG" | grep '^{' | tee -a "$RESULTS"
 log done

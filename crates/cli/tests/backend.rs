@@ -4,7 +4,8 @@
 //!
 //! `cargo xtask test` runs it twice: in the workspace run (CPU), and built with
 //! `--features wgpu` on a Vulkan device (Mesa's lavapipe where there is no GPU). With
-//! `--features cuda` it runs on a CUDA GPU (`scripts/gpu_bench.sh`).
+//! `--features cuda` it runs on a CUDA GPU; where only a packed binary can travel to the GPU,
+//! `scripts/gpu_check.sh` runs the same parity and training checks through the CLI.
 
 use std::path::{Path, PathBuf};
 

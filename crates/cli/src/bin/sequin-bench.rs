@@ -57,12 +57,16 @@ struct Args {
     /// `sequin train`].
     #[arg(long)]
     shards: Option<usize>,
+    /// `--mode train`: dropout off (hidden and attention), to measure what drawing the masks
+    /// costs.
+    #[arg(long)]
+    no_dropout: bool,
     /// `--mode infer`: the linear layers' arithmetic (as `sequin predict --precision`).
     #[arg(long, value_parser = ["fp32", "int8", "bf16"], default_value = "fp32")]
     precision: String,
 }
 
-fn config(name: &str) -> Result<BertConfig> {
+fn config(name: &str, dropout: f64) -> Result<BertConfig> {
     let (h, l, i) = match name {
         "minilm-l6" => (384, 6, 1536),
         "bert-base" => (768, 12, 3072),
@@ -71,6 +75,7 @@ fn config(name: &str) -> Result<BertConfig> {
     Ok(serde_json::from_value(serde_json::json!({
         "vocab_size": 30522, "hidden_size": h, "num_hidden_layers": l,
         "num_attention_heads": 12, "intermediate_size": i,
+        "hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout,
     }))?)
 }
 
@@ -90,7 +95,7 @@ fn main() -> Result<()> {
     if a.mode == "matmul" {
         return matmul_peak(&a);
     }
-    let cfg = config(&a.model)?;
+    let cfg = config(&a.model, if a.no_dropout { 0.0 } else { 0.1 })?;
     let shards = a.shards.unwrap_or_else(sequin_cli::default_shards);
     let infer_device = sequin_cli::device();
     let dev = if a.mode == "train" {
@@ -204,7 +209,7 @@ fn main() -> Result<()> {
             "loss_first": loss_first, "loss_last": loss_last,
             "load_s": load_s, "rss_peak_mib": peak_rss_mib(),
             "threads": std::thread::available_parallelism().map(|n| n.get()).ok(),
-            "shards": shards,
+            "shards": shards, "dropout": !a.no_dropout,
             "precision": if a.mode == "infer" { a.precision.as_str() } else { "fp32" },
             "int8_kernel": sequin_encoders::quant::int8_kernel().name(),
             "bf16_kernel": sequin_encoders::quant::bf16_kernel().name(),
