@@ -25,7 +25,7 @@ if [ "${1:-}" = "--pack" ]; then
   mkdir -p .gpu/minilm-config
   grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo /.gpu/ >> .git/info/exclude
   for b in sequin sequin-bench; do strip -o ".gpu/$b" "target/release/$b"; xz -T2 -9 -f ".gpu/$b"; done
-  cp -r tests/fixtures/bert-tiny-cls .gpu/
+  rm -rf .gpu/bert-tiny-cls && cp -r tests/fixtures/bert-tiny-cls .gpu/
   python3 -c 'import json
 for i in json.load(open("tests/fixtures/parity.json"))["inputs"]:
     print(json.dumps({k: v for k, v in i.items() if k in ("text", "text_pair") and v is not None}))' \

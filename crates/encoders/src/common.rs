@@ -238,19 +238,46 @@ pub fn dropout<const D: usize>(d: &Dropout, x: Tensor<D>) -> Tensor<D> {
         }
         None => reserve_words(|pos| pos, n as u128),
     });
-    let mut mask = vec![0f32; n];
-    fill_mask(&mut mask, seed, start, threshold, scale);
-    let mask = Tensor::<D>::from_data(TensorData::new(mask, shape), &x.device());
-    x * mask
+    let device = x.device();
+    if on_host_autodiff(&device) {
+        let mut mask = vec![0f32; n];
+        fill_mask(&mut mask, seed, start, threshold, (scale, 0.0));
+        return x * Tensor::<D>::from_data(TensorData::new(mask, shape), &device);
+    }
+    // On a GPU the same mask travels as one byte per element (a quarter of the f32 upload)
+    // and is scaled there: the same kept elements, the same products.
+    let mut keep = vec![false; n];
+    fill_mask(&mut keep, seed, start, threshold, (true, false));
+    let keep = Tensor::<D, Bool>::from_data(TensorData::new(keep, shape), &device);
+    x * keep.float().mul_scalar(scale)
+}
+
+/// Whether `device` is the CPU backend with autodiff (where an f32 mask costs nothing to move).
+fn on_host_autodiff(device: &burn::tensor::Device) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        *device == burn::tensor::Device::flex().autodiff()
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = device;
+        false
+    }
 }
 
 /// Elements per parallel chunk of a dropout mask.
 const MASK_CHUNK: usize = 1 << 16;
 
-/// Fills `mask` with `scale` (kept) or 0 (dropped): element `i` is kept when word
-/// `start + i` of the ChaCha8 stream `seed` is below `threshold`. Chunks run in parallel, each
-/// from its own position in the stream, so the mask is exactly the one a serial pass draws.
-fn fill_mask(mask: &mut [f32], seed: [u8; 32], start: u128, threshold: u64, scale: f32) {
+/// Fills `mask` with `kept` or `dropped`: element `i` is kept when word `start + i` of the
+/// ChaCha8 stream `seed` is below `threshold`. Chunks run in parallel, each from its own
+/// position in the stream, so the mask is exactly the one a serial pass draws.
+fn fill_mask<T: Copy + Send + Sync>(
+    mask: &mut [T],
+    seed: [u8; 32],
+    start: u128,
+    threshold: u64,
+    (kept, dropped): (T, T),
+) {
     use rayon::prelude::*;
     mask.par_chunks_mut(MASK_CHUNK)
         .enumerate()
@@ -262,7 +289,11 @@ fn fill_mask(mask: &mut [f32], seed: [u8; 32], start: u128, threshold: u64, scal
                 let bits = &mut bits[..piece.len()];
                 rng.fill(bits);
                 for (m, &b) in piece.iter_mut().zip(bits.iter()) {
-                    *m = if (b as u64) < threshold { scale } else { 0.0 };
+                    *m = if (b as u64) < threshold {
+                        kept
+                    } else {
+                        dropped
+                    };
                 }
             }
         });
@@ -666,7 +697,7 @@ mod tests {
                 .map(|&b| if (b as u64) < threshold { 1.25 } else { 0.0 })
                 .collect();
             let mut mask = vec![0f32; n];
-            fill_mask(&mut mask, seed, start, threshold, 1.25);
+            fill_mask(&mut mask, seed, start, threshold, (1.25, 0.0));
             assert_eq!(mask, serial, "start {start}, n {n}");
             if n > 1000 {
                 assert!(mask.contains(&0.0) && mask.contains(&1.25));
