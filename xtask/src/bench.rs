@@ -695,3 +695,51 @@ fn max_prob_change(a: &Path, b: &Path) -> Result<f64> {
         })
         .fold(0.0, f64::max))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row as `shape_row` builds it (the fields the tables read), and an epoch.
+    fn row() -> Value {
+        json!({
+            "shape": "minilm-l6", "backend": "cpu",
+            "train_samples_per_s": 14.0, "peer_train_samples_per_s": 15.0, "train_ratio": 0.93,
+            "infer_samples_per_s": 60.0, "peer_infer_samples_per_s": 56.0, "infer_ratio": 1.07,
+            "ort_fp32_infer_samples_per_s": 59.0, "infer_ratio_ort_fp32": 1.02,
+            "int8_infer_samples_per_s": 160.0, "torch_int8_infer_samples_per_s": 110.0,
+            "int8_ratio_torch_int8": 1.45, "ort_int8_infer_samples_per_s": 127.0,
+            "int8_ratio_ort_int8": 1.26, "int8_kernel": "avx512-vnni",
+            "bf16_infer_samples_per_s": 108.0, "torch_bf16_infer_samples_per_s": 81.0,
+            "bf16_ratio_torch_bf16": 1.33, "bf16_over_fp32": 1.8, "bf16_infer_peak_rss_mb": 149.0,
+            "bf16_kernel": "avx512-bf16",
+            "peak_rss_mb": 1279.0, "peer_peak_rss_mb": 3108.0,
+            "infer_peak_rss_mb": 136.0, "peer_infer_peak_rss_mb": 884.0,
+            "flop_utilisation_train": 0.62, "matmul_peak_gflops": 206.0,
+        })
+    }
+
+    #[test]
+    fn results_md_has_the_bf16_table_and_a_target_line_per_precision() {
+        let epoch = json!({
+            "int8_accuracy_change_points": 0.4, "bf16_accuracy_change_points": 0.0,
+            "bf16_max_abs_prob_change": 0.0067, "test_accuracy_bf16": 0.841,
+        });
+        let md = markdown(&[row()], Some(&epoch), "AMD EPYC (family 25, model 17)");
+        assert!(
+            md.starts_with("CPU: AMD EPYC (family 25, model 17)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| minilm-l6 | 108.00 | 81.00 | 1.33 | 1.80 | 149.00 |"),
+            "{md}"
+        );
+        assert!(md.contains("sequin bf16 kernel: avx512-bf16"), "{md}");
+        assert!(md.contains("| bf16 test accuracy within 0.5 points of fp32 (amazon-food) | minilm-l6 | 0.00 points | met |"), "{md}");
+        assert!(md.contains("| int8 test accuracy within 0.5 points of fp32 (amazon-food) | minilm-l6 | 0.40 points | met |"), "{md}");
+        assert!(
+            md.contains("bf16 0.841 (0.00 points, max |Δprob| 0.0067)"),
+            "{md}"
+        );
+    }
+}
