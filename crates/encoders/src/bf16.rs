@@ -13,8 +13,6 @@
 //! converts, so the kernel is here, small, and tested against a scalar reference, beside its
 //! int8 sibling ([`crate::int8`]). It knows nothing of tensors: it works on slices.
 
-use rayon::prelude::*;
-
 /// Rows of a microkernel step.
 const MR: usize = 12;
 /// Columns of a microkernel step (two 16-lane `f32` vectors).
@@ -111,36 +109,13 @@ impl Bf16Matrix {
 
     /// `x · w + bias` for `x` `[m, k]` (row-major): `[m, n]`, rows in parallel.
     pub fn matmul(&self, kernel: Kernel, x: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-        assert_eq!(x.len() % self.k.max(1), 0, "input is not [m, k]");
-        let m = if self.k == 0 { 0 } else { x.len() / self.k };
-        let mut out = vec![0f32; m * self.n];
-        if self.n == 0 {
-            return out;
-        }
-        let zeros;
-        let bias = match bias {
-            Some(b) => {
-                assert_eq!(b.len(), self.n, "bias is not [n]");
-                b
-            }
-            None => {
-                zeros = vec![0f32; self.n];
-                &zeros
-            }
+        let task = |x: &[f32], rows: usize, bias: &[f32], out: &mut [f32]| match kernel {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Kernel::Avx512Bf16` is only chosen where the CPU has its features.
+            Kernel::Avx512Bf16 => unsafe { self.rows_avx512(x, rows, bias, out) },
+            _ => self.rows::<false>(x, rows, bias, out),
         };
-        out.par_chunks_mut(ROWS_PER_TASK * self.n)
-            .enumerate()
-            .for_each(|(t, out)| {
-                let rows = out.len() / self.n;
-                let x = &x[t * ROWS_PER_TASK * self.k..][..rows * self.k];
-                match kernel {
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: `Kernel::Avx512Bf16` is only chosen where the CPU has its features.
-                    Kernel::Avx512Bf16 => unsafe { self.rows_avx512(x, rows, bias, out) },
-                    _ => self.rows::<false>(x, rows, bias, out),
-                }
-            });
-        out
+        crate::quant::row_tasks(x, (self.k, self.n), bias, ROWS_PER_TASK, task)
     }
 
     /// [`Self::rows`] compiled for AVX-512, so that rounding and the bias vectorize too.

@@ -183,3 +183,40 @@ pub(crate) fn linear(layer: &Linear, x: Tensor<2>) -> Result<Tensor<2>, Tensor<2
     };
     Ok(Tensor::from_data(TensorData::new(y, [rows, n]), &device))
 }
+
+/// `x · w + bias` for `x` `[m, k]` (row-major) into a new `[m, n]`, in parallel tasks of
+/// `rows_per_task` rows: `task(x_rows, rows, bias, out_rows)` computes one task's rows. The
+/// driver both low-precision kernels share ([`crate::int8`], [`crate::bf16`]).
+pub(crate) fn row_tasks(
+    x: &[f32],
+    (k, n): (usize, usize),
+    bias: Option<&[f32]>,
+    rows_per_task: usize,
+    task: impl Fn(&[f32], usize, &[f32], &mut [f32]) + Sync,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    assert_eq!(x.len() % k.max(1), 0, "input is not [m, k]");
+    let m = if k == 0 { 0 } else { x.len() / k };
+    let mut out = vec![0f32; m * n];
+    if n == 0 {
+        return out;
+    }
+    let zeros;
+    let bias = match bias {
+        Some(b) => {
+            assert_eq!(b.len(), n, "bias is not [n]");
+            b
+        }
+        None => {
+            zeros = vec![0f32; n];
+            &zeros
+        }
+    };
+    out.par_chunks_mut(rows_per_task * n)
+        .enumerate()
+        .for_each(|(t, out)| {
+            let rows = out.len() / n;
+            task(&x[t * rows_per_task * k..][..rows * k], rows, bias, out);
+        });
+    out
+}
