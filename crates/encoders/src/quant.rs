@@ -49,13 +49,25 @@ impl Precision {
     }
 
     /// The kernel this CPU runs the linear layers with at this precision, as `--version` and
-    /// `run.json` name it (`None` for `f32`, which is burn's own matmul).
+    /// `eval`'s output name it (`None` for `f32`, which is burn's own matmul).
     pub fn kernel_name(self) -> Option<&'static str> {
         match self {
             Self::Fp32 => None,
             Self::Int8 => Some(int8_kernel().name()),
             Self::Bf16 => Some(bf16_kernel().name()),
         }
+    }
+}
+
+/// The inverse of [`Precision::name`].
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Self::Fp32, Self::Int8, Self::Bf16]
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| format!("unknown precision `{s}`: fp32, int8 or bf16"))
     }
 }
 
@@ -219,4 +231,18 @@ pub(crate) fn row_tasks(
             task(&x[t * rows_per_task * k..][..rows * k], rows, bias, out);
         });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precision_names_parse_back() {
+        for p in [Precision::Fp32, Precision::Int8, Precision::Bf16] {
+            assert_eq!(p.name().parse::<Precision>(), Ok(p));
+        }
+        let e = "int4".parse::<Precision>().unwrap_err();
+        assert!(e.contains("int4") && e.contains("bf16"), "{e}");
+    }
 }

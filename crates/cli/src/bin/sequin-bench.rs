@@ -62,8 +62,8 @@ struct Args {
     #[arg(long)]
     no_dropout: bool,
     /// `--mode infer`: the linear layers' arithmetic (as `sequin predict --precision`).
-    #[arg(long, value_parser = ["fp32", "int8", "bf16"], default_value = "fp32")]
-    precision: String,
+    #[arg(long, default_value = "fp32")]
+    precision: sequin_encoders::Precision,
 }
 
 fn config(name: &str, dropout: f64) -> Result<BertConfig> {
@@ -167,12 +167,7 @@ fn main() -> Result<()> {
         }
     } else {
         let model = model.valid();
-        let precision = match a.precision.as_str() {
-            "int8" => sequin_encoders::Precision::Int8,
-            "bf16" => sequin_encoders::Precision::Bf16,
-            _ => sequin_encoders::Precision::Fp32,
-        };
-        let _low = sequin_encoders::LowPrecisionLinears::mark(&model, precision);
+        let _low = sequin_encoders::LowPrecisionLinears::mark(&model, a.precision);
         let types = types.clone();
         for i in 0..a.warmup + a.steps {
             let t0 = Instant::now();
@@ -210,7 +205,7 @@ fn main() -> Result<()> {
             "load_s": load_s, "rss_peak_mib": peak_rss_mib(),
             "threads": std::thread::available_parallelism().map(|n| n.get()).ok(),
             "shards": shards, "dropout": !a.no_dropout,
-            "precision": if a.mode == "infer" { a.precision.as_str() } else { "fp32" },
+            "precision": if a.mode == "infer" { a.precision.name() } else { "fp32" },
             "int8_kernel": sequin_encoders::quant::int8_kernel().name(),
             "bf16_kernel": sequin_encoders::quant::bf16_kernel().name(),
         })
