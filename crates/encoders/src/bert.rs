@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::EncoderError;
 use crate::common::{self, Activation};
 use crate::family::{Backbone, CheckpointKeys, Family, Inputs, zero_bias};
+use crate::fused;
 
 fn default_act() -> String {
     "gelu".into()
@@ -321,8 +322,12 @@ pub struct BertSelfOutput {
 impl BertSelfOutput {
     /// `LayerNorm(dropout(dense(attended)) + residual)`.
     pub fn forward(&self, attended: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
-        self.LayerNorm.forward(
-            common::dropout(&self.dropout, common::dense(&self.dense, attended)) + residual,
+        fused::dense_dropout_add_norm(
+            &self.dense,
+            attended,
+            &self.dropout,
+            residual,
+            &self.LayerNorm,
         )
     }
 }
@@ -349,7 +354,7 @@ pub struct BertIntermediate {
 impl BertIntermediate {
     /// `act(dense(x))`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.act.forward(common::dense(&self.dense, x))
+        fused::dense_gelu(&self.dense, self.act, x)
     }
 }
 
@@ -367,8 +372,12 @@ pub struct BertOutput {
 impl BertOutput {
     /// `LayerNorm(dropout(dense(intermediate)) + residual)`.
     pub fn forward(&self, intermediate: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
-        self.LayerNorm.forward(
-            common::dropout(&self.dropout, common::dense(&self.dense, intermediate)) + residual,
+        fused::dense_dropout_add_norm(
+            &self.dense,
+            intermediate,
+            &self.dropout,
+            residual,
+            &self.LayerNorm,
         )
     }
 }

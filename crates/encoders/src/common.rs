@@ -223,14 +223,68 @@ pub fn with_dropout_region<T>(base: ([u8; 32], u128), index: usize, f: impl FnOn
 /// Inverted dropout with `d`'s probability, active only when `d` is in training mode and the
 /// tensor lives on an autodiff device (as burn's `Dropout::forward`).
 pub fn dropout<const D: usize>(d: &Dropout, x: Tensor<D>) -> Tensor<D> {
-    if !d.training.is_enabled() || !x.device().is_autodiff() || d.prob <= 0.0 {
+    let Some(draw) = dropout_draw(d, &x) else {
         return x;
-    }
+    };
     let shape = x.shape();
     let n = shape.num_elements();
+    let device = x.device();
+    if on_host_autodiff(&device) {
+        return x * Tensor::<D>::from_data(TensorData::new(draw.mask(n), shape), &device);
+    }
+    // On a GPU the same mask travels as one byte per element (a quarter of the f32 upload)
+    // and is scaled there: the same kept elements, the same products.
+    let mut keep = vec![false; n];
+    fill_mask(
+        &mut keep,
+        draw.seed,
+        draw.start,
+        draw.threshold,
+        (true, false),
+    );
+    let keep = Tensor::<D, Bool>::from_data(TensorData::new(keep, shape), &device);
+    x * keep.float().mul_scalar(draw.scale)
+}
+
+/// Where a dropout mask comes from: words `start..` of the ChaCha8 stream `seed`; an element
+/// is kept (and multiplied by `scale`, `1/(1 − p)`) when its word is below `threshold`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DropoutDraw {
+    /// The stream's seed.
+    pub seed: [u8; 32],
+    /// The stream word of element 0.
+    pub start: u128,
+    /// Kept when the word is below this (`(1 − p)·2³²`).
+    pub threshold: u64,
+    /// What a kept element is multiplied by.
+    pub scale: f32,
+}
+
+impl DropoutDraw {
+    /// The mask of `n` elements: `scale` where kept, 0 where dropped.
+    pub fn mask(&self, n: usize) -> Vec<f32> {
+        let mut mask = vec![0f32; n];
+        fill_mask(
+            &mut mask,
+            self.seed,
+            self.start,
+            self.threshold,
+            (self.scale, 0.0),
+        );
+        mask
+    }
+}
+
+/// Reserves the stream words of a dropout mask over `x`, as [`dropout`] draws it, or `None`
+/// where `d` drops nothing (evaluation, a device without autodiff, `p = 0`). Fused ops that
+/// apply dropout inside themselves draw through this, so they drop exactly the elements
+/// [`dropout`] would.
+pub fn dropout_draw<const D: usize>(d: &Dropout, x: &Tensor<D>) -> Option<DropoutDraw> {
+    if !d.training.is_enabled() || !x.device().is_autodiff() || d.prob <= 0.0 {
+        return None;
+    }
+    let n = x.shape().num_elements();
     let keep = 1.0 - d.prob;
-    let scale = (1.0 / keep) as f32;
-    let threshold = (keep * 4_294_967_296.0) as u64;
     let (seed, start) = REGION.with(|r| match r.get() {
         Some((seed, start)) => {
             r.set(Some((seed, start + n as u128)));
@@ -238,22 +292,16 @@ pub fn dropout<const D: usize>(d: &Dropout, x: Tensor<D>) -> Tensor<D> {
         }
         None => reserve_words(|pos| pos, n as u128),
     });
-    let device = x.device();
-    if on_host_autodiff(&device) {
-        let mut mask = vec![0f32; n];
-        fill_mask(&mut mask, seed, start, threshold, (scale, 0.0));
-        return x * Tensor::<D>::from_data(TensorData::new(mask, shape), &device);
-    }
-    // On a GPU the same mask travels as one byte per element (a quarter of the f32 upload)
-    // and is scaled there: the same kept elements, the same products.
-    let mut keep = vec![false; n];
-    fill_mask(&mut keep, seed, start, threshold, (true, false));
-    let keep = Tensor::<D, Bool>::from_data(TensorData::new(keep, shape), &device);
-    x * keep.float().mul_scalar(scale)
+    Some(DropoutDraw {
+        seed,
+        start,
+        threshold: (keep * 4_294_967_296.0) as u64,
+        scale: (1.0 / keep) as f32,
+    })
 }
 
 /// Whether `device` is the CPU backend with autodiff (where an f32 mask costs nothing to move).
-fn on_host_autodiff(device: &burn::tensor::Device) -> bool {
+pub fn on_host_autodiff(device: &burn::tensor::Device) -> bool {
     #[cfg(feature = "flex")]
     {
         *device == burn::tensor::Device::flex().autodiff()
@@ -419,6 +467,11 @@ fn explicit_attention(
         // Inference on the CPU: scale, mask and softmax in one parallel pass (no dropout).
         let scale = 1.0 / (head_dim as f32).sqrt();
         return crate::host::masked_softmax(scores, scale, pad_mask).matmul(v);
+    }
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    if let Some(probs) = crate::fused::attention_probs(&scores, scale, pad_mask.as_ref(), dropout) {
+        // Training on the CPU: scale, mask, softmax and dropout as one op, forward and backward.
+        return probs.matmul(v);
     }
     let scores = scores.div_scalar((head_dim as f64).sqrt());
     let scores = match pad_mask {

@@ -281,7 +281,7 @@ pub fn attention(
 
 /// One row of [`masked_softmax`].
 #[inline(always)]
-fn softmax_row(row: &mut [f32], scale: f32, mask: Option<&[f32]>) {
+pub(crate) fn softmax_row(row: &mut [f32], scale: f32, mask: Option<&[f32]>) {
     match mask {
         Some(m) => {
             for (x, &m) in row.iter_mut().zip(m) {

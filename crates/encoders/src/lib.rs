@@ -13,6 +13,7 @@ pub mod bf16;
 pub mod common;
 pub mod distilbert;
 pub mod family;
+pub mod fused;
 pub mod host;
 pub mod int8;
 pub mod longformer;
