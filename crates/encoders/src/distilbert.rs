@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::EncoderError;
 use crate::common::{self, Activation};
 use crate::family::{Backbone, CheckpointKeys, Family, Inputs, zero_bias};
+use crate::fused;
 
 fn d_act() -> String {
     "gelu".into()
@@ -242,15 +243,12 @@ impl TransformerBlock {
         let k = common::dense(&a.k_lin, x.clone());
         let v = common::dense(&a.v_lin, x.clone());
         let ctx = common::multi_head_attention([q, k, v], h, pad_mask, &a.dropout);
-        let sa = self
-            .sa_layer_norm
-            .forward(common::dense(&a.out_lin, ctx) + x);
+        let no_dropout = DropoutConfig::new(0.0).init();
+        let sa =
+            fused::dense_dropout_add_norm(&a.out_lin, ctx, &no_dropout, x, &self.sa_layer_norm);
         let f = &self.ffn;
-        let out = common::dropout(
-            &f.dropout,
-            common::dense(&f.lin2, f.act.forward(common::dense(&f.lin1, sa.clone()))),
-        );
-        self.output_layer_norm.forward(out + sa)
+        let hidden = fused::dense_gelu(&f.lin1, f.act, sa.clone());
+        fused::dense_dropout_add_norm(&f.lin2, hidden, &f.dropout, sa, &self.output_layer_norm)
     }
 }
 

@@ -43,7 +43,7 @@ pub fn dense_dropout_add_norm(
 ) -> Tensor<3> {
     #[cfg(feature = "flex")]
     if let (true, Some(bias), Some(beta), Some(eps)) = (
-        common::on_host_autodiff(&x.device()),
+        fuses(&x.device()),
         dense.bias.as_ref(),
         norm.beta.as_ref(),
         layer_norm_epsilon(norm),
@@ -69,11 +69,7 @@ pub fn dense_dropout_add_norm(
 /// - x: `[batch, seq, d_in]`, output: `[batch, seq, d_out]`
 pub fn dense_gelu(dense: &Linear, act: Activation, x: Tensor<3>) -> Tensor<3> {
     #[cfg(feature = "flex")]
-    if let (true, Activation::Gelu, Some(bias)) = (
-        common::on_host_autodiff(&x.device()),
-        act,
-        dense.bias.as_ref(),
-    ) {
+    if let (true, Activation::Gelu, Some(bias)) = (fuses(&x.device()), act, dense.bias.as_ref()) {
         let [b, s, d_in] = x.dims();
         let h = x.reshape([b * s, d_in]).matmul(dense.weight.val());
         let d_out = h.dims()[1];
@@ -94,7 +90,7 @@ pub fn attention_probs(
     dropout: &Dropout,
 ) -> Option<Tensor<4>> {
     #[cfg(feature = "flex")]
-    if common::on_host_autodiff(&scores.device()) {
+    if fuses(&scores.device()) {
         let pad = pad_mask.map(|m| {
             let keys: Vec<bool> = m.to_data().try_to_vec().expect("a bool mask reads as bool");
             std::sync::Arc::new(keys.into_iter().map(|p| p as u8 as f32).collect::<Vec<_>>())
@@ -104,6 +100,20 @@ pub fn attention_probs(
     }
     let _ = (scores, scale, pad_mask, dropout);
     None
+}
+
+static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns the fused blocks on (the default) or off for the whole process; off, training on the
+/// CPU composes them from burn ops as on every other device (to measure what fusion gives).
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether a fused block runs here: the CPU backend with autodiff, fusion on.
+#[cfg(feature = "flex")]
+fn fuses(device: &burn::tensor::Device) -> bool {
+    ENABLED.load(std::sync::atomic::Ordering::Relaxed) && common::on_host_autodiff(device)
 }
 
 /// The epsilon of a LayerNorm module (burn keeps the field private and shows it only

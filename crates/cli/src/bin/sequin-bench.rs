@@ -61,6 +61,10 @@ struct Args {
     /// costs.
     #[arg(long)]
     no_dropout: bool,
+    /// `--mode train`: burn's own composition of LayerNorm, GELU, softmax and dropout instead of
+    /// sequin's fused blocks, to measure what the fusion gives.
+    #[arg(long)]
+    unfused: bool,
     /// `--mode infer`: the linear layers' arithmetic (as `sequin predict --precision`).
     #[arg(long, default_value = "fp32")]
     precision: sequin_encoders::Precision,
@@ -95,6 +99,7 @@ fn main() -> Result<()> {
     if a.mode == "matmul" {
         return matmul_peak(&a);
     }
+    sequin_encoders::fused::set_enabled(!a.unfused);
     let cfg = config(&a.model, if a.no_dropout { 0.0 } else { 0.1 })?;
     let shards = a.shards.unwrap_or_else(sequin_cli::default_shards);
     let infer_device = sequin_cli::device();
@@ -204,7 +209,7 @@ fn main() -> Result<()> {
             "loss_first": loss_first, "loss_last": loss_last,
             "load_s": load_s, "rss_peak_mib": peak_rss_mib(),
             "threads": std::thread::available_parallelism().map(|n| n.get()).ok(),
-            "shards": shards, "dropout": !a.no_dropout,
+            "shards": shards, "dropout": !a.no_dropout, "fused": !a.unfused,
             "precision": if a.mode == "infer" { a.precision.name() } else { "fp32" },
             "int8_kernel": sequin_encoders::quant::int8_kernel().name(),
             "bf16_kernel": sequin_encoders::quant::bf16_kernel().name(),
