@@ -304,7 +304,8 @@ pub fn dropout_draw<const D: usize>(d: &Dropout, x: &Tensor<D>) -> Option<Dropou
 pub fn on_host_autodiff(device: &burn::tensor::Device) -> bool {
     #[cfg(feature = "flex")]
     {
-        *device == burn::tensor::Device::flex().autodiff()
+        // `Device` equality ignores autodiff, so ask for it separately.
+        device.is_autodiff() && *device == burn::tensor::Device::flex()
     }
     #[cfg(not(feature = "flex"))]
     {

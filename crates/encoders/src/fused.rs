@@ -268,24 +268,23 @@ mod ext {
     }
 
     fn attention_forward(
-        scores: &FlexTensor,
+        scores: FlexTensor,
         pad: Option<&[f32]>,
         scale: f32,
         drop: Option<DropoutDraw>,
     ) -> (FlexTensor, FlexTensor) {
         let shape = scores.shape();
         let (rows_per_batch, seq_k) = score_rows(&shape);
-        let mut p = values(scores).into_owned();
+        // The scores' own buffer when nothing else holds it (the usual case: a matmul's
+        // output), so the softmax runs in place.
+        let mut p: Vec<f32> = scores
+            .into_data()
+            .try_into_vec()
+            .expect("attention scores are f32");
         kernel::softmax(&mut p, rows_per_batch, seq_k, scale, pad);
-        let probs = tensor(p, shape.clone());
-        let out = match drop {
-            Some(d) => {
-                let mut o = values(&probs).into_owned();
-                kernel::apply_mask(&mut o, &d.mask(shape.num_elements()));
-                tensor(o, shape)
-            }
-            None => probs.clone(),
-        };
+        let out = drop.map(|d| tensor(kernel::masked(&p, &d.mask(p.len())), shape.clone()));
+        let probs = tensor(p, shape);
+        let out = out.unwrap_or_else(|| probs.clone());
         (probs, out)
     }
 
@@ -314,7 +313,7 @@ mod ext {
             scale: f32,
             drop: Option<DropoutDraw>,
         ) -> FlexTensor {
-            attention_forward(&scores, pad.as_deref().map(|v| &v[..]), scale, drop).1
+            attention_forward(scores, pad.as_deref().map(|v| &v[..]), scale, drop).1
         }
     }
 
@@ -445,7 +444,7 @@ mod ext {
         ) -> FloatTensor<Self> {
             let nodes = [scores.node()];
             let (probs, out) = attention_forward(
-                scores.primitive(),
+                scores.into_primitive(),
                 pad.as_deref().map(|v| &v[..]),
                 scale,
                 drop,
@@ -767,11 +766,9 @@ pub mod kernel {
             });
     }
 
-    /// `v ⊙= mask`, in parallel.
-    pub fn apply_mask(v: &mut [f32], mask: &[f32]) {
-        v.par_chunks_mut(1 << 14)
-            .zip(mask.par_chunks(1 << 14))
-            .for_each(|(v, m)| v.iter_mut().zip(m).for_each(|(v, m)| *v *= m));
+    /// `v ⊙ mask`, in parallel.
+    pub fn masked(v: &[f32], mask: &[f32]) -> Vec<f32> {
+        v.par_iter().zip(mask).map(|(v, m)| v * m).collect()
     }
 
     /// The scores' gradient from the output's `g`, with `o` the output (after dropout) and `p`
