@@ -840,6 +840,13 @@ mod tests {
         );
     }
 
+    /// Each tensor's gradient in two gradient sets is [`close`].
+    macro_rules! grads_agree {
+        ($fused:expr, $composed:expr; $($t:expr => $what:expr),+) => {
+            $( close($t.grad(&$fused).unwrap(), $t.grad(&$composed).unwrap(), $what); )+
+        };
+    }
+
     fn dropout(p: f64) -> Dropout {
         DropoutConfig::new(p).init().train()
     }
@@ -847,6 +854,13 @@ mod tests {
     /// Runs `f` with a fresh dropout stream, so two runs draw the same masks.
     fn seeded<T>(f: impl FnOnce() -> T) -> T {
         with_dropout_stream(&mut DropoutStream::new(7), f)
+    }
+
+    #[test]
+    fn only_training_on_the_cpu_backend_fuses() {
+        assert!(fuses(&Device::flex().autodiff()));
+        // Inference keeps `common::dense` (and with it int8 and bf16 linear layers).
+        assert!(!fuses(&Device::flex()));
     }
 
     #[test]
@@ -881,41 +895,10 @@ mod tests {
             close(fused.clone(), composed.clone(), "output");
             let g_fused = (fused * w.clone()).sum().backward();
             let g_composed = (composed * w).sum().backward();
-            let pairs = [
-                (x.grad(&g_fused).unwrap(), x.grad(&g_composed).unwrap(), "x"),
-                (
-                    residual.grad(&g_fused).unwrap(),
-                    residual.grad(&g_composed).unwrap(),
-                    "residual",
-                ),
-            ];
-            for (a, b, what) in pairs {
-                close(a, b, what);
-            }
-            let weight = dense.weight.val();
-            close(
-                weight.grad(&g_fused).unwrap(),
-                weight.grad(&g_composed).unwrap(),
-                "weight",
-            );
-            let bias = dense.bias.as_ref().unwrap().val();
-            close(
-                bias.grad(&g_fused).unwrap(),
-                bias.grad(&g_composed).unwrap(),
-                "bias",
-            );
-            let gamma = norm.gamma.val();
-            close(
-                gamma.grad(&g_fused).unwrap(),
-                gamma.grad(&g_composed).unwrap(),
-                "gamma",
-            );
-            let beta = norm.beta.as_ref().unwrap().val();
-            close(
-                beta.grad(&g_fused).unwrap(),
-                beta.grad(&g_composed).unwrap(),
-                "beta",
-            );
+            grads_agree!(g_fused, g_composed;
+                x => "x", residual => "residual", dense.weight.val() => "weight",
+                dense.bias.as_ref().unwrap().val() => "bias", norm.gamma.val() => "gamma",
+                norm.beta.as_ref().unwrap().val() => "beta");
         }
     }
 
@@ -928,19 +911,9 @@ mod tests {
         close(fused.clone(), composed.clone(), "output");
         let g_fused = (fused * w.clone()).sum().backward();
         let g_composed = (composed * w).sum().backward();
-        close(x.grad(&g_fused).unwrap(), x.grad(&g_composed).unwrap(), "x");
-        let weight = dense.weight.val();
-        close(
-            weight.grad(&g_fused).unwrap(),
-            weight.grad(&g_composed).unwrap(),
-            "weight",
-        );
-        let bias = dense.bias.as_ref().unwrap().val();
-        close(
-            bias.grad(&g_fused).unwrap(),
-            bias.grad(&g_composed).unwrap(),
-            "bias",
-        );
+        grads_agree!(g_fused, g_composed;
+            x => "x", dense.weight.val() => "weight",
+            dense.bias.as_ref().unwrap().val() => "bias");
     }
 
     #[test]
@@ -963,11 +936,7 @@ mod tests {
             close(fused.clone(), composed.clone(), "probabilities");
             let g_fused = (fused * w.clone()).sum().backward();
             let g_composed = (composed * w).sum().backward();
-            close(
-                scores.grad(&g_fused).unwrap(),
-                scores.grad(&g_composed).unwrap(),
-                "scores",
-            );
+            grads_agree!(g_fused, g_composed; scores => "scores");
         }
     }
 
