@@ -43,7 +43,7 @@ pub fn dense_dropout_add_norm(
 ) -> Tensor<3> {
     #[cfg(feature = "flex")]
     if let (true, Some(bias), Some(beta), Some(eps)) = (
-        fuses(&x.device()),
+        fuses(&x),
         dense.bias.as_ref(),
         norm.beta.as_ref(),
         layer_norm_epsilon(norm),
@@ -69,7 +69,7 @@ pub fn dense_dropout_add_norm(
 /// - x: `[batch, seq, d_in]`, output: `[batch, seq, d_out]`
 pub fn dense_gelu(dense: &Linear, act: Activation, x: Tensor<3>) -> Tensor<3> {
     #[cfg(feature = "flex")]
-    if let (true, Activation::Gelu, Some(bias)) = (fuses(&x.device()), act, dense.bias.as_ref()) {
+    if let (true, Activation::Gelu, Some(bias)) = (fuses(&x), act, dense.bias.as_ref()) {
         let [b, s, d_in] = x.dims();
         let h = x.reshape([b * s, d_in]).matmul(dense.weight.val());
         let d_out = h.dims()[1];
@@ -90,7 +90,7 @@ pub fn attention_probs(
     dropout: &Dropout,
 ) -> Option<Tensor<4>> {
     #[cfg(feature = "flex")]
-    if fuses(&scores.device()) {
+    if fuses(scores) {
         let pad = pad_mask.map(|m| {
             let keys: Vec<bool> = m.to_data().try_to_vec().expect("a bool mask reads as bool");
             std::sync::Arc::new(keys.into_iter().map(|p| p as u8 as f32).collect::<Vec<_>>())
@@ -110,10 +110,12 @@ pub fn set_enabled(on: bool) {
     ENABLED.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Whether a fused block runs here: the CPU backend with autodiff, fusion on.
+/// Whether a fused block runs on `x`: f32 on the CPU backend with autodiff, fusion on.
 #[cfg(feature = "flex")]
-fn fuses(device: &burn::tensor::Device) -> bool {
-    ENABLED.load(std::sync::atomic::Ordering::Relaxed) && common::on_host_autodiff(device)
+fn fuses<const D: usize>(x: &Tensor<D>) -> bool {
+    ENABLED.load(std::sync::atomic::Ordering::Relaxed)
+        && x.dtype() == burn::tensor::DType::F32
+        && common::on_host_autodiff(&x.device())
 }
 
 /// The epsilon of a LayerNorm module (burn keeps the field private and shows it only
@@ -275,15 +277,16 @@ mod ext {
     ) -> (FlexTensor, FlexTensor) {
         let shape = scores.shape();
         let (rows_per_batch, seq_k) = score_rows(&shape);
-        // The scores' own buffer when nothing else holds it (the usual case: a matmul's
-        // output), so the softmax runs in place.
-        let mut p: Vec<f32> = scores
-            .into_data()
-            .try_into_vec()
-            .expect("attention scores are f32");
-        kernel::softmax(&mut p, rows_per_batch, seq_k, scale, pad);
-        let out = drop.map(|d| tensor(kernel::masked(&p, &d.mask(p.len())), shape.clone()));
-        let probs = tensor(p, shape);
+        // The softmax runs in the scores' own buffer when nothing else holds it (the usual
+        // case: a matmul's output); `storage_mut` copies first otherwise.
+        let mut probs = match scores.layout().contiguous_offsets() {
+            Some((0, _)) => scores,
+            _ => scores.to_contiguous(),
+        };
+        let n = shape.num_elements();
+        let p = &mut probs.storage_mut::<f32>()[..n];
+        kernel::softmax(p, rows_per_batch, seq_k, scale, pad);
+        let out = drop.map(|d| tensor(kernel::masked(p, &d.mask(n)), shape.clone()));
         let out = out.unwrap_or_else(|| probs.clone());
         (probs, out)
     }
@@ -858,9 +861,9 @@ mod tests {
 
     #[test]
     fn only_training_on_the_cpu_backend_fuses() {
-        assert!(fuses(&Device::flex().autodiff()));
+        assert!(fuses(&Tensor::<1>::zeros([2], &Device::flex().autodiff())));
         // Inference keeps `common::dense` (and with it int8 and bf16 linear layers).
-        assert!(!fuses(&Device::flex()));
+        assert!(!fuses(&Tensor::<1>::zeros([2], &Device::flex())));
     }
 
     #[test]
