@@ -28,15 +28,91 @@ pub fn is_host(device: &Device) -> bool {
     }
 }
 
-/// `f` over every element of `x` in parallel chunks, as a new tensor of the same shape.
-pub fn map<const D: usize>(x: Tensor<D>, f: impl Fn(&mut [f32]) + Sync + Send) -> Tensor<D> {
-    let (shape, device) = (x.shape(), x.device());
-    let mut v: Vec<f32> = x
-        .into_data()
-        .try_into_vec_as()
-        .expect("a float tensor converts to f32");
-    v.par_chunks_mut(CHUNK).for_each(f);
-    Tensor::from_data(TensorData::new(v, shape), &device)
+/// `f` over every element of a host tensor `x` in parallel chunks, in `x`'s own buffer when
+/// nothing else holds it (a copy otherwise).
+pub fn map<const D: usize>(x: Tensor<D>, f: fn(&mut [f32])) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    {
+        use burn::backend::Dispatch;
+        Tensor::from_dispatch(<Dispatch as ext::HostOps>::host_map(x.into_dispatch(), f))
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let (shape, device) = (x.shape(), x.device());
+        let mut v: Vec<f32> = x.into_data().try_into_vec_as().expect("f32 values");
+        v.par_chunks_mut(CHUNK).for_each(f);
+        Tensor::from_data(TensorData::new(v, shape), &device)
+    }
+}
+
+/// `f(values of x)` as a new host tensor of `shape`, reading `x`'s values where they are (no
+/// copy out of burn, which re-aligns and copies a tensor's buffer when it hands it over).
+#[cfg(feature = "flex")]
+pub fn read<const D: usize, const E: usize>(
+    x: Tensor<D>,
+    shape: [usize; E],
+    f: impl Fn(&[f32]) -> Vec<f32> + Send + Sync + 'static,
+) -> Tensor<E> {
+    use burn::backend::Dispatch;
+    let f = ext::Reader(std::sync::Arc::new(f));
+    Tensor::from_dispatch(<Dispatch as ext::HostOps>::host_read(
+        x.into_dispatch(),
+        f,
+        shape.to_vec(),
+    ))
+}
+
+#[cfg(feature = "flex")]
+mod ext {
+    //! A backend extension for the host paths: burn's `flex` tensor memory, read and written in
+    //! place.
+
+    use std::sync::Arc;
+
+    use burn::backend::flex::FlexTensor;
+    use burn::backend::tensor::FloatTensor;
+    use burn::backend::{Backend, Flex, backend_extension};
+    use burn::tensor::TensorData;
+    use rayon::prelude::*;
+
+    /// A function of a tensor's values.
+    #[derive(Clone)]
+    pub struct Reader(pub Arc<dyn Fn(&[f32]) -> Vec<f32> + Send + Sync>);
+
+    /// Host ops on the CPU backend's memory.
+    #[backend_extension(Flex)]
+    pub trait HostOps: Backend {
+        /// `f` over `x`'s values in parallel chunks, in place when `x` holds its buffer alone.
+        fn host_map(x: FloatTensor<Self>, f: fn(&mut [f32])) -> FloatTensor<Self>;
+        /// `f(x's values)` as a new tensor of `shape`.
+        fn host_read(x: FloatTensor<Self>, f: Reader, shape: Vec<usize>) -> FloatTensor<Self>;
+    }
+
+    /// `x` contiguous from the start of its buffer.
+    fn packed(x: FlexTensor) -> FlexTensor {
+        match x.layout().contiguous_offsets() {
+            Some((0, _)) => x,
+            _ => x.to_contiguous(),
+        }
+    }
+
+    impl HostOps for Flex {
+        fn host_map(x: FlexTensor, f: fn(&mut [f32])) -> FlexTensor {
+            let mut x = packed(x);
+            let n = x.layout().num_elements();
+            x.storage_mut::<f32>()[..n]
+                .par_chunks_mut(super::CHUNK)
+                .for_each(f);
+            x
+        }
+
+        fn host_read(x: FlexTensor, f: Reader, shape: Vec<usize>) -> FlexTensor {
+            let x = packed(x);
+            let n = x.layout().num_elements();
+            let y = (f.0)(&x.storage::<f32>()[..n]);
+            FlexTensor::from_data(TensorData::new(y, shape))
+        }
+    }
 }
 
 /// The error function, as Eigen's and XLA's `fast_erf`: `x·P(x²)/Q(x²)` on `[-4, 4]` (beyond

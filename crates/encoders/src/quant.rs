@@ -18,7 +18,7 @@ use std::sync::{Arc, LazyLock, OnceLock, RwLock};
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::nn::Linear;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::bf16::{self, Bf16Matrix};
@@ -177,7 +177,7 @@ pub(crate) fn linear(layer: &Linear, x: Tensor<2>) -> Result<Tensor<2>, Tensor<2
             None => return Err(x),
         }
     };
-    let (packed, bias) = slot.get_or_init(|| {
+    let (packed, _) = slot.get_or_init(|| {
         let w = layer.weight.val();
         let [k, n] = w.dims();
         let bias = layer.bias.as_ref().map(|b| floats(b.val()));
@@ -188,12 +188,18 @@ pub(crate) fn linear(layer: &Linear, x: Tensor<2>) -> Result<Tensor<2>, Tensor<2
         };
         (packed, bias)
     });
-    let (rows, device) = (x.dims()[0], x.device());
-    let (y, n) = match packed {
-        Packed::Int8(q) => (q.matmul(*INT8, &floats(x), bias.as_deref()), q.n()),
-        Packed::Bf16(q) => (q.matmul(*BF16, &floats(x), bias.as_deref()), q.n()),
+    let n = match packed {
+        Packed::Int8(q) => q.n(),
+        Packed::Bf16(q) => q.n(),
     };
-    Ok(Tensor::from_data(TensorData::new(y, [rows, n]), &device))
+    let rows = x.dims()[0];
+    Ok(crate::host::read(x, [rows, n], move |x| {
+        let (packed, bias) = slot.get().expect("packed above");
+        match packed {
+            Packed::Int8(q) => q.matmul(*INT8, x, bias.as_deref()),
+            Packed::Bf16(q) => q.matmul(*BF16, x, bias.as_deref()),
+        }
+    }))
 }
 
 /// `x · w + bias` for `x` `[m, k]` (row-major) into a new `[m, n]`, in parallel tasks of
