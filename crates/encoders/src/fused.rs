@@ -279,10 +279,7 @@ mod ext {
         let (rows_per_batch, seq_k) = score_rows(&shape);
         // The softmax runs in the scores' own buffer when nothing else holds it (the usual
         // case: a matmul's output); `storage_mut` copies first otherwise.
-        let mut probs = match scores.layout().contiguous_offsets() {
-            Some((0, _)) => scores,
-            _ => scores.to_contiguous(),
-        };
+        let mut probs = crate::host::packed(scores);
         let n = shape.num_elements();
         let p = &mut probs.storage_mut::<f32>()[..n];
         kernel::softmax(p, rows_per_batch, seq_k, scale, pad);

@@ -63,6 +63,9 @@ pub fn read<const D: usize, const E: usize>(
 }
 
 #[cfg(feature = "flex")]
+pub(crate) use ext::packed;
+
+#[cfg(feature = "flex")]
 mod ext {
     //! A backend extension for the host paths: burn's `flex` tensor memory, read and written in
     //! place.
@@ -88,8 +91,8 @@ mod ext {
         fn host_read(x: FloatTensor<Self>, f: Reader, shape: Vec<usize>) -> FloatTensor<Self>;
     }
 
-    /// `x` contiguous from the start of its buffer.
-    fn packed(x: FlexTensor) -> FlexTensor {
+    /// `x` contiguous from the start of its buffer (itself when it already is).
+    pub(crate) fn packed(x: FlexTensor) -> FlexTensor {
         match x.layout().contiguous_offsets() {
             Some((0, _)) => x,
             _ => x.to_contiguous(),
