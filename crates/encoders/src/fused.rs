@@ -41,13 +41,11 @@ pub fn dense_dropout_add_norm(
     residual: Tensor<3>,
     norm: &LayerNorm,
 ) -> Tensor<3> {
+    // (`fuses` first: reading the epsilon formats it, which inference need not pay for.)
     #[cfg(feature = "flex")]
-    if let (true, Some(bias), Some(beta), Some(eps)) = (
-        fuses(&x),
-        dense.bias.as_ref(),
-        norm.beta.as_ref(),
-        layer_norm_epsilon(norm),
-    ) {
+    if let (true, Some(bias), Some(beta)) = (fuses(&x), dense.bias.as_ref(), norm.beta.as_ref())
+        && let Some(eps) = layer_norm_epsilon(norm)
+    {
         let [b, s, d_in] = x.dims();
         let h = x.reshape([b * s, d_in]).matmul(dense.weight.val());
         let d_out = h.dims()[1];
