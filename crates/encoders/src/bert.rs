@@ -325,7 +325,7 @@ impl BertSelfOutput {
         fused::dense_dropout_add_norm(
             &self.dense,
             attended,
-            &self.dropout,
+            Some(&self.dropout),
             residual,
             &self.LayerNorm,
         )
@@ -375,7 +375,7 @@ impl BertOutput {
         fused::dense_dropout_add_norm(
             &self.dense,
             intermediate,
-            &self.dropout,
+            Some(&self.dropout),
             residual,
             &self.LayerNorm,
         )

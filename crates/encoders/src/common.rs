@@ -464,12 +464,11 @@ fn explicit_attention(
     let [q, k, v] = qkv;
     let [_, heads, seq_q, head_dim] = q.dims();
     let scores = q.matmul(k.swap_dims(2, 3));
+    let scale = 1.0 / (head_dim as f32).sqrt();
     if crate::host::is_host(&scores.device()) {
         // Inference on the CPU: scale, mask and softmax in one parallel pass (no dropout).
-        let scale = 1.0 / (head_dim as f32).sqrt();
         return crate::host::masked_softmax(scores, scale, pad_mask).matmul(v);
     }
-    let scale = 1.0 / (head_dim as f32).sqrt();
     if let Some(probs) = crate::fused::attention_probs(&scores, scale, pad_mask.as_ref(), dropout) {
         // Training on the CPU: scale, mask, softmax and dropout as one op, forward and backward.
         return probs.matmul(v);

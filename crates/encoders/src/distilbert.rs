@@ -243,12 +243,16 @@ impl TransformerBlock {
         let k = common::dense(&a.k_lin, x.clone());
         let v = common::dense(&a.v_lin, x.clone());
         let ctx = common::multi_head_attention([q, k, v], h, pad_mask, &a.dropout);
-        let no_dropout = DropoutConfig::new(0.0).init();
-        let sa =
-            fused::dense_dropout_add_norm(&a.out_lin, ctx, &no_dropout, x, &self.sa_layer_norm);
+        let sa = fused::dense_dropout_add_norm(&a.out_lin, ctx, None, x, &self.sa_layer_norm);
         let f = &self.ffn;
         let hidden = fused::dense_gelu(&f.lin1, f.act, sa.clone());
-        fused::dense_dropout_add_norm(&f.lin2, hidden, &f.dropout, sa, &self.output_layer_norm)
+        fused::dense_dropout_add_norm(
+            &f.lin2,
+            hidden,
+            Some(&f.dropout),
+            sa,
+            &self.output_layer_norm,
+        )
     }
 }
 

@@ -29,7 +29,8 @@ use burn::tensor::{Bool, Tensor};
 use crate::common::{self, Activation};
 
 /// `LayerNorm(dropout(dense(x)) + residual)`: the output block after attention and after
-/// the feed-forward layer of a post-norm transformer.
+/// the feed-forward layer of a post-norm transformer (`dropout`: `None` where the block has
+/// none, as DistilBERT's attention output).
 ///
 /// # Shapes
 /// - x: `[batch, seq, d_in]`, residual: `[batch, seq, d_out]`
@@ -37,7 +38,7 @@ use crate::common::{self, Activation};
 pub fn dense_dropout_add_norm(
     dense: &Linear,
     x: Tensor<3>,
-    dropout: &Dropout,
+    dropout: Option<&Dropout>,
     residual: Tensor<3>,
     norm: &LayerNorm,
 ) -> Tensor<3> {
@@ -49,7 +50,7 @@ pub fn dense_dropout_add_norm(
         let [b, s, d_in] = x.dims();
         let h = x.reshape([b * s, d_in]).matmul(dense.weight.val());
         let d_out = h.dims()[1];
-        let draw = common::dropout_draw(dropout, &h);
+        let draw = dropout.and_then(|d| common::dropout_draw(d, &h));
         let y = ext::call_add_norm(
             [h, bias.val().unsqueeze(), residual.reshape([b * s, d_out])],
             [norm.gamma.val(), beta.val()],
@@ -58,7 +59,12 @@ pub fn dense_dropout_add_norm(
         );
         return y.reshape([b, s, d_out]);
     }
-    norm.forward(common::dropout(dropout, common::dense(dense, x)) + residual)
+    let h = common::dense(dense, x);
+    let h = match dropout {
+        Some(d) => common::dropout(d, h),
+        None => h,
+    };
+    norm.forward(h + residual)
 }
 
 /// `act(dense(x))`: the intermediate (first feed-forward) block.
@@ -253,17 +259,15 @@ mod ext {
         drop: Option<DropoutDraw>,
     ) -> (FlexTensor, kernel::NormSaved) {
         let shape = h.shape();
-        let keep = drop.map(|d| d.mask(shape.num_elements()));
         let (y, saved) = kernel::add_norm_forward(kernel::AddNormIn {
             h: &values(h),
             bias: &values(bias),
             residual: &values(residual),
             gamma: &values(gamma),
             beta: &values(beta),
-            keep: keep.as_deref(),
+            keep: drop.map(|d| d.mask(shape.num_elements())),
             epsilon,
         });
-        let saved = kernel::NormSaved { keep, ..saved };
         (tensor(y, shape), saved)
     }
 
@@ -421,16 +425,19 @@ mod ext {
         fn bias_gelu(x: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
             let nodes = [x.node(), bias.node()];
             let shape = x.primitive().shape();
-            let (y, u) = kernel::bias_gelu(&values(x.primitive()), &values(bias.primitive()), true);
+            let (x, bias) = (values(x.primitive()), values(bias.primitive()));
             match BiasGeluBackward
                 .prepare::<C>(nodes)
                 .compute_bound()
                 .stateful()
             {
                 OpsKind::Tracked(prep) => {
+                    let (y, u) = kernel::bias_gelu(&x, &bias, true);
                     prep.finish(Arc::new((u, shape.clone())), tensor(y, shape))
                 }
-                OpsKind::UnTracked(prep) => prep.finish(tensor(y, shape)),
+                OpsKind::UnTracked(prep) => {
+                    prep.finish(tensor(kernel::bias_gelu(&x, &bias, false).0, shape))
+                }
             }
         }
 
@@ -504,8 +511,8 @@ pub mod kernel {
         pub gamma: &'a [f32],
         /// LayerNorm shift.
         pub beta: &'a [f32],
-        /// The dropout mask (`1/(1 − p)` or 0), if dropout is on.
-        pub keep: Option<&'a [f32]>,
+        /// The dropout mask (`1/(1 − p)` or 0), if dropout is on; kept for the backward.
+        pub keep: Option<Vec<f32>>,
         /// LayerNorm epsilon.
         pub epsilon: f32,
     }
@@ -551,7 +558,7 @@ pub mod kernel {
             xhat,
             rstd,
             gamma: x.gamma.to_vec(),
-            keep: None,
+            keep: x.keep,
         };
         (y, saved)
     }
@@ -568,7 +575,7 @@ pub mod kernel {
             let o = at + i * d;
             let z = &mut xhat[i * d..][..d];
             let (h, res) = (&x.h[o..][..d], &x.residual[o..][..d]);
-            match x.keep {
+            match x.keep.as_deref() {
                 Some(k) => {
                     let k = &k[o..][..d];
                     for j in 0..d {
@@ -883,7 +890,7 @@ mod tests {
                 random([3, 5, 16], false),
             );
             let fused = seeded(|| {
-                dense_dropout_add_norm(&dense, x.clone(), &drop, residual.clone(), &norm)
+                dense_dropout_add_norm(&dense, x.clone(), Some(&drop), residual.clone(), &norm)
             });
             let composed = seeded(|| {
                 norm.forward(
@@ -946,7 +953,7 @@ mod tests {
         let (x, residual) = (random([4, 40, 8], true), random([4, 40, 16], true));
         let run = || {
             let y = seeded(|| {
-                dense_dropout_add_norm(&dense, x.clone(), &drop, residual.clone(), &norm)
+                dense_dropout_add_norm(&dense, x.clone(), Some(&drop), residual.clone(), &norm)
             });
             let grads = (y.clone() * y.clone()).sum().backward();
             let gamma: Vec<f32> = norm

@@ -78,6 +78,24 @@ enum Packed {
     Bf16(Bf16Matrix),
 }
 
+impl Packed {
+    /// Output features.
+    fn n(&self) -> usize {
+        match self {
+            Self::Int8(q) => q.n(),
+            Self::Bf16(q) => q.n(),
+        }
+    }
+
+    /// `x · w + bias` with this CPU's kernel for the precision.
+    fn matmul(&self, x: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+        match self {
+            Self::Int8(q) => q.matmul(*INT8, x, bias),
+            Self::Bf16(q) => q.matmul(*BF16, x, bias),
+        }
+    }
+}
+
 /// A converted weight and its bias, made at the weight's first low-precision use.
 type Slot = Arc<OnceLock<(Packed, Option<Vec<f32>>)>>;
 
@@ -188,17 +206,10 @@ pub(crate) fn linear(layer: &Linear, x: Tensor<2>) -> Result<Tensor<2>, Tensor<2
         };
         (packed, bias)
     });
-    let n = match packed {
-        Packed::Int8(q) => q.n(),
-        Packed::Bf16(q) => q.n(),
-    };
-    let rows = x.dims()[0];
-    Ok(crate::host::read(x, [rows, n], move |x| {
+    let shape = [x.dims()[0], packed.n()];
+    Ok(crate::host::read(x, shape, move |x| {
         let (packed, bias) = slot.get().expect("packed above");
-        match packed {
-            Packed::Int8(q) => q.matmul(*INT8, x, bias.as_deref()),
-            Packed::Bf16(q) => q.matmul(*BF16, x, bias.as_deref()),
-        }
+        packed.matmul(x, bias.as_deref())
     }))
 }
 
