@@ -91,8 +91,11 @@ pub(crate) fn run(
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("the model failed on this batch (a panic); see the server log".into()),
         };
+        // Counted before the answers go out: a client that has its answer sees it in /metrics.
+        if logits.is_ok() {
+            metrics.texts.inc_by(texts as u64);
+        }
         answer(&c, jobs, &rows, logits);
-        metrics.texts.inc_by(texts as u64);
     }
 }
 
