@@ -146,17 +146,11 @@ fn start(bin: &Path, model: &Path) -> Result<Served> {
     Ok(Served { child, base })
 }
 
-/// `sequin predict` over the texts: texts/s net of loading (the time for one text is
-/// subtracted), and its logits.
-fn predict(bin: &Path, model: &Path, dir: &Path, texts: &[String]) -> Result<(f64, Vec<Vec<f32>>)> {
-    let run = |n: usize| -> Result<(f64, PathBuf)> {
-        let input = dir.join(format!("texts-{n}.jsonl"));
-        let lines: Vec<String> = texts[..n]
-            .iter()
-            .map(|t| json!({"text": t}).to_string())
-            .collect();
-        std::fs::write(&input, lines.join("\n"))?;
-        let output = dir.join(format!("preds-{n}.jsonl"));
+/// `sequin predict` over the test file, timed, keeping each row's text: the first `n` texts
+/// with their logits, and the texts per second (a one-row run's start-up time subtracted).
+/// xtask reads the data through the binary it measures, so it builds no Parquet reader itself.
+fn predict(bin: &Path, model: &Path, dir: &Path, test: &Path, n: usize) -> Result<Predicted> {
+    let run = |input: &Path, output: &Path| -> Result<f64> {
         let t = Instant::now();
         crate::run(
             Command::new(bin)
@@ -164,29 +158,49 @@ fn predict(bin: &Path, model: &Path, dir: &Path, texts: &[String]) -> Result<(f6
                 .arg("--model")
                 .arg(model)
                 .arg("--input")
-                .arg(&input)
+                .arg(input)
                 .arg("--output")
-                .arg(&output),
+                .arg(output)
+                .args(["--keep-columns", "text"]),
         )?;
-        Ok((t.elapsed().as_secs_f64(), output))
+        Ok(t.elapsed().as_secs_f64())
     };
-    let (one, _) = run(1)?;
-    let (all, output) = run(texts.len())?;
-    let logits = std::fs::read_to_string(&output)?
+    let output = dir.join("preds-all.jsonl");
+    let all = run(test, &output)?;
+    let rows: Vec<Value> = std::fs::read_to_string(&output)?
         .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap_or_default();
-            v["logits"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|x| x.as_f64().unwrap_or(f64::NAN) as f32)
-                        .collect()
-                })
-                .unwrap_or_default()
-        })
-        .collect();
-    Ok((texts.len() as f64 / (all - one).max(1e-9), logits))
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{} is not JSON lines", output.display()))?;
+    let mut texts = Vec::new();
+    let mut logits = Vec::new();
+    for (i, row) in rows.iter().take(n).enumerate() {
+        let text = row["text"].as_str();
+        let l: Option<Vec<f32>> = row["logits"]
+            .as_array()
+            .and_then(|a| a.iter().map(|x| x.as_f64().map(|x| x as f32)).collect());
+        let (Some(text), Some(l)) = (text, l) else {
+            bail!("row {i} of {} has no text or no logits", output.display());
+        };
+        texts.push(text.to_string());
+        logits.push(l);
+    }
+    ensure!(!texts.is_empty(), "{} has no rows", test.display());
+    let one_input = dir.join("texts-1.jsonl");
+    std::fs::write(&one_input, json!({"text": texts[0]}).to_string())?;
+    let one = run(&one_input, &dir.join("preds-1.jsonl"))?;
+    Ok(Predicted {
+        texts,
+        texts_per_s: rows.len() as f64 / (all - one).max(1e-9),
+        logits,
+    })
+}
+
+/// What [`predict`] measured.
+struct Predicted {
+    texts: Vec<String>,
+    texts_per_s: f64,
+    logits: Vec<Vec<f32>>,
 }
 
 /// Runs the benchmark; writes target/bench/serve.json and serve.md and prints the table.
@@ -204,25 +218,19 @@ pub(crate) fn bench_serve(root: &Path, model: Option<PathBuf>, n: usize) -> Resu
         "sequin-cli",
     ]))?;
     let bin = root.join("target/release/sequin");
-    let cols = sequin_data::Columns {
-        label: None,
-        ..Default::default()
-    };
     let test = root.join("datasets/amazon-food/test.parquet");
-    let texts: Vec<String> = sequin_data::read_records(&test, &cols)
-        .with_context(|| format!("cannot read {}", test.display()))?
-        .into_iter()
-        .take(n)
-        .map(|r| r.text)
-        .collect();
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir)?;
+    let Predicted {
+        texts,
+        texts_per_s: predict_tps,
+        logits: predict_logits,
+    } = predict(&bin, &model, &dir, &test, n)?;
     let cpu = cpu_model();
     eprintln!(
         "bench-serve on {cpu}: {} amazon-food test reviews",
         texts.len()
     );
-    let (predict_tps, predict_logits) = predict(&bin, &model, &dir, &texts)?;
     let server = start(&bin, &model)?;
     std::thread::sleep(Duration::from_millis(300));
     let (idle, _) = memory(server.child.id());

@@ -4,8 +4,8 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
-use arrow::array::{Array, ArrayRef, AsArray};
-use arrow::datatypes::DataType;
+use arrow_array::{Array, ArrayRef, cast::AsArray};
+use arrow_schema::DataType;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
@@ -320,7 +320,7 @@ fn strings(
             expected,
         });
     }
-    let as_str = arrow::compute::cast(arr, &DataType::Utf8).map_err(|e| DataError::ColumnType {
+    let as_str = arrow_cast::cast(arr, &DataType::Utf8).map_err(|e| DataError::ColumnType {
         path: path.to_path_buf(),
         column: name.into(),
         found: format!("{} ({e})", arr.data_type()),
@@ -355,7 +355,7 @@ fn feature_cells(path: &Path, name: &str, arr: &ArrayRef) -> Result<Vec<Option<S
     if !ok {
         return Err(bad(arr.data_type().to_string()));
     }
-    let as_str = arrow::compute::cast(arr, &DataType::Utf8)
+    let as_str = arrow_cast::cast(arr, &DataType::Utf8)
         .map_err(|e| bad(format!("{} ({e})", arr.data_type())))?;
     let s = as_str.as_string::<i32>();
     Ok((0..s.len())
@@ -473,7 +473,7 @@ fn flag_columns(
     let mut out = vec![Vec::new(); n];
     for (name, arr) in names.iter().zip(arrays) {
         let as_str = strings(path, name, arr, true).or_else(|_| {
-            arrow::compute::cast(arr, &DataType::Utf8)
+            arrow_cast::cast(arr, &DataType::Utf8)
                 .ok()
                 .filter(|_| matches!(arr.data_type(), DataType::Boolean))
                 .map(|a| {

@@ -137,7 +137,8 @@ fn encode_records(path: &Path, cols: &Columns, rows: &[ProvenanceRow]) -> Result
 fn encode_parquet(path: &Path, cols: &Columns, rows: &[ProvenanceRow]) -> Result<Vec<u8>> {
     use std::sync::Arc;
 
-    use arrow::array::{ArrayRef, ListBuilder, RecordBatch, StringBuilder, UInt64Builder};
+    use arrow_array::builder::{ListBuilder, StringBuilder, UInt64Builder};
+    use arrow_array::{ArrayRef, RecordBatch};
     let label = cols.label.as_deref();
     let pair = cols.text_pair.as_deref();
     let lists = rows.iter().any(|r| r.record.labels.is_some());

@@ -229,7 +229,8 @@ impl PredictionWriter {
         use std::io::Write as _;
         use std::sync::Arc;
 
-        use arrow::array::{ArrayRef, Float32Builder, ListBuilder, RecordBatch, StringBuilder};
+        use arrow_array::builder::{Float32Builder, ListBuilder, StringBuilder};
+        use arrow_array::{ArrayRef, RecordBatch};
         self.n += preds.len();
         match &mut self.kind {
             WriterKind::Jsonl(w) => {
@@ -296,7 +297,7 @@ impl PredictionWriter {
                     cols.push(("top_k_scores", Arc::new(top_s.finish())));
                 }
                 for (i, name) in self.keep.iter().enumerate() {
-                    let cells: arrow::array::StringArray =
+                    let cells: arrow_array::StringArray =
                         kept.iter().map(|row| row[i].as_deref()).collect();
                     cols.push((name.as_str(), Arc::new(cells)));
                 }
