@@ -207,7 +207,7 @@ fn train(root: &Path, backend: Backend, args: &[String]) -> Result<()> {
     let data = root.join("datasets/amazon-food");
     if !root.join("target/release/sequin").is_file() {
         eprintln!(
-            "building sequin (release, backend {}) before training: a first build compiles about 400 crates and takes 15-25 minutes on 2 cores; cargo's progress follows",
+            "building sequin (release, backend {}) before training: a first build compiles about 500 crates and takes about 8 minutes on 2 cores (README, Set up and run); cargo's progress follows",
             backend.feature()
         );
     }
