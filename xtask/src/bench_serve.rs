@@ -191,6 +191,7 @@ fn predict(bin: &Path, model: &Path, dir: &Path, test: &Path, n: usize) -> Resul
     let one = run(&one_input, &dir.join("preds-1.jsonl"))?;
     Ok(Predicted {
         texts,
+        rows: rows.len(),
         texts_per_s: rows.len() as f64 / (all - one).max(1e-9),
         logits,
     })
@@ -199,6 +200,8 @@ fn predict(bin: &Path, model: &Path, dir: &Path, test: &Path, n: usize) -> Resul
 /// What [`predict`] measured.
 struct Predicted {
     texts: Vec<String>,
+    /// Rows of the test file (the predict run's count; the served texts are the first `n`).
+    rows: usize,
     texts_per_s: f64,
     logits: Vec<Vec<f32>>,
 }
@@ -223,6 +226,7 @@ pub(crate) fn bench_serve(root: &Path, model: Option<PathBuf>, n: usize) -> Resu
     std::fs::create_dir_all(&dir)?;
     let Predicted {
         texts,
+        rows: predict_rows,
         texts_per_s: predict_tps,
         logits: predict_logits,
     } = predict(&bin, &model, &dir, &test, n)?;
@@ -255,6 +259,7 @@ pub(crate) fn bench_serve(root: &Path, model: Option<PathBuf>, n: usize) -> Resu
         "model": model,
         "texts": texts.len(),
         "predict_texts_per_s": predict_tps,
+        "predict_rows": predict_rows,
         "bursts": rows,
         "classify_check": check,
         "max_abs_logit_diff_vs_predict": max_diff,
@@ -272,9 +277,10 @@ fn markdown(v: &Value) -> String {
     let f = |x: &Value| x.as_f64().unwrap_or(f64::NAN);
     let predict = f(&v["predict_texts_per_s"]);
     let mut md = format!(
-        "CPU: {}; {} amazon-food test reviews, one per request; `sequin predict`: {:.1} texts/s\n\n",
+        "CPU: {}; {} amazon-food test reviews, one per request; `sequin predict` over the {}-row test file: {:.1} texts/s\n\n",
         v["cpu"].as_str().unwrap_or_default(),
         v["texts"],
+        v["predict_rows"],
         predict
     );
     md += "| clients | requests/s | texts/s | of predict's texts/s | p50 ms | p90 ms | p99 ms | errors |\n";
